@@ -1,0 +1,187 @@
+"""The `vigil` command: serve models, and talk to a running server through the public client."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import numpy.typing as npt
+
+from clients.client import DEFAULT_TARGET, Client
+from clients.errors import VigilError
+from clients.types import ModelInfo, Prediction
+from protos.tensors import NUMPY_DTYPES, DataType
+
+target_option = click.option(
+    "--target", envvar="VIGIL_TARGET", default=DEFAULT_TARGET, show_default=True,
+    help="host:port of the server's gRPC endpoint (env VIGIL_TARGET).",
+)
+timeout_option = click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline in seconds.")
+
+
+@click.group()
+@click.version_option(package_name="vigil")
+def main() -> None:
+    """Vigil: a gRPC model server for ONNX models with streaming telemetry."""
+
+
+@main.command()
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Model repository folder (default: the bundled breast-cancer model).")
+@click.option("--host", help="Address to listen on (default 0.0.0.0).")
+@click.option("--port", "grpc_port", type=int, help="gRPC port (default 8001; 0 picks a free one).")
+@click.option("--http-port", type=int, help="HTTP port for /metrics (default 8002; 0 picks a free one).")
+@click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+def serve(**options: Any) -> None:
+    """Serve the models in a repository. Every option also reads its VIGIL_* environment variable."""
+    # The server is imported here, not at the top, so client-only commands stay light.
+    from server.__main__ import main as serve_main
+    from server.settings import Settings
+
+    overrides = {key: value for key, value in options.items() if value is not None}
+    sys.exit(serve_main(Settings(**overrides)))
+
+
+@main.command()
+@target_option
+@timeout_option
+def models(target: str, timeout: float) -> None:
+    """List the server's models and the state of each version."""
+    with Client(target, timeout=timeout) as client:
+        summaries = _call(client.list_models)
+    for model in summaries:
+        default = model.default_version or "-"
+        click.echo(f"{model.name}  (default version {default})" + (f"  {model.reason}" if model.reason else ""))
+        for v in model.versions:
+            providers = ",".join(v.execution_providers)
+            line = f"  {v.version:>4}  {v.state:<8} {providers}"
+            click.echo(line + (f"  {v.reason}" if v.reason else ""))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--version", type=int, default=0, help="Version (default: the default version).")
+@target_option
+@timeout_option
+def metadata(model: str, version: int, target: str, timeout: float) -> None:
+    """Show a model version's inputs, outputs and configuration as JSON."""
+    with Client(target, timeout=timeout) as client:
+        info = _call(client.model_metadata, model, version)
+    click.echo(json.dumps(_jsonable(info.__dict__), indent=2))
+
+
+@main.command()
+@click.option("--service", default="", help="Health service name ('' for the server, model/NAME for a model).")
+@target_option
+@timeout_option
+def health(service: str, target: str, timeout: float) -> None:
+    """Print the server's (or a service's) health; exit 0 only when SERVING."""
+    with Client(target, timeout=timeout) as client:
+        status = _call(client.health, service)
+    click.echo(status)
+    sys.exit(0 if status == "SERVING" else 1)
+
+
+@main.command()
+@click.option("--model", required=True, help="Model name.")
+@click.option("--input", "input_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Rows as CSV (optional header) or JSON (a list of rows, or {input name: rows}).")
+@click.option("--version", type=int, default=0, help="Version (default: the default version).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@target_option
+@timeout_option
+def predict(model: str, input_file: Path, version: int, as_json: bool, target: str, timeout: float) -> None:
+    """Predict from a file of rows; for classifiers, print each row's label and probability."""
+    with Client(target, timeout=timeout) as client:
+        info = _call(client.model_metadata, model, version)
+        inputs = read_inputs(input_file, info)
+        result = _call(client.predict, model, inputs, version=version)
+    if as_json:
+        click.echo(json.dumps(_prediction_json(result), indent=2))
+        return
+    click.echo(f"model {result.model_name} version {result.model_version}  request {result.request_id}")
+    if result.labels:
+        for row, (label, probability) in enumerate(zip(result.labels, result.probabilities, strict=True)):
+            click.echo(f"{row:>5}  {label:<20} {probability:.4f}")
+    else:
+        for name, array in result.outputs.items():
+            click.echo(f"{name} {list(array.shape)}: {np.array2string(array, threshold=50)}")
+
+
+def read_inputs(path: Path, info: ModelInfo) -> dict[str, npt.NDArray[np.generic]]:
+    """Rows from a CSV or JSON file, as arrays of the model's input dtypes."""
+    dtypes = {i.name: NUMPY_DTYPES[DataType.Value(i.dtype)] for i in info.inputs}
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            unknown = set(data) - set(dtypes)
+            if unknown:
+                raise click.UsageError(f"{path} names inputs the model does not take: {', '.join(sorted(unknown))}")
+            return {name: np.asarray(rows, dtype=dtypes[name]) for name, rows in data.items()}
+        return {_single_input(info, path): np.asarray(data, dtype=next(iter(dtypes.values())))}
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if rows and not _is_numeric(rows[0]):
+        rows = rows[1:]  # a header row
+    if not rows:
+        raise click.UsageError(f"{path} holds no rows")
+    name = _single_input(info, path)
+    try:
+        return {name: np.asarray([[float(v) for v in row] for row in rows], dtype=dtypes[name])}
+    except ValueError as exc:
+        raise click.UsageError(f"{path}: {exc}") from None
+
+
+def _single_input(info: ModelInfo, path: Path) -> str:
+    if len(info.inputs) != 1:
+        raise click.UsageError(
+            f"model '{info.name}' takes {len(info.inputs)} inputs; give {path.name} as JSON {{input name: rows}}"
+        )
+    return info.inputs[0].name
+
+
+def _is_numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return method(*args, **kwargs)
+    except VigilError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _prediction_json(result: Prediction) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "request_id": result.request_id,
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "outputs": {name: _jsonable(array) for name, array in result.outputs.items()},
+    }
+    if result.labels:
+        out["predictions"] = [
+            {"label": label, "probability": float(p)}
+            for label, p in zip(result.labels, result.probabilities, strict=True)
+        ]
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return _jsonable(value.__dict__)
+    return value

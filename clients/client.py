@@ -1,0 +1,247 @@
+"""`Client` and `AsyncClient`: numpy in, numpy out, deadlines, and client exceptions instead of gRPC errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients import convert
+from clients.errors import VigilError, error_for, error_from_rpc
+from clients.types import ModelInfo, ModelSummary, Prediction
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import inference_pb2_grpc
+
+DEFAULT_TARGET = "127.0.0.1:8001"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+InputsLike = Mapping[str, npt.ArrayLike] | npt.ArrayLike
+"""Inputs by name, or one array for a model with a single input."""
+
+BatchItem = tuple[str, InputsLike]
+"""(model name, inputs) for one BatchPredict item."""
+
+
+def _channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _Base:
+    def __init__(self, target: str, timeout: float | None) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout}")
+        self.target = target
+        self.timeout = timeout
+        self._input_names: dict[tuple[str, int], str] = {}
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    def _single_input(self, model: str, version: int, info: ModelInfo) -> str:
+        if len(info.inputs) != 1:
+            names = ", ".join(i.name for i in info.inputs)
+            raise ValueError(f"model '{model}' takes several inputs ({names}); pass a dict of arrays")
+        self._input_names[(model, version)] = info.inputs[0].name
+        return info.inputs[0].name
+
+
+class Client(_Base):
+    """A blocking client for one Vigil server.
+
+    >>> with Client("127.0.0.1:8001") as client:
+    ...     result = client.predict("breast_cancer", rows)      # rows: float32 array [n, 30]
+    ...     result.labels, result.probabilities
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(target, timeout)
+        self._channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _inputs(self, model: str, version: int, inputs: InputsLike) -> Mapping[str, npt.ArrayLike]:
+        if isinstance(inputs, Mapping):
+            return inputs
+        name = self._input_names.get((model, version)) or self._single_input(
+            model, version, self.model_metadata(model, version)
+        )
+        return {name: inputs}
+
+    def predict(
+        self,
+        model: str,
+        inputs: InputsLike,
+        *,
+        version: int = 0,
+        outputs: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> Prediction:
+        """Run one request; raises a VigilError subclass when the server refuses or fails it."""
+        request = convert.predict_request(model, self._inputs(model, version, inputs), version=version, outputs=outputs)
+        try:
+            response, call = self._stub.Predict.with_call(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.prediction(response, convert.timing_from_metadata(call.trailing_metadata()))
+
+    def batch_predict(
+        self, items: Sequence[BatchItem], *, timeout: float | None = None
+    ) -> list[Prediction | VigilError]:
+        """Run many requests in one call; each item's result is a Prediction or the VigilError it got."""
+        request = pb.BatchPredictRequest(
+            requests=[convert.predict_request(m, self._inputs(m, 0, x)) for m, x in items]
+        )
+        try:
+            response = self._stub.BatchPredict(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return [
+            convert.prediction(r.response) if r.status.code == 0 else error_for(r.status.code, r.status.message)
+            for r in response.results
+        ]
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
+        try:
+            response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summaries(response)
+
+    def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
+        request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
+        try:
+            response = self._stub.GetModelMetadata(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_info(response)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The health status name (SERVING, NOT_SERVING, SERVICE_UNKNOWN) of the server or one service."""
+        try:
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+class AsyncClient(_Base):
+    """An asyncio client for one Vigil server, with the same calls as `Client`.
+
+    >>> async with AsyncClient("127.0.0.1:8001") as client:
+    ...     result = await client.predict("breast_cancer", rows)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(target, timeout)
+        self._channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _inputs(self, model: str, version: int, inputs: InputsLike) -> Mapping[str, npt.ArrayLike]:
+        if isinstance(inputs, Mapping):
+            return inputs
+        name = self._input_names.get((model, version)) or self._single_input(
+            model, version, await self.model_metadata(model, version)
+        )
+        return {name: inputs}
+
+    async def predict(
+        self,
+        model: str,
+        inputs: InputsLike,
+        *,
+        version: int = 0,
+        outputs: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> Prediction:
+        """Run one request; raises a VigilError subclass when the server refuses or fails it."""
+        request = convert.predict_request(
+            model, await self._inputs(model, version, inputs), version=version, outputs=outputs
+        )
+        call = self._stub.Predict(request, timeout=self._deadline(timeout))
+        try:
+            response = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.prediction(response, convert.timing_from_metadata(trailing))
+
+    async def batch_predict(
+        self, items: Sequence[BatchItem], *, timeout: float | None = None
+    ) -> list[Prediction | VigilError]:
+        """Run many requests in one call; each item's result is a Prediction or the VigilError it got."""
+        request = pb.BatchPredictRequest(
+            requests=[convert.predict_request(m, await self._inputs(m, 0, x)) for m, x in items]
+        )
+        try:
+            response = await self._stub.BatchPredict(request, timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return [
+            convert.prediction(r.response) if r.status.code == 0 else error_for(r.status.code, r.status.message)
+            for r in response.results
+        ]
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
+        try:
+            response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summaries(response)
+
+    async def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
+        request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
+        try:
+            response = await self._stub.GetModelMetadata(request, timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_info(response)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The health status name (SERVING, NOT_SERVING, SERVICE_UNKNOWN) of the server or one service."""
+        try:
+            response = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -1,0 +1,96 @@
+"""Client exceptions, and the one function that turns a gRPC error into them.
+
+    VigilError
+     ├── ModelNotFound      NOT_FOUND
+     ├── Unavailable        UNAVAILABLE (model not ready, or server unreachable)
+     ├── InvalidInput       INVALID_ARGUMENT
+     ├── Overloaded         RESOURCE_EXHAUSTED
+     ├── DeadlineExceeded   DEADLINE_EXCEEDED
+     ├── Unauthenticated    UNAUTHENTICATED
+     ├── PermissionDenied   PERMISSION_DENIED
+     ├── Cancelled          CANCELLED
+     ├── Unimplemented      UNIMPLEMENTED
+     └── ServerError        INTERNAL, UNKNOWN and anything else
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class VigilError(Exception):
+    """A call the server (or the channel) answered with an error status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ModelNotFound(VigilError):
+    """The model or version is not in the server's repository."""
+
+
+class Unavailable(VigilError):
+    """The model is not ready, or the server cannot be reached."""
+
+
+class InvalidInput(VigilError):
+    """The request does not match the model or exceeds a limit; the message names which."""
+
+
+class Overloaded(VigilError):
+    """The server is refusing work because a queue or limit is full."""
+
+
+class DeadlineExceeded(VigilError):
+    """The call's deadline passed."""
+
+
+class Unauthenticated(VigilError):
+    """Credentials are missing or wrong."""
+
+
+class PermissionDenied(VigilError):
+    """The credentials are valid but may not make this call."""
+
+
+class Cancelled(VigilError):
+    """The call was cancelled."""
+
+
+class Unimplemented(VigilError):
+    """The server does not offer this call."""
+
+
+class ServerError(VigilError):
+    """The server failed while handling the call."""
+
+
+_ERRORS: dict[grpc.StatusCode, type[VigilError]] = {
+    grpc.StatusCode.NOT_FOUND: ModelNotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_for(code: grpc.StatusCode | int, message: str) -> VigilError:
+    """The client exception for a status code (a grpc.StatusCode or its number) and message."""
+    if isinstance(code, int):
+        code = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    return _ERRORS.get(code, ServerError)(code, message)
+
+
+def error_from_rpc(error: grpc.RpcError) -> VigilError:
+    """The client exception for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    return error_for(code or grpc.StatusCode.UNKNOWN, details or "")

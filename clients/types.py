@@ -1,0 +1,69 @@
+"""What the client returns: plain dataclasses with numpy arrays, never protobuf messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to one Predict: outputs by name, and for classifiers each row's label and probability."""
+
+    request_id: str
+    model_name: str
+    model_version: int
+    outputs: dict[str, npt.NDArray[np.generic]]
+    labels: list[str] = field(default_factory=list)
+    probabilities: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    server_timing: dict[str, float] = field(default_factory=dict)
+    """Seconds per server stage, from the response's trailing metadata when the server sends it."""
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
+        return self.outputs[name]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: dtype name (e.g. ``FP32``) and shape (-1 for dynamic dimensions)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model version's metadata."""
+
+    name: str
+    version: int
+    versions: list[int]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    max_batch_size: int
+    execution_providers: list[str]
+    labels: list[str]
+    probability_output: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    state: str
+    reason: str
+    execution_providers: list[str]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model in ListModels: the version requests go to by default, and every version's state."""
+
+    name: str
+    default_version: int
+    versions: list[VersionInfo]
+    reason: str

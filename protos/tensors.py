@@ -1,0 +1,159 @@
+"""Conversion between numpy arrays and `vigil.v1.Tensor` messages, shared by the server and the clients."""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from protos.vigil.v1 import tensor_pb2
+
+DataType = tensor_pb2.DataType
+
+NUMPY_DTYPES: Final[dict[int, np.dtype[np.generic]]] = {
+    DataType.BOOL: np.dtype(np.bool_),
+    DataType.UINT8: np.dtype("<u1"),
+    DataType.INT8: np.dtype("<i1"),
+    DataType.UINT16: np.dtype("<u2"),
+    DataType.INT16: np.dtype("<i2"),
+    DataType.UINT32: np.dtype("<u4"),
+    DataType.INT32: np.dtype("<i4"),
+    DataType.UINT64: np.dtype("<u8"),
+    DataType.INT64: np.dtype("<i8"),
+    DataType.FP16: np.dtype("<f2"),
+    DataType.FP32: np.dtype("<f4"),
+    DataType.FP64: np.dtype("<f8"),
+    DataType.STRING: np.dtype(object),
+}
+"""Wire dtype → numpy dtype (explicitly little-endian, as the wire format is)."""
+
+_CONTENTS_FIELD: Final[dict[int, str]] = {
+    DataType.BOOL: "bool_contents",
+    DataType.UINT8: "uint_contents",
+    DataType.INT8: "int_contents",
+    DataType.UINT16: "uint_contents",
+    DataType.INT16: "int_contents",
+    DataType.UINT32: "uint_contents",
+    DataType.INT32: "int_contents",
+    DataType.UINT64: "uint64_contents",
+    DataType.INT64: "int64_contents",
+    DataType.FP16: "fp32_contents",
+    DataType.FP32: "fp32_contents",
+    DataType.FP64: "fp64_contents",
+    DataType.STRING: "bytes_contents",
+}
+"""Wire dtype → the TensorContents field that carries it in typed form."""
+
+_LENGTH_PREFIX = struct.Struct("<I")
+
+
+class TensorError(ValueError):
+    """A tensor message whose bytes, contents, dtype or shape do not agree; the message says how."""
+
+
+def dtype_name(dtype: int) -> str:
+    """The wire name of a dtype (e.g. ``FP32``), or a readable placeholder for unknown values."""
+    try:
+        return DataType.Name(dtype)
+    except ValueError:
+        return f"<unknown dtype {dtype}>"
+
+
+def wire_dtype(dtype: npt.DTypeLike) -> int:
+    """The wire dtype for a numpy dtype; raises TensorError when the wire format has no equivalent."""
+    np_dtype = np.dtype(dtype)
+    if np_dtype.kind in ("U", "S", "O"):
+        return DataType.STRING
+    for wire, candidate in NUMPY_DTYPES.items():
+        if candidate.kind == np_dtype.kind and candidate.itemsize == np_dtype.itemsize and wire != DataType.STRING:
+            return wire
+    raise TensorError(f"numpy dtype {np_dtype} has no Vigil wire dtype")
+
+
+def _element_count(shape: list[int]) -> int:
+    if any(dim < 0 for dim in shape):
+        raise TensorError(f"shape {shape} has a negative dimension")
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def _decode_strings(raw: bytes, count: int) -> npt.NDArray[np.object_]:
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise TensorError("raw_data ends inside a string length prefix")
+        (length,) = _LENGTH_PREFIX.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise TensorError(f"raw_data string {len(items)} claims {length} bytes past the end of the data")
+        items.append(raw[offset : offset + length])
+        offset += length
+    if len(items) != count:
+        raise TensorError(f"raw_data holds {len(items)} strings but the shape needs {count}")
+    out = np.empty(count, dtype=object)
+    out[:] = items
+    return out
+
+
+def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:
+    """Decode a Tensor message into a numpy array of its shape; raises TensorError when it is inconsistent."""
+    np_dtype = NUMPY_DTYPES.get(tensor.dtype)
+    if np_dtype is None:
+        raise TensorError(f"dtype {dtype_name(tensor.dtype)} is not supported")
+    shape = list(tensor.shape)
+    count = _element_count(shape)
+    has_contents = tensor.HasField("contents")
+    if tensor.raw_data and has_contents:
+        raise TensorError("both raw_data and contents are set; send one")
+    if has_contents:
+        field = _CONTENTS_FIELD[tensor.dtype]
+        for other in set(_CONTENTS_FIELD.values()) - {field}:
+            if len(getattr(tensor.contents, other)):
+                raise TensorError(f"contents.{other} is set but dtype {dtype_name(tensor.dtype)} uses {field}")
+        values = getattr(tensor.contents, field)
+        if len(values) != count:
+            raise TensorError(f"contents.{field} holds {len(values)} elements but shape {shape} needs {count}")
+        if tensor.dtype == DataType.STRING:
+            array = np.empty(count, dtype=object)
+            array[:] = list(values)
+        else:
+            array = np.asarray(values, dtype=np_dtype)
+        return array.reshape(shape)
+    if tensor.dtype == DataType.STRING:
+        return _decode_strings(tensor.raw_data, count).reshape(shape)
+    expected = count * np_dtype.itemsize
+    if len(tensor.raw_data) != expected:
+        raise TensorError(
+            f"raw_data holds {len(tensor.raw_data)} bytes but shape {shape} of "
+            f"{dtype_name(tensor.dtype)} needs {expected}"
+        )
+    return np.frombuffer(tensor.raw_data, dtype=np_dtype).reshape(shape)
+
+
+def _encode_strings(array: npt.NDArray[np.generic]) -> bytes:
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(_LENGTH_PREFIX.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def from_array(name: str, array: npt.ArrayLike, *, typed: bool = False) -> tensor_pb2.Tensor:
+    """Encode an array as a Tensor message: raw little-endian bytes, or typed contents when `typed`."""
+    array = np.asarray(array)
+    dtype = wire_dtype(array.dtype)
+    tensor = tensor_pb2.Tensor(name=name, dtype=dtype, shape=array.shape)
+    if typed:
+        values = array.reshape(-1)
+        if dtype == DataType.STRING:
+            values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+        getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values.tolist() if hasattr(values, "tolist") else values)
+        return tensor
+    if dtype == DataType.STRING:
+        tensor.raw_data = _encode_strings(array)
+    else:
+        tensor.raw_data = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()
+    return tensor

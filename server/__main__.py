@@ -1,0 +1,20 @@
+"""`python -m server`: serve with settings from `VIGIL_*` environment variables."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from server.app import serve
+from server.logs import configure_logging
+from server.settings import Settings
+
+
+def main(settings: Settings | None = None) -> int:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

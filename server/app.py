@@ -1,0 +1,135 @@
+"""Wiring: builds the gRPC and HTTP servers from Settings, starts them, loads models, and shuts down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from protos.vigil.v1 import inference_pb2, inference_pb2_grpc
+from server.dataplane import DataPlane
+from server.health import HealthReporter
+from server.registry import ModelRepository
+from server.servicer import InferenceServicer
+from server.settings import Settings
+from server.validation import Limits
+from server.web import WebServer, build_web_app
+
+logger = logging.getLogger(__name__)
+
+
+def build_server(settings: Settings, services: list[Any]) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server with the given `(add_to_server, servicer)` pairs, bound to host:port; returns the real port."""
+    limit = settings.limits.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    for add, servicer in services:
+        add(servicer, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
+    return server, port
+
+
+class App:
+    """The whole server: model repository, gRPC services, HTTP endpoint.
+
+    >>> app = App(Settings(grpc_port=0, http_port=0))
+    >>> await app.start()          # binds, serves, then loads models
+    >>> await app.stop()
+    """
+
+    def __init__(self, settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.repository = ModelRepository(settings.models_dir, load_workers=settings.load_workers)
+        self.health = HealthReporter(strict=settings.strict_readiness)
+        self.repository.add_listener(self.health.on_model_change)
+        limits = Limits(
+            max_rows_per_request=settings.limits.max_rows_per_request,
+            max_tensor_elements=settings.limits.max_tensor_elements,
+        )
+        self.dataplane = DataPlane(self.repository, limits)
+        self._metrics_registry = metrics_registry or REGISTRY
+        self._grpc: grpc.aio.Server | None = None
+        self._web: WebServer | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        """Listen, then load every model; health reports SERVING once loading is over."""
+        await self.listen()
+        await self.load_models()
+
+    async def listen(self) -> None:
+        """Bind and serve gRPC and HTTP; health reports NOT_SERVING until `load_models` finishes."""
+        self.repository.scan()
+        servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items)
+        self._grpc, self.grpc_port = build_server(
+            self.settings,
+            [
+                (inference_pb2_grpc.add_InferenceServicer_to_server, servicer),
+                (health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer),
+            ],
+        )
+        reflection.enable_server_reflection(
+            [
+                inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._grpc,
+        )
+        await self._grpc.start()
+        self._web = WebServer(
+            build_web_app(self._metrics_registry, is_ready=lambda: self.health.is_serving),
+            self.settings.host,
+            self.settings.http_port,
+        )
+        await self._web.start()
+        self.http_port = self._web.port
+        logger.info("gRPC listening on %s:%d, HTTP on %s:%d", self.settings.host, self.grpc_port,
+                    self.settings.host, self.http_port)
+
+    async def load_models(self) -> None:
+        await self.repository.load_all()
+        await self.health.set_started()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace` seconds, then release everything."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.set_draining()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._web is not None:
+            await self._web.stop()
+        self.repository.close()
+
+
+async def serve(settings: Settings, *, announce: bool = True) -> int:
+    """Run until SIGINT or SIGTERM; returns the process exit code."""
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.listen()
+    if announce:
+        # Printed, not only logged, so scripts and tests can read the ports chosen for port 0.
+        print(f"vigil: gRPC listening on {settings.host}:{app.grpc_port}", flush=True)
+        print(f"vigil: HTTP listening on {settings.host}:{app.http_port}", flush=True)
+    await app.load_models()
+    await stop.wait()
+    logger.info("shutting down")
+    await app.stop()
+    return 0

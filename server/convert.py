@@ -1,0 +1,109 @@
+"""Protobuf ↔ domain conversion for the native API; protobuf stops here."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from protos.tensors import TensorError, from_array, to_array
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import tensor_pb2
+from server.errors import InvalidInput
+from server.registry import Model, ModelVersion, VersionState
+from server.requests import InferRequest, InferResult
+from server.sessions import Arrays
+from server.signature import TensorSpec
+
+
+def to_request(message: pb.PredictRequest) -> InferRequest:
+    """Decode a PredictRequest; raises InvalidInput naming the input whose tensor is malformed."""
+    inputs: Arrays = {}
+    for tensor in message.inputs:
+        if not tensor.name:
+            raise InvalidInput("an input tensor has no name")
+        if tensor.name in inputs:
+            raise InvalidInput(f"input '{tensor.name}' is given more than once")
+        try:
+            array = to_array(tensor)
+        except TensorError as exc:
+            raise InvalidInput(f"input '{tensor.name}': {exc}") from None
+        inputs[tensor.name] = _decode_text(tensor.name, array) if array.dtype == object else array
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        inputs=inputs,
+        output_names=tuple(message.output_names),
+    )
+
+
+def _decode_text(name: str, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """STRING elements as text: ONNX Runtime takes str, and would turn bytes into their repr."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    for i, item in enumerate(flat):
+        try:
+            out[i] = item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{name}': string element {i} is not valid UTF-8") from None
+    return out.reshape(array.shape)
+
+
+def to_response(result: InferResult) -> pb.PredictResponse:
+    """Encode an InferResult; outputs travel as raw little-endian bytes."""
+    response = pb.PredictResponse(
+        request_id=result.request_id,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        outputs=[from_array(name, array) for name, array in result.outputs.items()],
+    )
+    if result.classification is not None:
+        response.predicted_labels.extend(result.classification.labels)
+        response.predicted_probabilities.extend(result.classification.probabilities.tolist())
+    return response
+
+
+_STATES = {
+    VersionState.LOADING: pb.LOADING,
+    VersionState.READY: pb.READY,
+    VersionState.FAILED: pb.FAILED,
+    VersionState.UNLOADED: pb.UNLOADED,
+}
+
+
+def _spec(spec: TensorSpec) -> tensor_pb2.TensorSpec:
+    return tensor_pb2.TensorSpec(name=spec.name, dtype=spec.dtype, shape=[-1 if d is None else d for d in spec.shape])
+
+
+def to_model_status(model: Model) -> pb.ModelStatus:
+    default = model.default_version
+    return pb.ModelStatus(
+        name=model.name,
+        default_version=default.version if default else 0,
+        reason=model.reason,
+        versions=[
+            pb.VersionStatus(
+                version=v.version, state=_STATES[v.state], reason=v.reason, execution_providers=v.providers
+            )
+            for v in sorted(model.versions.values(), key=lambda v: v.version)
+        ],
+    )
+
+
+def to_model_metadata(model: Model, version: ModelVersion) -> pb.ModelMetadata:
+    config = version.config
+    signature = version.session.signature if version.session else None
+    return pb.ModelMetadata(
+        name=model.name,
+        version=version.version,
+        versions=sorted(model.versions),
+        platform="onnxruntime",
+        inputs=[_spec(s) for s in signature.inputs] if signature else [],
+        outputs=[_spec(s) for s in signature.outputs] if signature else [],
+        max_batch_size=config.max_batch_size,
+        execution_providers=version.providers,
+        labels=config.labels,
+        probability_output=config.probability_output or "",
+        state=_STATES[version.state],
+        reason=version.reason,
+        load_seconds=version.load_seconds,
+    )

@@ -1,0 +1,116 @@
+"""Domain errors raised along the request path, and their one mapping to gRPC status codes.
+
+    ServerError
+     ├── ModelNotFound      unknown model or version             NOT_FOUND
+     ├── ModelNotReady      loading, failed or unloaded           UNAVAILABLE
+     ├── InvalidInput       names, dtypes, shapes, bytes, limits  INVALID_ARGUMENT
+     ├── Overloaded         a queue or limit is full              RESOURCE_EXHAUSTED
+     ├── DeadlineExpired    the caller's deadline passed          DEADLINE_EXCEEDED
+     ├── InferenceFailed    ONNX Runtime failed                   INTERNAL (generic message)
+     └── NotSupported       a feature this server does not offer  UNIMPLEMENTED
+
+Code that raises these does not import grpc; `status_for` is the only place that chooses a status code.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+
+class ServerError(Exception):
+    """Base of every error the server reports to a caller. The message is safe to show the caller."""
+
+
+class ModelNotFound(ServerError):
+    """The model, or the requested version of it, is not in the repository."""
+
+
+class ModelNotReady(ServerError):
+    """The model version exists but cannot serve now (loading, failed to load, unloaded)."""
+
+
+class InvalidInput(ServerError):
+    """The request does not match the model's signature or exceeds a size limit; the message names which."""
+
+
+class Overloaded(ServerError):
+    """The server refuses new work because a bounded queue or limit is full; the message names the limit."""
+
+
+class DeadlineExpired(ServerError):
+    """The caller's deadline passed before the request was computed."""
+
+
+class InferenceFailed(ServerError):
+    """ONNX Runtime failed. The caller sees a generic message; the details go to the log only."""
+
+    def __init__(self, request_id: str = "") -> None:
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"inference failed{suffix}; see the server log")
+
+
+class NotSupported(ServerError):
+    """The call asks for something this server does not offer."""
+
+
+STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    InferenceFailed: grpc.StatusCode.INTERNAL,
+    NotSupported: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+INTERNAL_MESSAGE = "internal server error; see the server log"
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and caller-safe message for an exception (most specific class wins)."""
+    if isinstance(error, ServerError):
+        for cls in type(error).__mro__:
+            if cls in STATUS_CODES:
+                return STATUS_CODES[cls], str(error)
+    logger.error("unexpected error while handling a call", exc_info=error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def maps_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a servicer method (unary or server-streaming) so errors reach the caller as a gRPC status.
+
+    The only place `context.abort` is called for domain errors; everything unexpected becomes INTERNAL with
+    a generic message and a logged traceback.
+    """
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            try:
+                async for item in handler(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await context.abort(*status_for(exc))
+
+        return stream
+
+    @functools.wraps(handler)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort(*status_for(exc))
+
+    return unary

@@ -1,0 +1,74 @@
+"""The native `vigil.v1.Inference` service: thin handlers that convert, delegate to the DataPlane and convert back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import inference_pb2_grpc
+from protos.vigil.v1 import telemetry_pb2
+from protos.timing import SERVER_TIMING_KEY, format_timing
+from server import convert
+from server.dataplane import DataPlane
+from server.errors import InvalidInput, NotSupported, maps_errors, status_for
+
+logger = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    """Serves Predict, BatchPredict, ListModels and GetModelMetadata over one DataPlane."""
+
+    def __init__(self, dataplane: DataPlane, *, max_batch_items: int) -> None:
+        self._dataplane = dataplane
+        self._max_batch_items = max_batch_items
+
+    @maps_errors
+    async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        result = await self._dataplane.infer(convert.to_request(request))
+        context.set_trailing_metadata(((SERVER_TIMING_KEY, format_timing(result.timings)),))
+        return convert.to_response(result)
+
+    @maps_errors
+    async def BatchPredict(self, request: pb.BatchPredictRequest, context: Context) -> pb.BatchPredictResponse:
+        if len(request.requests) > self._max_batch_items:
+            raise InvalidInput(
+                f"BatchPredict has {len(request.requests)} items, over the limit "
+                f"max_batch_items={self._max_batch_items}"
+            )
+        results = await asyncio.gather(*(self._predict_item(item) for item in request.requests))
+        return pb.BatchPredictResponse(results=results)
+
+    async def _predict_item(self, item: pb.PredictRequest) -> pb.BatchPredictResult:
+        try:
+            result = await self._dataplane.infer(convert.to_request(item))
+        except Exception as exc:  # one bad item must not fail the others
+            code, message = status_for(exc)
+            return pb.BatchPredictResult(status=pb.ItemStatus(code=code.value[0], message=message))
+        return pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=convert.to_response(result))
+
+    @maps_errors
+    async def Telemetry(
+        self, request: telemetry_pb2.TelemetryRequest, context: Context
+    ) -> AsyncIterator[telemetry_pb2.TelemetryFrame]:
+        raise NotSupported("the Telemetry stream is not available in this version of the server")
+        yield  # pragma: no cover - makes this an async generator
+
+    @maps_errors
+    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[convert.to_model_status(m) for m in self._dataplane.repository.models])
+
+    @maps_errors
+    async def GetModelMetadata(self, request: pb.GetModelMetadataRequest, context: Context) -> pb.ModelMetadata:
+        repository = self._dataplane.repository
+        if not request.model_name:
+            raise InvalidInput("model_name is empty; name the model to describe")
+        model = repository.get(request.model_name)
+        version = model.find(request.model_version)
+        return convert.to_model_metadata(model, version)

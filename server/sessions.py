@@ -1,0 +1,89 @@
+"""ONNX Runtime sessions: created once per model version at load, run off the event loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from protos.tensors import NUMPY_DTYPES
+from server.model_config import ModelConfig
+from server.signature import Signature
+
+logger = logging.getLogger(__name__)
+
+Arrays = dict[str, npt.NDArray[np.generic]]
+
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+_unavailable_providers: set[str] = set()
+"""GPU providers ONNX Runtime could not create in this process (no driver, missing CUDA libraries).
+
+`onnxruntime-gpu` lists CUDA as available even where it cannot run, and every session that asks for it
+retries, fails and logs. Once one session shows a provider cannot be created, later sessions skip it.
+"""
+
+_OPTIMIZATION_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ModelSession:
+    """One ONNX Runtime InferenceSession and the signature read from it. `run` blocks: call it from a thread.
+
+    >>> session = ModelSession(Path("model.onnx"), ModelConfig())
+    >>> session.providers            # what ONNX Runtime really uses, not what was asked for
+    ['CPUExecutionProvider']
+    """
+
+    def __init__(self, path: Path, config: ModelConfig) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.intra_op_threads
+        options.inter_op_num_threads = config.inter_op_threads
+        options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.optimization_level]
+        requested = [p for p in config.ort_providers if p not in _unavailable_providers]
+        if not requested:
+            requested = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, object]]] = [
+            (name, {"device_id": config.gpu_device_id}) if name in _GPU_PROVIDERS else name for name in requested
+        ]
+        self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        # Only the session tells which providers really run it (see _unavailable_providers).
+        self.providers: list[str] = list(self._session.get_providers())
+        self.signature = Signature.from_session(self._session)
+        missing = [p for p in requested if p in _GPU_PROVIDERS and p not in self.providers]
+        if missing:
+            _unavailable_providers.update(missing)
+            logger.warning(
+                "%s could not be created (no usable GPU or CUDA libraries); %s runs on %s, and later "
+                "models will not ask for it", ", ".join(missing), path.parent.parent.name, ", ".join(self.providers),
+            )
+
+    def run(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]) -> Arrays:
+        """Run the graph once; returns the named outputs. Blocks; raises what ONNX Runtime raises."""
+        results = self._session.run(list(output_names), dict(inputs))
+        return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
+
+    def warm_up(self, *, rows: int, runs: int, has_batch_dim: bool) -> None:
+        """Run zero-filled inputs `runs` times so the first real request does not pay for lazy set-up."""
+        if runs == 0:
+            return
+        inputs: Arrays = {}
+        for spec in self.signature.inputs:
+            dims = [d if d is not None else 1 for d in spec.shape]
+            if has_batch_dim and dims:
+                dims[0] = rows
+            dtype = NUMPY_DTYPES[spec.dtype]
+            if dtype == np.dtype(object):
+                inputs[spec.name] = np.full(dims, "", dtype=object)
+            else:
+                inputs[spec.name] = np.zeros(dims, dtype=dtype)
+        for _ in range(runs):
+            self.run(inputs, self.signature.output_names)

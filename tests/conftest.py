@@ -1,0 +1,80 @@
+"""Shared fixtures: a model repository of tiny ONNX graphs, and a real server on 127.0.0.1 with port 0."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.vigil.v1 import inference_pb2_grpc
+from server.app import App
+from server.settings import DEFAULT_MODELS_DIR, LimitSettings, Settings
+from tests import onnx_models
+
+CONFIGS = {
+    "add": "max_batch_size = 16\nexecution_providers = [\"cpu\"]\n",
+    "mixed": "max_batch_size = 16\n",
+    "sequence": "max_batch_size = 8\n",
+    "fixed": "max_batch_size = 0\n",
+    "reshape": "max_batch_size = 8\n[warmup]\nruns = 0\n",
+    "classifier": 'labels = ["red", "green", "blue"]\nprobability_output = "probabilities"\n',
+}
+
+
+def build_repository(root: Path) -> Path:
+    """Every test model, plus a copy of the bundled breast-cancer model and one corrupt model."""
+    shutil.copytree(DEFAULT_MODELS_DIR / "breast_cancer", root / "breast_cancer",
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    onnx_models.add_model(root / "add" / "1" / "model.onnx", offset=0.0)
+    onnx_models.add_model(root / "add" / "2" / "model.onnx", offset=100.0)
+    onnx_models.mixed_model(root / "mixed" / "1" / "model.onnx")
+    onnx_models.sequence_model(root / "sequence" / "1" / "model.onnx")
+    onnx_models.fixed_model(root / "fixed" / "1" / "model.onnx")
+    onnx_models.reshape_model(root / "reshape" / "1" / "model.onnx")
+    onnx_models.classifier_model(root / "classifier" / "1" / "model.onnx")
+    for name, elem_type in onnx_models.IDENTITY_TYPES.items():
+        onnx_models.identity_model(root / f"identity_{name}" / "1" / "model.onnx", elem_type)
+    for name, text in CONFIGS.items():
+        (root / name / "config.toml").write_text(text)
+    (root / "corrupt" / "1").mkdir(parents=True)
+    (root / "corrupt" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("models"))
+
+
+def make_settings(models_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test server: loopback, free ports, small limits that tests can reach."""
+    limits = LimitSettings(max_message_bytes=4 * 1024 * 1024, max_rows_per_request=1000,
+                           max_batch_items=50, max_tensor_elements=100_000)
+    values: dict[str, object] = dict(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models_dir,
+                                     limits=limits, shutdown_grace_seconds=1.0)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def app(model_repo: Path) -> AsyncIterator[App]:
+    server = App(make_settings(model_repo))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> inference_pb2_grpc.InferenceStub:
+    return inference_pb2_grpc.InferenceStub(channel)

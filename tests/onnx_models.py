@@ -1,0 +1,114 @@
+"""Tiny ONNX graphs the tests serve: several dtypes, two inputs, dynamic non-batch dimensions, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = 17
+IR_VERSION = 8
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> None:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def add_model(path: Path, offset: float = 0.0) -> None:
+    """Two FP32 inputs a, b [-1, 4] → sum = a + b + offset, product = a * b."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4])
+    total = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 4])
+    product = helper.make_tensor_value_info("product", TensorProto.FLOAT, ["batch", 4])
+    offset_init = helper.make_tensor("offset", TensorProto.FLOAT, [], [offset])
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["raw_sum"]),
+        helper.make_node("Add", ["raw_sum", "offset"], ["sum"]),
+        helper.make_node("Mul", ["a", "b"], ["product"]),
+    ]
+    _save(helper.make_graph(nodes, "add", [a, b], [total, product], [offset_init]), path)
+
+
+def mixed_model(path: Path) -> None:
+    """INT64 ids, FP64 weights and BOOL mask [-1, 3] → masked FP64 = mask ? ids * weights : 0, next_ids = ids + 1."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])
+    weights = helper.make_tensor_value_info("weights", TensorProto.DOUBLE, ["batch", 3])
+    mask = helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 3])
+    masked = helper.make_tensor_value_info("masked", TensorProto.DOUBLE, ["batch", 3])
+    next_ids = helper.make_tensor_value_info("next_ids", TensorProto.INT64, ["batch", 3])
+    inits = [
+        helper.make_tensor("zero", TensorProto.DOUBLE, [], [0.0]),
+        helper.make_tensor("one", TensorProto.INT64, [], [1]),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.DOUBLE),
+        helper.make_node("Mul", ["ids_f", "weights"], ["scaled"]),
+        helper.make_node("Where", ["mask", "scaled", "zero"], ["masked"]),
+        helper.make_node("Add", ["ids", "one"], ["next_ids"]),
+    ]
+    _save(helper.make_graph(nodes, "mixed", [ids, weights, mask], [masked, next_ids], inits), path)
+
+
+IDENTITY_TYPES = {
+    "fp16": TensorProto.FLOAT16,
+    "int32": TensorProto.INT32,
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+    "uint16": TensorProto.UINT16,
+    "int16": TensorProto.INT16,
+    "uint32": TensorProto.UINT32,
+    "uint64": TensorProto.UINT64,
+    "string": TensorProto.STRING,
+}
+
+
+def identity_model(path: Path, elem_type: int) -> None:
+    """x [-1, 2] of the given type → y = x."""
+    x = helper.make_tensor_value_info("x", elem_type, ["batch", 2])
+    y = helper.make_tensor_value_info("y", elem_type, ["batch", 2])
+    _save(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y]), path)
+
+
+def sequence_model(path: Path) -> None:
+    """tokens FP32 [-1, -1, 8] (rows, dynamic sequence length, 8) → mean over the sequence [-1, 8]."""
+    tokens = helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "seq", 8])
+    mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch", 8])
+    node = helper.make_node("ReduceMean", ["tokens"], ["mean"], axes=[1], keepdims=0)
+    _save(helper.make_graph([node], "sequence", [tokens], [mean]), path)
+
+
+def fixed_model(path: Path) -> None:
+    """x FP32 [2, 2] with no batch dimension → y = x * 2 (serve with max_batch_size = 0)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    _save(helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "fixed", [x], [y], [two]), path)
+
+
+def reshape_model(path: Path) -> None:
+    """x FP32 [-1, -1] → reshaped to [-1, 3]: ONNX Runtime fails when a row's length is not a multiple of 3."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 3])
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    _save(helper.make_graph([node], "reshape", [x], [y], [shape]), path)
+
+
+def classifier_model(path: Path) -> None:
+    """features FP32 [-1, 3] → probabilities = softmax(features @ W) over 3 classes, label = argmax."""
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 3])
+    probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
+    label = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])
+    weights = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, -0.5, 1.0]], dtype=np.float32)
+    w = helper.make_tensor("W", TensorProto.FLOAT, [3, 3], weights.flatten().tolist())
+    nodes = [
+        helper.make_node("MatMul", ["features", "W"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    _save(helper.make_graph(nodes, "classifier", [features], [probabilities, label], [w]), path)
