@@ -90,6 +90,7 @@ class App:
             ],
             self._grpc,
         )
+        await self.health.set_loading()
         await self._grpc.start()
         self._web = WebServer(
             build_web_app(self._metrics_registry, is_ready=lambda: self.health.is_serving),

@@ -45,6 +45,10 @@ class HealthReporter:
             )
         await self._set_overall()
 
+    async def set_loading(self) -> None:
+        """Before the port opens: NOT_SERVING until initial loading is over (the servicer starts SERVING)."""
+        await self._set_overall()
+
     async def set_started(self) -> None:
         """Initial loading is over: the server may report SERVING."""
         self._started = True

@@ -20,6 +20,7 @@ CONFIGS = {
     "sequence": "max_batch_size = 8\n",
     "fixed": "max_batch_size = 0\n",
     "reshape": "max_batch_size = 8\n[warmup]\nruns = 0\n",
+    "slow": "max_batch_size = 1000\nexecution_providers = [\"cpu\"]\n[warmup]\nruns = 0\n",
     "classifier": 'labels = ["red", "green", "blue"]\nprobability_output = "probabilities"\n',
 }
 
@@ -35,6 +36,7 @@ def build_repository(root: Path) -> Path:
     onnx_models.fixed_model(root / "fixed" / "1" / "model.onnx")
     onnx_models.reshape_model(root / "reshape" / "1" / "model.onnx")
     onnx_models.classifier_model(root / "classifier" / "1" / "model.onnx")
+    onnx_models.slow_model(root / "slow" / "1" / "model.onnx")
     for name, elem_type in onnx_models.IDENTITY_TYPES.items():
         onnx_models.identity_model(root / f"identity_{name}" / "1" / "model.onnx", elem_type)
     for name, text in CONFIGS.items():
@@ -52,7 +54,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(models_dir: Path, **overrides: object) -> Settings:
     """Settings for a test server: loopback, free ports, small limits that tests can reach."""
     limits = LimitSettings(max_message_bytes=4 * 1024 * 1024, max_rows_per_request=1000,
-                           max_batch_items=50, max_tensor_elements=100_000)
+                           max_batch_items=50, max_tensor_elements=1_000_000)
     values: dict[str, object] = dict(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models_dir,
                                      limits=limits, shutdown_grace_seconds=1.0)
     values.update(overrides)

@@ -112,3 +112,17 @@ def classifier_model(path: Path) -> None:
         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
     ]
     _save(helper.make_graph(nodes, "classifier", [features], [probabilities, label], [w]), path)
+
+
+def slow_model(path: Path, width: int = 256, layers: int = 64) -> None:
+    """x FP32 [-1, width] → `layers` chained MatMuls with a scaled identity: y == x, at a cost that grows with rows."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [width, width], np.eye(width, dtype=np.float32).flatten())
+    nodes = []
+    previous = "x"
+    for i in range(layers):
+        out = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [out]))
+        previous = out
+    _save(helper.make_graph(nodes, "slow", [x], [y], [weight]), path)
