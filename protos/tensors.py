@@ -56,7 +56,7 @@ class TensorError(ValueError):
 def dtype_name(dtype: int) -> str:
     """The wire name of a dtype (e.g. ``FP32``), or a readable placeholder for unknown values."""
     try:
-        return DataType.Name(dtype)
+        return str(DataType.Name(dtype))
     except ValueError:
         return f"<unknown dtype {dtype}>"
 
@@ -145,12 +145,14 @@ def from_array(name: str, array: npt.ArrayLike, *, typed: bool = False) -> tenso
     """Encode an array as a Tensor message: raw little-endian bytes, or typed contents when `typed`."""
     array = np.asarray(array)
     dtype = wire_dtype(array.dtype)
-    tensor = tensor_pb2.Tensor(name=name, dtype=dtype, shape=array.shape)
+    tensor = tensor_pb2.Tensor(name=name, dtype=dtype, shape=array.shape)  # type: ignore[arg-type]
     if typed:
-        values = array.reshape(-1)
-        if dtype == DataType.STRING:
-            values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
-        getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values.tolist() if hasattr(values, "tolist") else values)
+        flat = array.reshape(-1)
+        values: list[object] = (
+            [v if isinstance(v, bytes) else str(v).encode() for v in flat] if dtype == DataType.STRING
+            else flat.tolist()
+        )
+        getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values)
         return tensor
     if dtype == DataType.STRING:
         tensor.raw_data = _encode_strings(array)

@@ -40,7 +40,7 @@ def _decode_text(name: str, array: npt.NDArray[np.generic]) -> npt.NDArray[np.ge
     """STRING elements as text: ONNX Runtime takes str, and would turn bytes into their repr."""
     flat = array.reshape(-1)
     out = np.empty(flat.shape, dtype=object)
-    for i, item in enumerate(flat):
+    for i, item in enumerate(flat.tolist()):
         try:
             out[i] = item.decode("utf-8")
         except UnicodeDecodeError:
@@ -71,7 +71,8 @@ _STATES = {
 
 
 def _spec(spec: TensorSpec) -> tensor_pb2.TensorSpec:
-    return tensor_pb2.TensorSpec(name=spec.name, dtype=spec.dtype, shape=[-1 if d is None else d for d in spec.shape])
+    return tensor_pb2.TensorSpec(name=spec.name, dtype=spec.dtype, shape=  # type: ignore[arg-type]
+        [-1 if d is None else d for d in spec.shape])
 
 
 def to_model_status(model: Model) -> pb.ModelStatus:

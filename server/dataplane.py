@@ -44,7 +44,8 @@ class DataPlane:
         )
         wanted = check_outputs(version.name, request.output_names, signature)
         probability_output = version.config.probability_output
-        to_compute = wanted if probability_output in (None, *wanted) else (*wanted, probability_output)
+        to_compute = wanted if probability_output is None or probability_output in wanted else (
+            *wanted, probability_output)
         started = time.perf_counter()
         try:
             outputs = await version.run(request.inputs, to_compute)

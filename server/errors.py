@@ -93,7 +93,7 @@ def maps_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(handler):
 
         @functools.wraps(handler)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 async for item in handler(self, request, context):
                     yield item
@@ -105,7 +105,7 @@ def maps_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
         return stream
 
     @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await handler(self, request, context)
         except grpc.aio.AbortError:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TypeAlias
 
 import grpc
 
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc
-from protos.vigil.v1 import telemetry_pb2
 from protos.timing import SERVER_TIMING_KEY, format_timing
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 from server import convert
 from server.dataplane import DataPlane
 from server.errors import InvalidInput, NotSupported, maps_errors, status_for
 
 logger = logging.getLogger(__name__)
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):

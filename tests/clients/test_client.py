@@ -10,7 +10,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from clients import AsyncClient, Client, DeadlineExceeded, InvalidInput, ModelNotFound, Prediction, Unavailable
+from clients import (
+    AsyncClient,
+    Client,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    Prediction,
+    Unavailable,
+)
 from clients.errors import ServerError, Unimplemented, error_for
 from server.app import App
 

@@ -8,8 +8,7 @@ import pytest
 
 from protos.tensors import DataType, from_array
 from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc
-from protos.vigil.v1 import tensor_pb2, telemetry_pb2
+from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2, tensor_pb2
 
 Stub = inference_pb2_grpc.InferenceStub
 Code = grpc.StatusCode

@@ -1,0 +1,138 @@
+"""The `vigil` console script, run as a user would: serve in one process, query from others."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from server.settings import DEFAULT_MODELS_DIR
+
+VIGIL = shutil.which("vigil", path=str(Path(sys.executable).parent)) or "vigil"
+SAMPLE = DEFAULT_MODELS_DIR / "breast_cancer" / "sample.csv"
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], target: str) -> None:
+        self.process = process
+        self.target = target
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "VIGIL_TARGET": self.target}
+        return subprocess.run([VIGIL, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> Served:
+    process = subprocess.Popen([VIGIL, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env={**os.environ, **(env or {})})
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        match = re.search(r"gRPC listening on ([\d.]+):(\d+)", line)
+        if match:
+            target = f"127.0.0.1:{match.group(2)}"
+            served = Served(process, target)
+            while time.monotonic() < deadline:  # wait for the models to load
+                if served.run("health").stdout.strip() == "SERVING":
+                    return served
+                time.sleep(0.1)
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    raise AssertionError("vigil serve did not come up")
+
+
+def stop(served: Served) -> int:
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        return served.process.wait(timeout=30)
+    finally:
+        if served.process.stdout is not None:
+            served.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def served(model_repo: Path) -> Iterator[Served]:
+    server = start("--models", str(model_repo), "--host", "127.0.0.1", "--port", "0", "--http-port", "0")
+    yield server
+    assert stop(server) == 0
+
+
+def test_serve_without_arguments_serves_the_bundled_model() -> None:
+    server = start(env={"VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0", "VIGIL_HOST": "127.0.0.1"})
+    try:
+        listing = server.run("models")
+        assert listing.returncode == 0 and "breast_cancer" in listing.stdout and "READY" in listing.stdout
+    finally:
+        assert stop(server) == 0
+
+
+def test_predict_from_csv_prints_labels_and_probabilities(served: Served) -> None:
+    result = served.run("predict", "--model", "breast_cancer", "--input", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    rows = np.loadtxt(SAMPLE, delimiter=",", skiprows=1, dtype=np.float32)
+    session = ort.InferenceSession(str(DEFAULT_MODELS_DIR / "breast_cancer" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    probabilities = session.run(["probabilities"], {"features": rows})[0]
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert len(lines) == len(rows)
+    for (_row, label, probability), expected in zip(lines, probabilities, strict=True):
+        assert label == ["malignant", "benign"][int(expected.argmax())]
+        assert float(probability) == pytest.approx(float(expected.max()), abs=1e-4)
+
+
+def test_predict_from_headerless_csv_and_json(served: Served, tmp_path: Path) -> None:
+    headerless = tmp_path / "rows.csv"
+    headerless.write_text("\n".join(SAMPLE.read_text().splitlines()[1:3]) + "\n")
+    csv_result = served.run("predict", "--model", "breast_cancer", "--input", str(headerless), "--json")
+    assert csv_result.returncode == 0, csv_result.stderr
+    document = json.loads(csv_result.stdout)
+    assert len(document["predictions"]) == 2 and len(document["outputs"]["probabilities"]) == 2
+
+    two_inputs = tmp_path / "add.json"
+    two_inputs.write_text(json.dumps({"a": [[1, 2, 3, 4]], "b": [[10, 20, 30, 40]]}))
+    json_result = served.run("predict", "--model", "add", "--version", "1", "--input", str(two_inputs), "--json")
+    assert json_result.returncode == 0, json_result.stderr
+    assert json.loads(json_result.stdout)["outputs"]["sum"] == [[11.0, 22.0, 33.0, 44.0]]
+
+
+def test_cli_errors_are_clear(served: Served, tmp_path: Path) -> None:
+    unknown = served.run("predict", "--model", "absent", "--input", str(SAMPLE))
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr and "absent" in unknown.stderr
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("1,2,3\n")
+    bad = served.run("predict", "--model", "breast_cancer", "--input", str(narrow))
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "features" in bad.stderr
+    multi = served.run("predict", "--model", "add", "--input", str(narrow))
+    assert multi.returncode != 0 and "takes 2 inputs" in multi.stderr
+
+
+def test_models_metadata_and_health(served: Served) -> None:
+    listing = served.run("models")
+    assert listing.returncode == 0
+    assert re.search(r"corrupt .*\n\s+1\s+FAILED", listing.stdout)
+    metadata = json.loads(served.run("metadata", "breast_cancer").stdout)
+    assert metadata["labels"] == ["malignant", "benign"] and metadata["inputs"][0]["shape"] == [-1, 30]
+    assert served.run("health").returncode == 0
+    corrupt = served.run("health", "--service", "model/corrupt")
+    assert corrupt.returncode == 1 and corrupt.stdout.strip() == "NOT_SERVING"
+
+
+def test_health_of_an_unreachable_server_fails() -> None:
+    result = subprocess.run([VIGIL, "health", "--target", "127.0.0.1:1", "--timeout", "2"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stderr

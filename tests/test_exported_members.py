@@ -1,0 +1,20 @@
+"""Each package's public API is pinned: a change to `__all__` is a deliberate change to this list."""
+
+from __future__ import annotations
+
+import clients
+import server
+
+
+def test_clients_exports() -> None:
+    assert sorted(clients.__all__) == [
+        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "InvalidInput", "ModelInfo", "ModelNotFound",
+        "ModelSummary", "Overloaded", "PermissionDenied", "Prediction", "ServerError", "TensorInfo",
+        "Unauthenticated", "Unavailable", "Unimplemented", "VersionInfo", "VigilError",
+    ]
+    for name in clients.__all__:
+        assert getattr(clients, name) is not None
+
+
+def test_server_exports() -> None:
+    assert sorted(server.__all__) == ["App", "Settings", "build_server", "serve"]

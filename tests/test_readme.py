@@ -1,0 +1,61 @@
+"""The README's examples work as written, against a server of the bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import inference_pb2_grpc
+from server.app import App
+from server.settings import DEFAULT_MODELS_DIR
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def block_after(marker: str) -> str:
+    match = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", README, re.DOTALL)
+    assert match, f"README has no block after <!-- {marker} -->"
+    return match.group(1)
+
+
+@pytest.fixture
+async def bundled() -> AsyncIterator[App]:
+    app = App(make_settings(DEFAULT_MODELS_DIR))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(grace=0)
+
+
+async def test_grpcurl_request_is_valid_and_answers_benign(bundled: App) -> None:
+    request = json_format.Parse(block_after("readme-grpcurl"), pb.PredictRequest())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bundled.grpc_port}") as channel:
+        response = await inference_pb2_grpc.InferenceStub(channel).Predict(request)
+    assert list(response.predicted_labels) == ["benign"]
+
+
+async def test_python_example_runs(bundled: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = block_after("readme-python").replace("127.0.0.1:8001", f"127.0.0.1:{bundled.grpc_port}")
+    monkeypatch.chdir(ROOT)
+    out = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {})
+
+    await asyncio.to_thread(run)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 9  # 8 sample rows and the summary line
+    assert all(line.split()[0] in ("malignant", "benign") for line in lines[:8])
