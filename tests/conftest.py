@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,14 +62,21 @@ def make_settings(models_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def app(model_repo: Path) -> AsyncIterator[App]:
-    server = App(make_settings(model_repo))
+@contextlib.asynccontextmanager
+async def running_app(models_dir: Path, **overrides: object) -> AsyncIterator[App]:
+    """A started App on loopback with free ports, stopped on exit."""
+    server = App(make_settings(models_dir, **overrides))
     await server.start()
     try:
         yield server
     finally:
         await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def app(model_repo: Path) -> AsyncIterator[App]:
+    async with running_app(model_repo) as server:
+        yield server
 
 
 @pytest.fixture

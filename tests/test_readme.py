@@ -17,7 +17,7 @@ from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc
 from server.app import App
 from server.settings import DEFAULT_MODELS_DIR
-from tests.conftest import make_settings
+from tests.conftest import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,12 +31,8 @@ def block_after(marker: str) -> str:
 
 @pytest.fixture
 async def bundled() -> AsyncIterator[App]:
-    app = App(make_settings(DEFAULT_MODELS_DIR))
-    await app.start()
-    try:
+    async with running_app(DEFAULT_MODELS_DIR) as app:
         yield app
-    finally:
-        await app.stop(grace=0)
 
 
 async def test_grpcurl_request_is_valid_and_answers_benign(bundled: App) -> None:

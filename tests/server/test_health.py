@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.app import App
 from tests import onnx_models
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -41,14 +41,10 @@ async def test_unknown_health_service_is_not_found(channel: grpc.aio.Channel) ->
 
 
 async def test_strict_readiness_reports_not_serving_while_a_model_failed(model_repo: Path) -> None:
-    app = App(make_settings(model_repo, strict_readiness=True))
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
-            assert await check(channel, "") == NOT_SERVING
-            assert await check(channel, "model/breast_cancer") == SERVING
-    finally:
-        await app.stop(grace=0)
+    async with running_app(model_repo, strict_readiness=True) as app, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        assert await check(channel, "") == NOT_SERVING
+        assert await check(channel, "model/breast_cancer") == SERVING
 
 
 async def test_not_serving_until_models_are_loaded_and_after_shutdown_begins(tmp_path: Path) -> None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
-from clients import AsyncClient
+from clients import AsyncClient, Unavailable
 from server.app import App
 from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.model_config import ConfigError, VersionPolicy, load_config
 from server.registry import ModelRepository, VersionState
 from tests import onnx_models
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 
 
 async def test_corrupt_model_beside_a_good_one(app: App) -> None:
@@ -141,14 +140,8 @@ async def test_missing_repository_folder_fails_start(tmp_path: Path) -> None:
 async def test_repository_with_only_a_broken_model_still_serves(tmp_path: Path) -> None:
     (tmp_path / "broken" / "1").mkdir(parents=True)
     (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"")
-    app = App(make_settings(tmp_path))
-    await app.start()
-    try:
-        async with AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
-            assert await client.health() == "SERVING"
-            assert await client.health("model/broken") == "NOT_SERVING"
-            with pytest.raises(Exception) as info:
-                await client.predict("broken", {"x": np.zeros((1, 1), np.float32)})
-            assert getattr(info.value, "code", None) == grpc.StatusCode.UNAVAILABLE
-    finally:
-        await app.stop(grace=0)
+    async with running_app(tmp_path) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        assert await client.health() == "SERVING"
+        assert await client.health("model/broken") == "NOT_SERVING"
+        with pytest.raises(Unavailable, match="broken"):
+            await client.predict("broken", {"x": np.zeros((1, 1), np.float32)})
