@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 import numpy as np
@@ -34,11 +33,14 @@ class DataPlane:
         self.repository = repository
         self.limits = limits
 
-    async def infer(self, request: InferRequest, request_id: str | None = None) -> InferResult:
+    async def infer(
+        self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None
+    ) -> InferResult:
+        """Resolve, validate and run one request. `deadline` is a `time.monotonic()` instant, or None."""
         request_id = request_id or new_request_id()
         version = self.repository.resolve(request.model_name, request.model_version)
         signature = version.signature
-        check_inputs(
+        rows = check_inputs(
             version.name, request.inputs, signature,
             batching=version.config.max_batch_size > 0, limits=self.limits,
         )
@@ -46,9 +48,8 @@ class DataPlane:
         probability_output = version.config.probability_output
         to_compute = wanted if probability_output is None or probability_output in wanted else (
             *wanted, probability_output)
-        started = time.perf_counter()
         try:
-            outputs = await version.run(request.inputs, to_compute)
+            ran = await version.run(request.inputs, to_compute, rows=rows, request_id=request_id, deadline=deadline)
         except ServerError:
             raise
         except Exception:
@@ -56,7 +57,7 @@ class DataPlane:
                 "inference failed for request %s on model %s version %d", request_id, version.name, version.version
             )
             raise InferenceFailed(request_id) from None
-        compute_seconds = time.perf_counter() - started
+        outputs = ran.outputs
         classification = _classify(version, outputs)
         return InferResult(
             request_id=request_id,
@@ -64,7 +65,8 @@ class DataPlane:
             model_version=version.version,
             outputs={name: outputs[name] for name in wanted},
             classification=classification,
-            timings={"compute": compute_seconds},
+            timings={"queue": ran.queue_seconds, "compute": ran.compute_seconds},
+            batch_size=ran.batch_size,
         )
 
 

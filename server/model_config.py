@@ -69,6 +69,14 @@ class ModelConfig(BaseModel):
 
     max_batch_size: int = Field(64, ge=0)
     """Most rows one ONNX Runtime run takes; 0 means the model has no batch dimension."""
+    max_queue_delay_ms: float = Field(0.0, ge=0)
+    """Extra milliseconds a batch may wait for more requests; 0 dispatches as soon as an instance is free."""
+    preferred_batch_sizes: list[int] = []
+    """Batch sizes (rows) to cut at when the queue holds more; each at most max_batch_size."""
+    max_queue_size: int = Field(1024, ge=1)
+    """Most requests waiting for an instance; more are refused with RESOURCE_EXHAUSTED."""
+    instances: int = Field(1, ge=1)
+    """ONNX Runtime sessions (each with its worker thread) serving this model version in parallel."""
     execution_providers: list[str] = ["cuda", "cpu"]
     """Execution providers in priority order (cuda, cpu, tensorrt, or ONNX Runtime names)."""
     gpu_device_id: int = Field(0, ge=0)
@@ -94,6 +102,8 @@ class ModelConfig(BaseModel):
             raise ValueError("execution_providers must name at least one provider")
         if self.labels and not self.probability_output:
             raise ValueError("labels are given but probability_output is not")
+        if any(p < 1 or p > self.max_batch_size for p in self.preferred_batch_sizes):
+            raise ValueError(f"preferred_batch_sizes must lie in 1..max_batch_size ({self.max_batch_size})")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be distinct")
         return self

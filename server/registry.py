@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.batcher import BatchResult, DynamicBatcher
 from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.model_config import ConfigError, ModelConfig, load_config
 from server.sessions import Arrays, ModelSession
@@ -41,8 +42,9 @@ class ModelVersion:
     state: VersionState = VersionState.LOADING
     reason: str = ""
     session: ModelSession | None = None
+    """The first instance's session (every instance has the same signature and providers)."""
+    batcher: DynamicBatcher | None = field(default=None, repr=False)
     load_seconds: float = 0.0
-    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def is_ready(self) -> bool:
@@ -65,41 +67,49 @@ class ModelVersion:
     def load(self) -> None:
         """Create the session, check it against the config, warm it up. Blocks; run in a thread."""
         started = time.perf_counter()
+        config = self.config
         try:
-            session = ModelSession(self.path / MODEL_FILE, self.config)
-            _check_against_config(session.signature, self.config)
-            session.warm_up(
-                rows=min(self.config.warmup.rows, max(self.config.max_batch_size, 1)),
-                runs=self.config.warmup.runs,
-                has_batch_dim=self.config.max_batch_size > 0,
-            )
+            sessions = [ModelSession(self.path / MODEL_FILE, config) for _ in range(config.instances)]
+            _check_against_config(sessions[0].signature, config)
+            for session in sessions:
+                session.warm_up(
+                    rows=min(config.warmup.rows, max(config.max_batch_size, 1)),
+                    runs=config.warmup.runs,
+                    has_batch_dim=config.max_batch_size > 0,
+                )
         except Exception as exc:  # any failure leaves this version FAILED and the server up
             self.state = VersionState.FAILED
             self.reason = _short_reason(exc)
             logger.error("model %s version %d failed to load: %s", self.name, self.version, self.reason)
             return
-        self.session = session
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.name}-{self.version}")
+        self.session = sessions[0]
+        self.batcher = DynamicBatcher(
+            sessions, model=self.name, version=self.version,
+            max_batch_size=config.max_batch_size, max_queue_size=config.max_queue_size,
+            max_queue_delay=config.max_queue_delay_ms / 1000.0, preferred_batch_sizes=config.preferred_batch_sizes,
+        )
         self.load_seconds = time.perf_counter() - started
         self.state = VersionState.READY
         logger.info(
             "model %s version %d ready in %.3fs on %s",
-            self.name, self.version, self.load_seconds, ",".join(session.providers),
+            self.name, self.version, self.load_seconds, ",".join(self.session.providers),
         )
 
-    async def run(self, inputs: Arrays, output_names: tuple[str, ...]) -> Arrays:
-        """Run the session in this version's worker thread, never on the event loop."""
-        if self.session is None or self._executor is None:
+    async def run(
+        self, inputs: Arrays, output_names: tuple[str, ...], *, rows: int, request_id: str,
+        deadline: float | None = None,
+    ) -> BatchResult:
+        """Queue the request on this version's batcher; the run happens in a worker thread."""
+        if self.batcher is None:
             raise ModelNotReady(self.not_ready_message())
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.session.run, inputs, output_names)
+        return await self.batcher.submit(inputs, output_names, rows=rows, request_id=request_id, deadline=deadline)
 
     def unload(self) -> None:
         self.state = VersionState.UNLOADED
         self.session = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
 
 
 @dataclass
@@ -260,12 +270,16 @@ def _read_model(model_dir: Path) -> Model:
 
 def _check_against_config(signature: Signature, config: ModelConfig) -> None:
     if config.max_batch_size > 0:
-        for spec in signature.inputs:
-            if not spec.shape or spec.shape[0] is not None:
+        for spec in (*signature.inputs, *signature.outputs):
+            if spec.shape and spec.shape[0] is not None:
+                kind = "input" if spec in signature.inputs else "output"
                 raise ValueError(
-                    f"max_batch_size is {config.max_batch_size} but input '{spec.name}' has shape "
+                    f"max_batch_size is {config.max_batch_size} but {kind} '{spec.name}' has shape "
                     f"{spec.shape_text} without a dynamic first (batch) dimension; set max_batch_size = 0"
                 )
+        for spec in signature.inputs:
+            if not spec.shape:
+                raise ValueError(f"max_batch_size is {config.max_batch_size} but input '{spec.name}' is a scalar")
     if config.probability_output is not None:
         out = signature.output(config.probability_output)
         if out is None:

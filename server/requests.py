@@ -39,4 +39,6 @@ class InferResult:
     outputs: Arrays
     classification: Classification | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per stage (e.g. compute), for server-timing metadata."""
+    """Seconds spent per stage (queue, compute), for server-timing metadata."""
+    batch_size: int = 0
+    """Rows in the ONNX Runtime run that computed this request."""

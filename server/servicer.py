@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TypeAlias
 
@@ -21,6 +22,12 @@ logger = logging.getLogger(__name__)
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
+def deadline_of(context: Context) -> float | None:
+    """The call's deadline as a `time.monotonic()` instant, or None when the caller set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Serves Predict, BatchPredict, ListModels and GetModelMetadata over one DataPlane."""
 
@@ -30,8 +37,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        result = await self._dataplane.infer(convert.to_request(request))
-        context.set_trailing_metadata(((SERVER_TIMING_KEY, format_timing(result.timings)),))
+        result = await self._dataplane.infer(convert.to_request(request), deadline=deadline_of(context))
+        context.set_trailing_metadata(((SERVER_TIMING_KEY, format_timing(result.timings, result.batch_size)),))
         return convert.to_response(result)
 
     @maps_errors
@@ -41,12 +48,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 f"BatchPredict has {len(request.requests)} items, over the limit "
                 f"max_batch_items={self._max_batch_items}"
             )
-        results = await asyncio.gather(*(self._predict_item(item) for item in request.requests))
+        deadline = deadline_of(context)
+        results = await asyncio.gather(*(self._predict_item(item, deadline) for item in request.requests))
         return pb.BatchPredictResponse(results=results)
 
-    async def _predict_item(self, item: pb.PredictRequest) -> pb.BatchPredictResult:
+    async def _predict_item(self, item: pb.PredictRequest, deadline: float | None) -> pb.BatchPredictResult:
         try:
-            result = await self._dataplane.infer(convert.to_request(item))
+            result = await self._dataplane.infer(convert.to_request(item), deadline=deadline)
         except Exception as exc:  # one bad item must not fail the others
             code, message = status_for(exc)
             return pb.BatchPredictResult(status=pb.ItemStatus(code=code.value[0], message=message))

@@ -126,3 +126,28 @@ def slow_model(path: Path, width: int = 256, layers: int = 64) -> None:
         nodes.append(helper.make_node("MatMul", [previous, "w"], [out]))
         previous = out
     _save(helper.make_graph(nodes, "slow", [x], [y], [weight]), path)
+
+
+def gather_model(path: Path) -> None:
+    """index INT64 [-1, 1] → value = table[index] FP32 [-1, 1], a table of 5: an index of 5 or more fails the run."""
+    index = helper.make_tensor_value_info("index", TensorProto.INT64, ["batch", 1])
+    value = helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch", 1])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [5], [10.0, 11.0, 12.0, 13.0, 14.0])
+    node = helper.make_node("Gather", ["table", "index"], ["value"], axis=0)
+    _save(helper.make_graph([node], "gather", [index], [value], [table]), path)
+
+
+def chain_model(path: Path, steps: int = 2000) -> None:
+    """x FP32 [-1, 4] → `steps` chained elementwise Sin then Add(0.5): about a millisecond a run whatever the rows,
+    and row results that do not depend on which rows share the run."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    nodes = []
+    previous = "x"
+    for i in range(steps):
+        nodes.append(helper.make_node("Sin", [previous], [f"s{i}"]))
+        out = "y" if i == steps - 1 else f"a{i}"
+        nodes.append(helper.make_node("Add", [f"s{i}", "half"], [out]))
+        previous = out
+    _save(helper.make_graph(nodes, "chain", [x], [y], [half]), path)

@@ -1,0 +1,305 @@
+"""Dynamic batching: shared runs with identical results, shape separation, queue bound, deadlines, cancellation,
+failure isolation and timing trailers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from protos.tensors import from_array, to_array
+from protos.timing import SERVER_TIMING_KEY, parse_timing
+from protos.vigil.v1 import inference_pb2 as pb
+from protos.vigil.v1 import inference_pb2_grpc
+from server.app import App
+from server.batcher import BatchRecord, DynamicBatcher
+from server.errors import DeadlineExpired, InferenceFailed, Overloaded
+from server.model_config import ModelConfig
+from server.sessions import Arrays, ModelSession
+from tests import onnx_models
+from tests.conftest import running_app
+
+Code = grpc.StatusCode
+
+
+@pytest.fixture(scope="module")
+def batch_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("batch_models")
+    onnx_models.add_model(root / "add" / "1" / "model.onnx", offset=0.5)
+    onnx_models.sequence_model(root / "sequence" / "1" / "model.onnx")
+    onnx_models.slow_model(root / "slow" / "1" / "model.onnx")
+    onnx_models.gather_model(root / "gather" / "1" / "model.onnx")
+    onnx_models.chain_model(root / "chain" / "1" / "model.onnx")
+    (root / "chain" / "config.toml").write_text("max_batch_size = 64\n")
+    (root / "add" / "config.toml").write_text("max_batch_size = 16\n")
+    (root / "sequence" / "config.toml").write_text("max_batch_size = 64\n")
+    (root / "slow" / "config.toml").write_text("max_batch_size = 1000\nmax_queue_size = 4\n[warmup]\nruns = 0\n")
+    (root / "gather" / "config.toml").write_text("max_batch_size = 64\n[warmup]\nruns = 0\n")
+    return root
+
+
+@pytest.fixture
+async def served(batch_repo: Path) -> AsyncIterator[tuple[App, inference_pb2_grpc.InferenceStub]]:
+    async with running_app(batch_repo) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        yield app, inference_pb2_grpc.InferenceStub(channel)
+
+
+def records_of(app: App, model: str) -> list[BatchRecord]:
+    records: list[BatchRecord] = []
+    batcher = app.repository.resolve(model, 0).batcher
+    assert batcher is not None
+    batcher.add_hook(records.append)
+    return records
+
+
+def request(model: str, **arrays: np.ndarray) -> pb.PredictRequest:
+    return pb.PredictRequest(model_name=model, inputs=[from_array(k, v) for k, v in arrays.items()])
+
+
+async def test_concurrent_requests_share_runs_with_identical_results(served, batch_repo: Path) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    records = records_of(app, "chain")  # about 1 ms a run: requests arrive while the instance is busy
+    rng = np.random.default_rng(5)
+    inputs = [rng.normal(size=(1, 4)).astype(np.float32) for _ in range(32)]
+    responses = await asyncio.gather(*(stub.Predict(request("chain", x=x)) for x in inputs))
+    session = ort.InferenceSession(str(batch_repo / "chain" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for x, response in zip(inputs, responses, strict=True):
+        np.testing.assert_array_equal(to_array(response.outputs[0]), session.run(["y"], {"x": x})[0])  # unbatched
+    assert sum(r.rows for r in records) == 32
+    assert len(records) < 32, f"32 concurrent requests took {len(records)} runs"
+    statistics = app.repository.resolve("chain", 0).batcher.statistics  # type: ignore[union-attr]
+    assert statistics.executions == len(records) and statistics.inferences == 32
+
+
+async def test_different_sequence_lengths_never_share_a_run(served, batch_repo: Path) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    records = records_of(app, "sequence")
+    rng = np.random.default_rng(6)
+    tokens = [rng.normal(size=(2, [3, 5, 9][i % 3], 8)).astype(np.float32) for i in range(30)]
+    responses = await asyncio.gather(*(stub.Predict(request("sequence", tokens=t)) for t in tokens))
+    session = ort.InferenceSession(str(batch_repo / "sequence" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    for t, response in zip(tokens, responses, strict=True):
+        np.testing.assert_array_equal(to_array(response.outputs[0]), session.run(["mean"], {"tokens": t})[0])
+    assert sum(r.rows for r in records) == 60
+    for record in records:
+        assert record.inputs["tokens"].shape[0] == record.rows  # one seq length per run, rows concatenated
+
+
+async def test_item_larger_than_max_batch_size_is_split_and_reassembled(served, batch_repo: Path) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    records = records_of(app, "add")
+    x = {"a": np.arange(160, dtype=np.float32).reshape(40, 4), "b": np.ones((40, 4), np.float32)}
+    response = await stub.BatchPredict(pb.BatchPredictRequest(requests=[request("add", **x)]))
+    got = {t.name: to_array(t) for t in response.results[0].response.outputs}
+    np.testing.assert_array_equal(got["sum"], x["a"] + x["b"] + 0.5)
+    assert sorted(r.rows for r in records) == [8, 16, 16]
+
+
+async def test_failing_batch_fails_only_its_requests(served) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    records = records_of(app, "gather")
+    indices = [np.array([[i % 5]], np.int64) for i in range(40)]
+    indices[17] = np.array([[9]], np.int64)  # out of the table: ONNX Runtime raises for its whole run
+    calls = [stub.Predict(request("gather", index=i)) for i in indices]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert all(f.code() == Code.INTERNAL and "inference failed" in (f.details() or "") for f in failed)
+    failed_runs = [r for r in records if r.failed]
+    assert len(failed_runs) == 1 and len(failed) == len(failed_runs[0].request_ids)
+    assert isinstance(outcomes[17], grpc.aio.AioRpcError)
+    for i, outcome in enumerate(outcomes):
+        if not isinstance(outcome, grpc.aio.AioRpcError):
+            assert to_array(outcome.outputs[0])[0, 0] == 10.0 + i % 5
+    after = await stub.Predict(request("gather", index=np.array([[3]], np.int64)))  # keeps serving
+    assert to_array(after.outputs[0])[0, 0] == 13.0
+
+
+async def test_timing_trailers_are_present_and_plausible(served) -> None:  # type: ignore[no-untyped-def]
+    _, stub = served
+    call = stub.Predict(request("add", a=np.ones((3, 4), np.float32), b=np.ones((3, 4), np.float32)))
+    started = time.perf_counter()
+    await call
+    elapsed = time.perf_counter() - started
+    timing = parse_timing(dict(await call.trailing_metadata())[SERVER_TIMING_KEY])
+    assert set(timing) == {"queue", "compute", "batch_size"}
+    assert 0 <= timing["queue"] < elapsed and 0 < timing["compute"] < elapsed
+    assert timing["queue"] + timing["compute"] < elapsed
+    assert timing["batch_size"] >= 3
+
+
+async def test_full_queue_is_refused_over_the_wire(served) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    heavy = np.ones((1000, 256), np.float32)
+    calls = [stub.Predict(request("slow", x=heavy)) for _ in range(12)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert refused, "12 heavy requests against max_queue_size=4 were all admitted"
+    for error in refused:
+        assert error.code() == Code.RESOURCE_EXHAUSTED and "max_queue_size=4" in (error.details() or "")
+    assert app.repository.resolve("slow", 0).batcher.queue_depth == 0  # type: ignore[union-attr]
+
+
+async def test_cancelled_call_leaves_the_queue_over_the_wire(served) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    batcher = app.repository.resolve("slow", 0).batcher
+    assert batcher is not None
+    heavy = np.ones((1000, 256), np.float32)  # a full batch each: they run one after another
+    blockers = [stub.Predict(request("slow", x=heavy)) for _ in range(3)]
+    await wait_until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 2)
+    victim = stub.Predict(request("slow", x=heavy[:1]))
+    await wait_until(lambda: batcher.queue_depth == 3)
+    victim.cancel()
+    await wait_until(lambda: batcher.queue_depth <= 2)
+    await asyncio.gather(*blockers)
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    assert batcher.queue_depth == 0
+    assert batcher.statistics.by_batch_size == {1000: 3}  # the 1-row victim never ran
+
+
+# The deterministic cases below drive a DynamicBatcher directly: a real session behind a gate holds the only
+# instance busy for exactly as long as the test needs.
+
+
+class GatedSession:
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def run(self, inputs: Arrays, output_names: Sequence[str]) -> Arrays:
+        self.gate.wait(timeout=10)
+        self.calls.append(next(iter(inputs.values())).shape[0])
+        return self.session.run(inputs, output_names)
+
+
+@pytest.fixture
+def gated(batch_repo: Path) -> GatedSession:
+    return GatedSession(ModelSession(batch_repo / "add" / "1" / "model.onnx", ModelConfig(execution_providers=["cpu"])))
+
+
+def rows(n: int, value: float = 1.0) -> Arrays:
+    return {"a": np.full((n, 4), value, np.float32), "b": np.ones((n, 4), np.float32)}
+
+
+async def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+async def test_requests_accumulate_while_the_instance_is_busy(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16)
+    first = asyncio.create_task(batcher.submit(rows(1, 0), ("sum",), rows=1, request_id="first"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    rest = [asyncio.create_task(batcher.submit(rows(1, i), ("sum",), rows=1, request_id=str(i))) for i in range(10)]
+    await wait_until(lambda: batcher.queue_depth == 10)
+    gated.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert gated.calls == [1, 10]  # the lone first request ran at once; the others shared one run
+    assert [float(r.outputs["sum"][0, 0]) for r in results[1:]] == [i + 1.5 for i in range(10)]
+    assert results[1].batch_size == 10 and results[1].queue_seconds > 0
+    batcher.close()
+
+
+async def test_queue_bound_refuses_fast(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16, max_queue_size=3)
+    tasks = [asyncio.create_task(batcher.submit(rows(1), ("sum",), rows=1, request_id="running"))]
+    await wait_until(lambda: batcher.in_flight == 1)
+    tasks += [asyncio.create_task(batcher.submit(rows(1), ("sum",), rows=1, request_id=str(i))) for i in range(3)]
+    await wait_until(lambda: batcher.queue_depth == 3)
+    with pytest.raises(Overloaded, match="max_queue_size=3"):
+        await batcher.submit(rows(1), ("sum",), rows=1, request_id="over")
+    with pytest.raises(Overloaded):  # a split item needing more room than is left is refused whole
+        await batcher.submit(rows(40), ("sum",), rows=40, request_id="big")
+    gated.gate.set()
+    await asyncio.gather(*tasks)
+    batcher.close()
+
+
+async def test_expired_deadline_is_dropped_before_compute(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16)
+    blocker = asyncio.create_task(batcher.submit(rows(2), ("sum",), rows=2, request_id="blocker"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    late = asyncio.create_task(batcher.submit(rows(3), ("sum",), rows=3, request_id="late",
+                                              deadline=time.monotonic() + 0.02))
+    await asyncio.sleep(0.05)
+    gated.gate.set()
+    await blocker
+    with pytest.raises(DeadlineExpired, match="deadline passed"):
+        await late
+    assert gated.calls == [2]  # the 3-row request was never computed
+    batcher.close()
+
+
+async def test_cancelled_request_leaves_the_queue(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16)
+    blocker = asyncio.create_task(batcher.submit(rows(2), ("sum",), rows=2, request_id="blocker"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    victim = asyncio.create_task(batcher.submit(rows(5), ("sum",), rows=5, request_id="victim"))
+    await wait_until(lambda: batcher.queue_depth == 1)
+    victim.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 0
+    gated.gate.set()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    assert gated.calls == [2]
+    batcher.close()
+
+
+async def test_failure_fails_exactly_the_batch(batch_repo: Path) -> None:
+    session = ModelSession(batch_repo / "gather" / "1" / "model.onnx", ModelConfig(execution_providers=["cpu"]))
+    gated = GatedSession(session)
+    batcher = DynamicBatcher([gated], model="gather", version=1, max_batch_size=4)
+    index = lambda i: {"index": np.array([[i]], np.int64)}  # noqa: E731
+    first = asyncio.create_task(batcher.submit(index(0), ("value",), rows=1, request_id="first"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    batch_with_bad = [asyncio.create_task(batcher.submit(index(i), ("value",), rows=1, request_id=f"b{i}"))
+                      for i in (1, 9, 2, 3)]
+    next_batch = [asyncio.create_task(batcher.submit(index(4), ("value",), rows=1, request_id="n"))]
+    await wait_until(lambda: batcher.queue_depth == 5)
+    gated.gate.set()
+    assert float((await first).outputs["value"][0, 0]) == 10.0
+    outcomes = await asyncio.gather(*batch_with_bad, return_exceptions=True)
+    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert float((await next_batch[0]).outputs["value"][0, 0]) == 14.0
+    assert gated.calls == [1, 4, 1] and batcher.statistics.failures == 1
+    batcher.close()
+
+
+async def test_queue_delay_waits_for_a_fuller_batch(gated: GatedSession) -> None:
+    gated.gate.set()
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16, max_queue_delay=0.05)
+    results = await asyncio.gather(*(batcher.submit(rows(1), ("sum",), rows=1, request_id=str(i)) for i in range(5)))
+    assert gated.calls == [5] and all(r.batch_size == 5 for r in results)
+    batcher.close()
+
+
+async def test_preferred_batch_size_cuts_there(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=16, preferred_batch_sizes=[4])
+    blocker = asyncio.create_task(batcher.submit(rows(1), ("sum",), rows=1, request_id="blocker"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    waiting = [asyncio.create_task(batcher.submit(rows(1), ("sum",), rows=1, request_id=str(i))) for i in range(6)]
+    await wait_until(lambda: batcher.queue_depth == 6)
+    gated.gate.set()
+    await asyncio.gather(blocker, *waiting)
+    assert gated.calls == [1, 4, 2]
+    batcher.close()
+
+
+def test_batcher_arguments_are_checked(gated: GatedSession) -> None:
+    with pytest.raises(ValueError, match="at least one runner"):
+        DynamicBatcher([], model="m", version=1, max_batch_size=4)
+    with pytest.raises(ValueError, match="preferred_batch_sizes"):
+        DynamicBatcher([gated], model="m", version=1, max_batch_size=4, preferred_batch_sizes=[8])
