@@ -48,6 +48,13 @@ _CONTENTS_FIELD: Final[dict[int, str]] = {
 
 _LENGTH_PREFIX = struct.Struct("<I")
 
+_STRING = int(DataType.STRING)
+_WIRE_BY_NUMPY: Final[dict[np.dtype[np.generic], int]] = {
+    np.dtype(d).newbyteorder(order): int(wire)
+    for wire, d in NUMPY_DTYPES.items() if wire != DataType.STRING for order in ("<", ">", "=")
+}
+"""numpy dtype (either byte order) → wire dtype, for the dtypes the wire carries; strings are handled apart."""
+
 
 class TensorError(ValueError):
     """A tensor message whose bytes, contents, dtype or shape do not agree; the message says how."""
@@ -64,11 +71,11 @@ def dtype_name(dtype: int) -> str:
 def wire_dtype(dtype: npt.DTypeLike) -> int:
     """The wire dtype for a numpy dtype; raises TensorError when the wire format has no equivalent."""
     np_dtype = np.dtype(dtype)
+    wire = _WIRE_BY_NUMPY.get(np_dtype)
+    if wire is not None:
+        return wire
     if np_dtype.kind in ("U", "S", "O"):
-        return DataType.STRING
-    for wire, candidate in NUMPY_DTYPES.items():
-        if candidate.kind == np_dtype.kind and candidate.itemsize == np_dtype.itemsize and wire != DataType.STRING:
-            return wire
+        return _STRING
     raise TensorError(f"numpy dtype {np_dtype} has no Vigil wire dtype")
 
 
@@ -115,13 +122,13 @@ def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:
         values = getattr(tensor.contents, field)
         if len(values) != count:
             raise TensorError(f"contents.{field} holds {len(values)} elements but shape {shape} needs {count}")
-        if tensor.dtype == DataType.STRING:
+        if tensor.dtype == _STRING:
             array = np.empty(count, dtype=object)
             array[:] = list(values)
         else:
             array = np.asarray(values, dtype=np_dtype)
         return array.reshape(shape)
-    if tensor.dtype == DataType.STRING:
+    if tensor.dtype == _STRING:
         return _decode_strings(tensor.raw_data, count).reshape(shape)
     expected = count * np_dtype.itemsize
     if len(tensor.raw_data) != expected:
@@ -149,12 +156,12 @@ def from_array(name: str, array: npt.ArrayLike, *, typed: bool = False) -> tenso
     if typed:
         flat = array.reshape(-1)
         values: list[object] = (
-            [v if isinstance(v, bytes) else str(v).encode() for v in flat] if dtype == DataType.STRING
+            [v if isinstance(v, bytes) else str(v).encode() for v in flat] if dtype == _STRING
             else flat.tolist()
         )
         getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values)
         return tensor
-    if dtype == DataType.STRING:
+    if dtype == _STRING:
         tensor.raw_data = _encode_strings(array)
     else:
         tensor.raw_data = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()

@@ -4,9 +4,12 @@ A batch is cut whenever an instance (a session and its worker thread) is free: e
 same non-batch shapes goes at once, up to `max_batch_size` rows. While every instance is busy, requests
 accumulate, so batches grow with load by themselves and a lone request at low load runs at once.
 
-Cutting happens in a callback scheduled with `call_soon`, not inside `submit`: requests whose handlers the
-event loop has already made ready in the same turn join the batch, which matters for models that compute
-faster than the loop can bring in the next request. A lone request waits one loop turn, not a timer.
+Models that compute faster than the event loop brings in requests (small tabular models) would otherwise run
+one row at a time, paying a thread hand-off per row, because the instance is always free. So the cut runs in a
+`call_soon` callback that measures its own scheduling lag: a quiet loop runs it within microseconds and the
+batch goes at once (no timer at low load); a loop busy with other calls runs it late, and the batcher then
+waits further loop turns — each of which brings in more requests — until the batch is full, the loop goes
+quiet, or the oldest request has waited `_SETTLE_LIMIT`.
 Inputs whose non-batch dimensions differ are never mixed in one run (no padding).
 """
 
@@ -16,10 +19,11 @@ import asyncio
 import functools
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +33,11 @@ from server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overl
 from server.sessions import Arrays
 
 logger = logging.getLogger(__name__)
+
+_BUSY_LAG = 50e-6
+"""A `call_soon` callback running this late (seconds) means the event loop is busy with other calls."""
+_SETTLE_LIMIT = 1e-3
+"""Longest a request waits (seconds) for a fuller batch while the event loop stays busy."""
 
 
 class Runner(Protocol):
@@ -122,6 +131,32 @@ def _execute(runner: Runner, batch: list[_Work], outputs: tuple[str, ...], batch
     return _RunOutcome(inputs=inputs, outputs=results, compute_seconds=compute)
 
 
+_Job = tuple[list[_Work], tuple[str, ...], asyncio.AbstractEventLoop, Callable[..., None]]
+
+
+class _Worker(threading.Thread):
+    """One instance's thread: takes batches from its queue, runs them, posts the outcome to the event loop."""
+
+    def __init__(self, runner: Runner, *, batched: bool, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._runner = runner
+        self._batched = batched
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            batch, outputs, loop, done = job
+            try:
+                outcome: _RunOutcome | None = _execute(self._runner, batch, outputs, self._batched)
+                error: BaseException | None = None
+            except BaseException as exc:  # reported to every request of the batch, never lost
+                outcome, error = None, exc
+            try:
+                loop.call_soon_threadsafe(done, outcome, error)
+            except RuntimeError:  # the event loop closed while this batch ran: nobody waits for it
+                logger.debug("event loop closed before batch results were delivered")
+
+
 class DynamicBatcher:
     """Queues requests for one model version and runs them in batches on its instances.
 
@@ -154,10 +189,14 @@ class DynamicBatcher:
         self.max_queue_delay = max_queue_delay
         self.preferred_batch_sizes = sorted(set(preferred_batch_sizes), reverse=True)
         self.statistics = BatchStatistics()
-        self._runners = list(runners)
         self._free = list(range(len(runners)))
         self._queue: deque[_Work] = deque()
-        self._executor = ThreadPoolExecutor(len(runners), thread_name_prefix=f"ort-{model}-{version}")
+        self._workers = [
+            _Worker(runner, batched=max_batch_size > 0, name=f"ort-{model}-{version}-{i}")
+            for i, runner in enumerate(runners)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._timer: asyncio.TimerHandle | None = None
         self._hooks: list[BatchHook] = []
         self._running = 0
@@ -197,10 +236,55 @@ class DynamicBatcher:
         sizes = [min(limit, rows - s) for s in starts]
         return await self._submit_chunks(chunks, sizes, outputs, request_id, deadline)
 
+    async def submit_many(
+        self, items: Sequence[tuple[Arrays, int, str]], outputs: tuple[str, ...], *, deadline: float | None = None
+    ) -> list[BatchResult | BaseException]:
+        """Queue many (inputs, rows, request_id) items at once; each gets its result or its own exception."""
+        limit = self.max_batch_size if self.is_batching else None
+        small = [i for i, (_, rows, _) in enumerate(items) if limit is None or rows <= limit]
+        large = [i for i in range(len(items)) if limit is not None and items[i][1] > limit]
+        results: list[BatchResult | BaseException] = [Overloaded("not run")] * len(items)
+        if small:
+            try:
+                work = self._enqueue([items[i][0] for i in small], [items[i][1] for i in small], outputs,
+                                     [items[i][2] for i in small], deadline)
+            except Overloaded as exc:
+                for i in small:
+                    results[i] = exc
+            else:
+                done = await self._wait(work, return_exceptions=True)
+                for i, outcome in zip(small, done, strict=True):
+                    results[i] = outcome
+        if large:
+            split = await asyncio.gather(
+                *(self.submit(items[i][0], outputs, rows=items[i][1], request_id=items[i][2], deadline=deadline)
+                  for i in large),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(large, split, strict=True):
+                results[i] = outcome
+        return results
+
     async def _submit_chunks(
         self, chunks: list[Arrays], sizes: list[int], outputs: tuple[str, ...], request_id: str,
         deadline: float | None,
     ) -> BatchResult:
+        work = self._enqueue(chunks, sizes, outputs, [request_id] * len(chunks), deadline)
+        results = await self._wait(work, return_exceptions=False)
+        if len(results) == 1:
+            return results[0]  # type: ignore[return-value]
+        parts: list[BatchResult] = results  # type: ignore[assignment]
+        return BatchResult(
+            outputs={name: np.concatenate([r.outputs[name] for r in parts]) for name in outputs},
+            queue_seconds=max(r.queue_seconds for r in parts),
+            compute_seconds=sum(r.compute_seconds for r in parts),
+            batch_size=max(r.batch_size for r in parts),
+        )
+
+    def _enqueue(
+        self, chunks: list[Arrays], sizes: list[int], outputs: tuple[str, ...], request_ids: list[str],
+        deadline: float | None,
+    ) -> list[_Work]:
         if len(self._queue) + len(chunks) > self.max_queue_size:
             raise Overloaded(
                 f"model '{self.model}' version {self.version} has {len(self._queue)} requests queued; "
@@ -210,13 +294,16 @@ class DynamicBatcher:
         now = time.monotonic()
         work = [
             _Work(inputs=c, rows=n, outputs=outputs, key=_shape_key(c) if self.is_batching else object(),
-                  future=loop.create_future(), enqueued=now, deadline=deadline, request_id=request_id)
-            for c, n in zip(chunks, sizes, strict=True)
+                  future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid)
+            for c, n, rid in zip(chunks, sizes, request_ids, strict=True)
         ]
         self._queue.extend(work)
         self._schedule_dispatch(loop)
+        return work
+
+    async def _wait(self, work: list[_Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
         try:
-            results = [await w.future for w in work]
+            return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
         except BaseException:
             # Cancelled or failed: whatever has not started leaves the queue (and its futures are dropped).
             for w in work:
@@ -227,19 +314,26 @@ class DynamicBatcher:
                 except ValueError:
                     pass
             raise
-        if len(results) == 1:
-            return results[0]
-        return BatchResult(
-            outputs={name: np.concatenate([r.outputs[name] for r in results]) for name in outputs},
-            queue_seconds=max(r.queue_seconds for r in results),
-            compute_seconds=sum(r.compute_seconds for r in results),
-            batch_size=max(r.batch_size for r in results),
-        )
 
     def _schedule_dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
-            loop.call_soon(self._dispatch)
+            loop.call_soon(self._settle, time.monotonic())
+
+    def _settle(self, scheduled: float) -> None:
+        """Cut now if the loop is quiet; while it is busy, wait for a fuller batch (bounded)."""
+        now = time.monotonic()
+        if (
+            self.is_batching
+            and self._free
+            and self._queue
+            and now - scheduled > _BUSY_LAG
+            and len(self._queue) < self.max_batch_size
+            and now - self._queue[0].enqueued < _SETTLE_LIMIT
+        ):
+            asyncio.get_running_loop().call_soon(self._settle, now)
+            return
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Cut and start batches while an instance is free. Runs on the event loop only."""
@@ -252,13 +346,9 @@ class DynamicBatcher:
                 continue
             instance = self._free.pop()
             outputs = tuple(dict.fromkeys(itertools.chain.from_iterable(w.outputs for w in batch)))
-            loop = asyncio.get_running_loop()
-            dispatched = time.monotonic()
             self._running += 1
-            future = loop.run_in_executor(
-                self._executor, _execute, self._runners[instance], batch, outputs, self.is_batching
-            )
-            future.add_done_callback(functools.partial(self._finish, instance, batch, dispatched))
+            done = functools.partial(self._finish, instance, batch, time.monotonic())
+            self._workers[instance].jobs.put((batch, outputs, asyncio.get_running_loop(), done))
 
     def _is_due(self) -> bool:
         """Always without a queue delay; with one, when a batch is full or preferred, or the oldest waited enough."""
@@ -308,7 +398,8 @@ class DynamicBatcher:
         return batch
 
     def _finish(
-        self, instance: int, batch: list[_Work], dispatched: float, future: asyncio.Future[_RunOutcome]
+        self, instance: int, batch: list[_Work], dispatched: float, outcome: _RunOutcome | None,
+        error: BaseException | None,
     ) -> None:
         self._free.append(instance)
         self._running -= 1
@@ -316,13 +407,11 @@ class DynamicBatcher:
         stats = self.statistics
         stats.executions += 1
         stats.by_batch_size[rows] = stats.by_batch_size.get(rows, 0) + 1
-        try:
-            outcome = future.result()
-        except Exception:
+        if outcome is None:
             stats.failures += 1
-            logger.exception(
+            logger.error(
                 "inference failed on model %s version %d for requests %s",
-                self.model, self.version, ", ".join(w.request_id for w in batch),
+                self.model, self.version, ", ".join(w.request_id for w in batch), exc_info=error,
             )
             for w in batch:
                 if not w.future.done():
@@ -369,7 +458,10 @@ class DynamicBatcher:
             if not work.future.done():
                 work.future.set_exception(ModelNotReady(f"model '{self.model}' version {self.version} was unloaded"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        for worker in self._workers:
+            worker.jobs.put(None)
+        for worker in self._workers:
+            worker.join()
 
 
 def _trim_to_preferred(batch: list[_Work], preferred: list[int]) -> tuple[list[_Work], list[_Work]]:

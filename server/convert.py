@@ -8,7 +8,7 @@ import numpy.typing as npt
 from protos.tensors import TensorError, from_array, to_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import tensor_pb2
-from server.errors import InvalidInput
+from server.errors import InvalidInput, ServerError, status_for
 from server.registry import Model, ModelVersion, VersionState
 from server.requests import InferRequest, InferResult
 from server.sessions import Arrays
@@ -34,6 +34,26 @@ def to_request(message: pb.PredictRequest) -> InferRequest:
         inputs=inputs,
         output_names=tuple(message.output_names),
     )
+
+
+def to_request_or_error(message: pb.PredictRequest) -> InferRequest | ServerError:
+    """Decode one BatchPredict item; a bad item becomes its error instead of failing the call."""
+    try:
+        return to_request(message)
+    except ServerError as exc:
+        return exc
+
+
+def to_batch_response(outcomes: list[InferResult | ServerError]) -> pb.BatchPredictResponse:
+    """One result per item, in order: the response, or the status its error maps to."""
+    results = []
+    for outcome in outcomes:
+        if isinstance(outcome, ServerError):
+            code, message = status_for(outcome)
+            results.append(pb.BatchPredictResult(status=pb.ItemStatus(code=code.value[0], message=message)))
+        else:
+            results.append(pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=to_response(outcome)))
+    return pb.BatchPredictResponse(results=results)
 
 
 def _decode_text(name: str, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:

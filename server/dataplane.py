@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from server.batcher import BatchResult
 from server.errors import InferenceFailed, ServerError
 from server.registry import ModelRepository, ModelVersion
 from server.requests import Classification, InferRequest, InferResult
@@ -17,7 +22,20 @@ logger = logging.getLogger(__name__)
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A random 128-bit id as 32 hex digits (the form of a UUID without dashes)."""
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request resolved to a ready version and checked against its signature."""
+
+    request: InferRequest
+    request_id: str
+    version: ModelVersion
+    rows: int
+    wanted: tuple[str, ...]
+    to_compute: tuple[str, ...]
 
 
 class DataPlane:
@@ -33,11 +51,7 @@ class DataPlane:
         self.repository = repository
         self.limits = limits
 
-    async def infer(
-        self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None
-    ) -> InferResult:
-        """Resolve, validate and run one request. `deadline` is a `time.monotonic()` instant, or None."""
-        request_id = request_id or new_request_id()
+    def _prepare(self, request: InferRequest, request_id: str) -> _Prepared:
         version = self.repository.resolve(request.model_name, request.model_version)
         signature = version.signature
         rows = check_inputs(
@@ -48,32 +62,100 @@ class DataPlane:
         probability_output = version.config.probability_output
         to_compute = wanted if probability_output is None or probability_output in wanted else (
             *wanted, probability_output)
+        return _Prepared(request, request_id, version, rows, wanted, to_compute)
+
+    async def infer(
+        self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None
+    ) -> InferResult:
+        """Resolve, validate and run one request. `deadline` is a `time.monotonic()` instant, or None."""
+        prepared = self._prepare(request, request_id or new_request_id())
+        version = prepared.version
         try:
-            ran = await version.run(request.inputs, to_compute, rows=rows, request_id=request_id, deadline=deadline)
+            ran = await version.run(request.inputs, prepared.to_compute, rows=prepared.rows,
+                                    request_id=prepared.request_id, deadline=deadline)
         except ServerError:
             raise
         except Exception:
-            logger.exception(
-                "inference failed for request %s on model %s version %d", request_id, version.name, version.version
-            )
-            raise InferenceFailed(request_id) from None
-        outputs = ran.outputs
-        classification = _classify(version, outputs)
-        return InferResult(
-            request_id=request_id,
-            model_name=version.name,
-            model_version=version.version,
-            outputs={name: outputs[name] for name in wanted},
-            classification=classification,
-            timings={"queue": ran.queue_seconds, "compute": ran.compute_seconds},
-            batch_size=ran.batch_size,
-        )
+            logger.exception("inference failed for request %s on model %s version %d",
+                             prepared.request_id, version.name, version.version)
+            raise InferenceFailed(prepared.request_id) from None
+        return _result(prepared, ran, _classify(version, ran.outputs))
+
+    async def infer_many(
+        self, requests: Sequence[InferRequest], *, deadline: float | None = None
+    ) -> list[InferResult | ServerError]:
+        """Run many requests; each gets its result or its own error. Items for the same version and outputs
+        are queued together, so validation and classification, not a coroutine each, are the per-item cost."""
+        outcomes: list[InferResult | ServerError] = [InferenceFailed()] * len(requests)
+        groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, _Prepared]]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            try:
+                prepared = self._prepare(request, new_request_id())
+            except ServerError as exc:
+                outcomes[index] = exc
+                continue
+            groups[(id(prepared.version), prepared.to_compute)].append((index, prepared))
+        await asyncio.gather(*(self._run_group(members, outcomes, deadline) for members in groups.values()))
+        return outcomes
+
+    async def _run_group(
+        self, members: list[tuple[int, _Prepared]], outcomes: list[InferResult | ServerError],
+        deadline: float | None,
+    ) -> None:
+        first = members[0][1]
+        version = first.version
+        items = [(p.request.inputs, p.rows, p.request_id) for _, p in members]
+        try:
+            ran = await version.run_many(items, first.to_compute, deadline=deadline)
+        except ServerError as exc:
+            for index, _ in members:
+                outcomes[index] = exc
+            return
+        succeeded = [(index, p, r) for (index, p), r in zip(members, ran, strict=True) if isinstance(r, BatchResult)]
+        for (index, p), r in zip(members, ran, strict=True):
+            if isinstance(r, ServerError):
+                outcomes[index] = r
+            elif not isinstance(r, BatchResult):
+                logger.error("inference failed for request %s", p.request_id, exc_info=r)
+                outcomes[index] = InferenceFailed(p.request_id)
+        if not succeeded:
+            return
+        classification = _classify(version, _concatenate(version, [r.outputs for _, _, r in succeeded]))
+        offset = 0
+        for index, p, r in succeeded:
+            share = None
+            if classification is not None:
+                share = Classification(labels=classification.labels[offset : offset + p.rows],
+                                       probabilities=classification.probabilities[offset : offset + p.rows])
+            offset += p.rows
+            outcomes[index] = _result(p, r, share)
+
+
+def _result(prepared: _Prepared, ran: BatchResult, classification: Classification | None) -> InferResult:
+    version = prepared.version
+    return InferResult(
+        request_id=prepared.request_id,
+        model_name=version.name,
+        model_version=version.version,
+        outputs={name: ran.outputs[name] for name in prepared.wanted},
+        classification=classification,
+        timings={"queue": ran.queue_seconds, "compute": ran.compute_seconds},
+        batch_size=ran.batch_size,
+    )
+
+
+def _concatenate(version: ModelVersion, outputs: list[Arrays]) -> Arrays:
+    """The probability output of many results as one array (what classification needs), or nothing."""
+    name = version.config.probability_output
+    if name is None or version.config.max_batch_size == 0:
+        return outputs[0] if len(outputs) == 1 else {}
+    return {name: outputs[0][name] if len(outputs) == 1 else np.concatenate([o[name] for o in outputs])}
 
 
 def _classify(version: ModelVersion, outputs: Arrays) -> Classification | None:
     """Top class and its probability per row, when the model is configured as a classifier."""
     config = version.config
-    if config.probability_output is None:
+    if config.probability_output is None or config.probability_output not in outputs:
         return None
     probabilities = np.asarray(outputs[config.probability_output])
     if probabilities.ndim != 2 or probabilities.shape[1] == 0:

@@ -104,6 +104,14 @@ class ModelVersion:
             raise ModelNotReady(self.not_ready_message())
         return await self.batcher.submit(inputs, output_names, rows=rows, request_id=request_id, deadline=deadline)
 
+    async def run_many(
+        self, items: list[tuple[Arrays, int, str]], output_names: tuple[str, ...], *, deadline: float | None = None
+    ) -> list[BatchResult | BaseException]:
+        """Queue many (inputs, rows, request id) items at once; each gets its result or its own exception."""
+        if self.batcher is None:
+            raise ModelNotReady(self.not_ready_message())
+        return await self.batcher.submit_many(items, output_names, deadline=deadline)
+
     def unload(self) -> None:
         self.state = VersionState.UNLOADED
         self.session = None

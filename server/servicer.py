@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +14,8 @@ from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 from server import convert
 from server.dataplane import DataPlane
-from server.errors import InvalidInput, NotSupported, maps_errors, status_for
+from server.errors import InvalidInput, NotSupported, maps_errors
+from server.requests import InferRequest
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 f"BatchPredict has {len(request.requests)} items, over the limit "
                 f"max_batch_items={self._max_batch_items}"
             )
-        deadline = deadline_of(context)
-        results = await asyncio.gather(*(self._predict_item(item, deadline) for item in request.requests))
-        return pb.BatchPredictResponse(results=results)
-
-    async def _predict_item(self, item: pb.PredictRequest, deadline: float | None) -> pb.BatchPredictResult:
-        try:
-            result = await self._dataplane.infer(convert.to_request(item), deadline=deadline)
-        except Exception as exc:  # one bad item must not fail the others
-            code, message = status_for(exc)
-            return pb.BatchPredictResult(status=pb.ItemStatus(code=code.value[0], message=message))
-        return pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=convert.to_response(result))
+        decoded = [convert.to_request_or_error(item) for item in request.requests]
+        requests = [d for d in decoded if isinstance(d, InferRequest)]
+        outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context)))
+        return convert.to_batch_response([next(outcomes) if isinstance(d, InferRequest) else d for d in decoded])
 
     @maps_errors
     async def Telemetry(

@@ -1,0 +1,135 @@
+"""Turning benchmark results into the plot and the results section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+START = "<!-- results:start (written by bench/run.py) -->"
+END = "<!-- results:end -->"
+MODE_NAMES = {"on": "batching on", "off": "batching off (max_batch_size 1)", "batch64": "BatchPredict, 64 rows/call"}
+
+
+def _points(results: dict[str, Any], workload: str, protocol: str = "native") -> list[dict[str, Any]]:
+    return [p for p in results["points"] if p["workload"] == workload and p["protocol"] == protocol]
+
+
+def _find(results: dict[str, Any], workload: str, mode: str, concurrency: int,
+          protocol: str = "native") -> dict[str, Any] | None:
+    return next((p for p in _points(results, workload, protocol)
+                 if p["batching"] == mode and p["concurrency"] == concurrency), None)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(target, required, measured, met) for every target whose points were measured."""
+    rows: list[tuple[str, str, str, bool]] = []
+    ceiling = results["ceiling"]
+    if "text" in ceiling:
+        best = max(ceiling["text"].values())
+        for c in (16, 64):
+            point = _find(results, "text", "on", c)
+            if point:
+                ratio = point["inferences_per_s"] / best
+                rows.append((f"Text encoder, c={c}, batching on vs in-process ceiling", ">= 0.95",
+                             f"{ratio:.3f} ({point['inferences_per_s']:.1f} vs {best:.1f} rows/s)", ratio >= 0.95))
+    on64, off64 = _find(results, "tabular", "on", 64), _find(results, "tabular", "off", 64)
+    if on64 and off64:
+        ratio = on64["inferences_per_s"] / off64["inferences_per_s"]
+        rows.append(("Tabular, c=64, batching on / off throughput", ">= 2.0",
+                     f"{ratio:.2f} ({on64['inferences_per_s']:.0f} vs {off64['inferences_per_s']:.0f}/s)", ratio >= 2))
+        cpu = on64["server_cpu_s_per_1000"]
+        rows.append(("Tabular, c=64, batching on: server CPU-s per 1000 inferences", "<= 0.25", f"{cpu:.3f}",
+                     cpu <= 0.25))
+    on1, off1 = _find(results, "tabular", "on", 1), _find(results, "tabular", "off", 1)
+    if on1 and off1:
+        gap = on1["p50_ms"] - off1["p50_ms"]
+        rows.append(("Tabular, c=1: p50 batching on minus off", "<= 0.3 ms",
+                     f"{gap:+.3f} ms ({on1['p50_ms']:.3f} vs {off1['p50_ms']:.3f})", gap <= 0.3))
+    batch = [p for p in _points(results, "tabular") if p["batching"] == "batch64"]
+    if batch:
+        best_batch = max(batch, key=lambda p: p["inferences_per_s"])
+        rows.append(("Tabular, BatchPredict 64 rows per call", ">= 50,000 rows/s",
+                     f"{best_batch['inferences_per_s']:,.0f} rows/s (c={best_batch['concurrency']})",
+                     best_batch["inferences_per_s"] >= 50_000))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [START, ""]
+    machine = results["machine"]
+    lines.append(f"Measured on {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}; "
+                 f"ONNX Runtime with {results['models']['threads']} intra-op threads in the server and the ceiling; "
+                 f"medians of {max(p.get('repeats', 1) for p in results['points'])} interleaved repeats.")
+    lines += ["", "### Targets", "", "| target | required | measured | |", "|---|---|---|---|"]
+    for name, required, measured, met in targets(results):
+        lines.append(f"| {name} | {required} | {measured} | {'met' if met else '**missed**'} |")
+    for workload, ceil in results["ceiling"].items():
+        source = results["models"].get(workload, workload)
+        lines += ["", f"### {workload}: {source}", "",
+                  "In-process ceiling (`session.run` alone): " + ", ".join(
+                      f"batch {b}: {v:,.0f} rows/s" for b, v in sorted(ceil.items(), key=lambda kv: int(kv[0]))),
+                  ""]
+        protocols = sorted({p["protocol"] for p in _points_all(results, workload)})
+        lines += ["| protocol | mode | concurrency | inferences/s | p50 ms | p95 ms | p99 ms | server CPU-s / 1000 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for protocol in protocols:
+            for point in sorted(_points(results, workload, protocol), key=lambda p: (p["batching"], p["concurrency"])):
+                lines.append(
+                    f"| {protocol} | {MODE_NAMES[point['batching']]} | {point['concurrency']} | "
+                    f"{point['inferences_per_s']:,.0f} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | "
+                    f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+    if "profile" in results:
+        lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",
+                  f"py-spy, {results['profile']['samples']} samples of the server process; share of samples "
+                  "in each function, itself and below (inclusive):", "", "| share | function |", "|---|---|"]
+        lines += [f"| {share:.1f}% | `{name}` |" for name, share in results["profile"]["inclusive"]]
+    lines += ["", "![throughput and p99 against concurrency](benchmark.png)", "", END]
+    return "\n".join(lines)
+
+
+def _points_all(results: dict[str, Any], workload: str) -> list[dict[str, Any]]:
+    return [p for p in results["points"] if p["workload"] == workload]
+
+
+def write_section(results: dict[str, Any], path: Path) -> None:
+    """Replace the results section of the document (or append one)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    section = markdown(results)
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results["ceiling"])
+    fig, axes = plt.subplots(2, len(workloads), figsize=(6 * len(workloads), 8), squeeze=False)
+    for col, workload in enumerate(workloads):
+        for (protocol, mode) in sorted({(p["protocol"], p["batching"]) for p in _points_all(results, workload)}):
+            pts = sorted((p for p in _points(results, workload, protocol) if p["batching"] == mode),
+                         key=lambda p: p["concurrency"])
+            label = f"{MODE_NAMES[mode]} ({protocol})"
+            xs = [p["concurrency"] for p in pts]
+            axes[0][col].plot(xs, [p["inferences_per_s"] for p in pts], marker="o", label=label)
+            axes[1][col].plot(xs, [p["p99_ms"] for p in pts], marker="o", label=label)
+        best = max(results["ceiling"][workload].values())
+        axes[0][col].axhline(best, color="grey", linestyle="--", label="in-process ceiling")
+        axes[0][col].set_title(f"{workload}: throughput")
+        axes[0][col].set_ylabel("inferences/s")
+        axes[1][col].set_title(f"{workload}: p99 latency")
+        axes[1][col].set_ylabel("ms")
+        for row in (0, 1):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xlabel("concurrency (calls in flight)")
+            axes[row][col].grid(True, alpha=0.3)
+        axes[0][col].set_yscale("log")
+        axes[0][col].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

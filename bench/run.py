@@ -1,0 +1,188 @@
+"""The batching benchmark: the server against the in-process ONNX Runtime ceiling, measured in one run.
+
+For each workload (the bundled tabular classifier, a MiniLM-L6 text encoder) it measures
+  * the ceiling: onnxruntime `session.run` alone in this process, same threads, batch 1/8/32/64;
+  * the server (its own process) under a closed-loop load generator (another process) at several
+    concurrencies, in three modes: batching on, batching off (max_batch_size 1), BatchPredict with 64 rows
+    per call. Points are interleaved and repeated; medians are reported.
+It writes docs/benchmark_results.json, docs/benchmark.png, and the results section of docs/benchmarks.md.
+
+    python bench/build_models.py --out bench/models      # once (see the Makefile's `bench` target)
+    python bench/run.py --models bench/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.profile import summarize_profile  # noqa: E402
+from bench.report import write_plot, write_section  # noqa: E402
+
+Point = dict[str, object]
+
+WORKLOADS: dict[str, dict[str, object]] = {
+    "tabular": {
+        "inputs": "tabular_inputs.npz",
+        "modes": {"on": ("tabular", "predict"), "off": ("tabular_nobatch", "predict"), "batch64": ("tabular", "batch")},
+        "concurrency": {"on": [1, 4, 16, 64], "off": [1, 4, 16, 64], "batch64": [1, 4, 16]},
+        "warmup": 1.0, "duration": 3.0,
+    },
+    "text": {
+        "inputs": "text_inputs.npz",
+        "modes": {"on": ("text", "predict"), "off": ("text_nobatch", "predict"), "batch64": ("text", "batch")},
+        "concurrency": {"on": [1, 16, 64], "off": [1, 16, 64], "batch64": [1, 2]},
+        "warmup": 3.0, "duration": 8.0,
+    },
+}
+
+
+def ceiling(model_path: Path, inputs: dict[str, np.ndarray], threads: int, seconds: float) -> dict[int, float]:
+    """Rows/s of `session.run` alone at batch 1, 8, 32 and 64, with the server's thread settings."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    result = {}
+    for batch in (1, 8, 32, 64):
+        feed = {k: v[:batch] for k, v in inputs.items()}
+        session.run(None, feed)
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, feed)
+            runs += 1
+        result[batch] = runs * batch / (time.perf_counter() - started)
+    return result
+
+
+class Server:
+    """`python -m server` in its own process, on a free loopback port."""
+
+    def __init__(self, models: Path) -> None:
+        env = {**os.environ, "VIGIL_MODELS_DIR": str(models), "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
+               "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING"}
+        self.process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            match = re.search(r"gRPC listening on [\d.]+:(\d+)", line)
+            if match:
+                self.target = f"127.0.0.1:{match.group(1)}"
+                break
+        else:
+            raise RuntimeError("the server did not start")
+        from clients import Client
+
+        with Client(self.target, timeout=5) as client:
+            for _ in range(600):
+                try:
+                    if client.health() == "SERVING":
+                        return
+                except Exception:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError("the server did not become ready")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def load(server: Server, model: str, mode: str, inputs: Path, concurrency: int, warmup: float,
+         duration: float, protocol: str = "native") -> Point:
+    command = [sys.executable, str(ROOT / "bench" / "load.py"), "--target", server.target, "--model", model,
+               "--inputs", str(inputs), "--mode", mode, "--concurrency", str(concurrency), "--protocol", protocol,
+               "--warmup", str(warmup), "--duration", str(duration), "--server-pid", str(server.pid)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=warmup + duration + 120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_point(runs: list[Point]) -> Point:
+    merged: Point = dict(runs[0])
+    for key in ("inferences_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_s_per_1000"):
+        merged[key] = statistics.median(float(r[key]) for r in runs)  # type: ignore[arg-type]
+    merged["repeats"] = len(runs)
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=ROOT / "bench" / "models")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--protocols", nargs="+", default=["native"], choices=["native", "oip"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="short windows, one repeat (a smoke run)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server at tabular, c=64, batching on")
+    args = parser.parse_args()
+    info = json.loads((args.models / "models.json").read_text())
+    threads = int(info["threads"])
+    scale = 0.3 if args.quick else 1.0
+    repeats = 1 if args.quick else args.repeats
+
+    results: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "models": info, "ceiling": {}, "points": [],
+    }
+    for workload in args.workloads:
+        spec = WORKLOADS[workload]
+        arrays = dict(np.load(args.models / str(spec["inputs"])))
+        model_file = args.models / workload / "1" / "model.onnx"
+        results["ceiling"][workload] = ceiling(model_file, arrays, threads, 2.0 * scale)  # type: ignore[index]
+        print(f"{workload} ceiling rows/s:", {k: round(v) for k, v in results["ceiling"][workload].items()},  # type: ignore[index]
+              flush=True)
+
+    server = Server(args.models)
+    try:
+        runs: dict[tuple[str, ...], list[Point]] = defaultdict(list)
+        plan = [(w, p, m, c) for w in args.workloads for p in args.protocols
+                for m in WORKLOADS[w]["modes"] for c in WORKLOADS[w]["concurrency"][m]]  # type: ignore[index]
+        for repeat in range(repeats):
+            for workload, protocol, mode, concurrency in plan:
+                spec = WORKLOADS[workload]
+                model, call = spec["modes"][mode]  # type: ignore[index]
+                point = load(server, model, call, args.models / str(spec["inputs"]), concurrency,
+                             float(spec["warmup"]) * scale, float(spec["duration"]) * scale, protocol)
+                point.update(workload=workload, batching=mode)
+                runs[(workload, protocol, mode, str(concurrency))].append(point)
+                print(f"[{repeat + 1}/{repeats}] {workload} {protocol} {mode} c={concurrency}: "
+                      f"{point['inferences_per_s']:.0f}/s p50 {point['p50_ms']:.2f} ms "
+                      f"p99 {point['p99_ms']:.2f} ms cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+        results["points"] = [median_point(r) for r in runs.values()]
+        if args.profile and "tabular" in args.workloads:
+            results["profile"] = summarize_profile(server.pid, lambda: load(
+                server, "tabular", "predict", args.models / "tabular_inputs.npz", 64, 1.0, 6.0))
+    finally:
+        server.stop()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_plot(results, args.out / "benchmark.png")
+    write_section(results, args.out / "benchmarks.md")
+    print(f"wrote {args.out / 'benchmark_results.json'}, {args.out / 'benchmark.png'}, {args.out / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
