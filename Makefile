@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint typecheck protos clean system-deps
+.PHONY: serve test lint typecheck protos clean system-deps bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,25 @@ typecheck: lint
 test: $(VENV)/.dev system-deps lint
 	$(BIN)/pytest
 
+# The batching benchmark (bench/run.py): its own export environment builds the models once, then the run
+# writes docs/benchmarks.md's results section, docs/benchmark.png and docs/benchmark_results.json.
+EXPORT_VENV ?= .venv-export
+BENCH_MODELS ?= bench/models
+
+$(EXPORT_VENV)/.installed: bench/requirements-export.txt
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet -r bench/requirements-export.txt
+	touch $@
+
+$(BENCH_MODELS)/models.json: bench/build_models.py | $(EXPORT_VENV)/.installed
+	$(EXPORT_VENV)/bin/python bench/build_models.py --out $(BENCH_MODELS)
+
+bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile
+
 protos: $(VENV)/.dev
 	$(BIN)/python -m protos.generate
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXPORT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ TABULAR_CONFIGS = {
     "tabular_nobatch": "max_batch_size = 1\n",
 }
 TEXT_CONFIGS = {
-    "text": "max_batch_size = 64\n",
+    "text": "max_batch_size = 8\n",
     "text_nobatch": "max_batch_size = 1\n",
 }
 COMMON = (

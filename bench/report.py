@@ -63,6 +63,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "### Targets", "", "| target | required | measured | |", "|---|---|---|---|"]
     for name, required, measured, met in targets(results):
         lines.append(f"| {name} | {required} | {measured} | {'met' if met else '**missed**'} |")
+    if "floor" in results:
+        floor = results["floor"]
+        lines += ["", f"The floor — a bare `grpc.aio` server answering Predict with a canned response "
+                  f"(`bench/floor_server.py`), same load, c=64: {floor['inferences_per_s']:,.0f} calls/s, "
+                  f"{floor['server_cpu_s_per_1000']:.3f} server CPU-s per 1000 calls."]
     for workload, ceil in results["ceiling"].items():
         source = results["models"].get(workload, workload)
         lines += ["", f"### {workload}: {source}", "",
@@ -78,11 +83,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {protocol} | {MODE_NAMES[point['batching']]} | {point['concurrency']} | "
                     f"{point['inferences_per_s']:,.0f} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | "
                     f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+        lines.append("")
     if "profile" in results:
+        profile = results["profile"]
         lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",
-                  f"py-spy, {results['profile']['samples']} samples of the server process; share of samples "
-                  "in each function, itself and below (inclusive):", "", "| share | function |", "|---|---|"]
-        lines += [f"| {share:.1f}% | `{name}` |" for name, share in results["profile"]["inclusive"]]
+                  f"py-spy, {profile['samples']} samples of the server process (all threads). Time in C code "
+                  "(gRPC's core, ONNX Runtime, the kernel) shows under the Python frame that called it.", "",
+                  "Functions holding the most samples themselves:", "", "| share | function |", "|---|---|"]
+        lines += [f"| {share:.1f}% | `{name}` |" for name, share in profile["self"]]
+        lines += ["", "Vigil's own functions, with everything they call:", "", "| share | function |", "|---|---|"]
+        lines += [f"| {share:.1f}% | `{name}` |" for name, share in profile["project"]]
     lines += ["", "![throughput and p99 against concurrency](benchmark.png)", "", END]
     return "\n".join(lines)
 

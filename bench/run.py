@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.profile import summarize_profile  # noqa: E402
+from bench.profiling import summarize_profile  # noqa: E402
 from bench.report import write_plot, write_section  # noqa: E402
 
 Point = dict[str, object]
@@ -72,12 +72,14 @@ def ceiling(model_path: Path, inputs: dict[str, np.ndarray], threads: int, secon
 
 
 class Server:
-    """`python -m server` in its own process, on a free loopback port."""
+    """`python -m server` (or the floor server) in its own process, on a free loopback port."""
 
-    def __init__(self, models: Path) -> None:
+    def __init__(self, models: Path, *, floor: bool = False) -> None:
         env = {**os.environ, "VIGIL_MODELS_DIR": str(models), "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
                "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING"}
-        self.process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, text=True,
+        command = [sys.executable, str(ROOT / "bench" / "floor_server.py")] if floor else [
+            sys.executable, "-m", "server"]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -87,6 +89,8 @@ class Server:
                 break
         else:
             raise RuntimeError("the server did not start")
+        if floor:
+            return
         from clients import Client
 
         with Client(self.target, timeout=5) as client:
@@ -176,6 +180,17 @@ def main() -> None:
                 server, "tabular", "predict", args.models / "tabular_inputs.npz", 64, 1.0, 6.0))
     finally:
         server.stop()
+
+    if "tabular" in args.workloads:
+        floor = Server(args.models, floor=True)
+        try:
+            floor_runs = [load(floor, "tabular", "predict", args.models / "tabular_inputs.npz", 64,
+                               1.0 * scale, 3.0 * scale) for _ in range(repeats)]
+        finally:
+            floor.stop()
+        results["floor"] = median_point(floor_runs)
+        print(f"floor (bare grpc.aio, canned answer) c=64: {results['floor']['inferences_per_s']:.0f}/s "
+              f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")

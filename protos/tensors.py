@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Final
 
@@ -82,7 +83,7 @@ def wire_dtype(dtype: npt.DTypeLike) -> int:
 def _element_count(shape: list[int]) -> int:
     if any(dim < 0 for dim in shape):
         raise TensorError(f"shape {shape} has a negative dimension")
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(shape)
 
 
 def _decode_strings(raw: bytes, count: int) -> npt.NDArray[np.object_]:

@@ -1,0 +1,47 @@
+"""The benchmark report: targets are judged from the measured points, and the results section is replaced in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import END, START, targets, write_section
+
+
+def point(workload: str, mode: str, concurrency: int, rate: float, p50: float = 1.0, cpu: float = 0.3) -> dict:
+    return {"workload": workload, "protocol": "native", "batching": mode, "concurrency": concurrency,
+            "inferences_per_s": rate, "p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3,
+            "server_cpu_s_per_1000": cpu, "repeats": 2}
+
+
+RESULTS = {
+    "machine": {"cpus": 2, "python": "3.11", "platform": "linux"},
+    "models": {"threads": 2, "text": "MiniLM", "tabular": "classifier"},
+    "ceiling": {"text": {1: 150.0, 8: 200.0, 32: 190.0, 64: 180.0}, "tabular": {1: 1e5, 64: 6e6}},
+    "points": [
+        point("text", "on", 16, 195.0), point("text", "on", 64, 180.0),
+        point("tabular", "on", 64, 3000.0, cpu=0.24), point("tabular", "off", 64, 1400.0),
+        point("tabular", "on", 1, 1000.0, p50=1.2), point("tabular", "off", 1, 1000.0, p50=1.0),
+        point("tabular", "batch64", 1, 40_000.0), point("tabular", "batch64", 4, 52_000.0),
+    ],
+}
+
+
+def test_targets_are_judged_against_the_best_ceiling_and_the_paired_points() -> None:
+    judged = {name: (measured, met) for name, _, measured, met in targets(RESULTS)}
+    assert judged["Text encoder, c=16, batching on vs in-process ceiling"][1] is True  # 195 / 200
+    assert judged["Text encoder, c=64, batching on vs in-process ceiling"][1] is False  # 180 / 200 = 0.9
+    assert judged["Tabular, c=64, batching on / off throughput"] == ("2.14 (3000 vs 1400/s)", True)
+    assert judged["Tabular, c=64, batching on: server CPU-s per 1000 inferences"] == ("0.240", True)
+    assert judged["Tabular, c=1: p50 batching on minus off"] == ("+0.200 ms (1.200 vs 1.000)", True)
+    assert judged["Tabular, BatchPredict 64 rows per call"] == ("52,000 rows/s (c=4)", True)
+
+
+def test_results_section_is_replaced_not_appended(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nHand-written analysis.\n\n{START}\nold numbers\n{END}\n\nMore prose.\n")
+    write_section(RESULTS, doc)
+    write_section(RESULTS, doc)
+    text = doc.read_text()
+    assert text.count(START) == 1 and "old numbers" not in text
+    assert text.startswith("# Benchmarks\n\nHand-written analysis.") and text.rstrip().endswith("More prose.")
+    assert "| native | batching on | 64 | 3,000 |" in text and "**missed**" in text
