@@ -303,3 +303,15 @@ def test_batcher_arguments_are_checked(gated: GatedSession) -> None:
         DynamicBatcher([], model="m", version=1, max_batch_size=4)
     with pytest.raises(ValueError, match="preferred_batch_sizes"):
         DynamicBatcher([gated], model="m", version=1, max_batch_size=4, preferred_batch_sizes=[8])
+
+
+async def test_submit_many_answers_each_item_and_refuses_what_does_not_fit(gated: GatedSession) -> None:
+    batcher = DynamicBatcher([gated], model="add", version=1, max_batch_size=4, max_queue_size=3)
+    gated.gate.set()
+    items = [(rows(1, float(i)), 1, f"r{i}") for i in range(3)] + [(rows(6, 9.0), 6, "big")]
+    results = await batcher.submit_many(items, ("sum",))
+    assert [float(r.outputs["sum"][0, 0]) for r in results[:3]] == [1.5, 2.5, 3.5]  # type: ignore[union-attr]
+    assert results[3].outputs["sum"].shape == (6, 4)  # type: ignore[union-attr]  # split into runs of 4 and 2
+    refused = await batcher.submit_many([(rows(1), 1, f"x{i}") for i in range(4)], ("sum",))
+    assert all(isinstance(r, Overloaded) and "max_queue_size=3" in str(r) for r in refused)
+    batcher.close()
