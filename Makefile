@@ -28,13 +28,22 @@ serve: $(VENV)/.runtime
 system-deps:
 	@true
 
+# The official Open Inference Protocol client, in its own environment: it pins protobuf<7, which the
+# project's generated code cannot use. The tests drive it as a subprocess.
+TRITON_VENV ?= .venv-tritonclient
+
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet "tritonclient[grpc]"
+	touch $@
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 typecheck: lint
 
-test: $(VENV)/.dev system-deps lint
+test: $(VENV)/.dev $(TRITON_VENV)/.installed system-deps lint
 	$(BIN)/pytest
 
 # The batching benchmark (bench/run.py): its own export environment builds the models once, then the run
@@ -58,4 +67,4 @@ protos: $(VENV)/.dev
 	$(BIN)/python -m protos.generate
 
 clean:
-	rm -rf $(VENV) $(EXPORT_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXPORT_VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

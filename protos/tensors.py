@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ _CONTENTS_FIELD: Final[dict[int, str]] = {
     DataType.STRING: "bytes_contents",
 }
 """Wire dtype → the TensorContents field that carries it in typed form."""
+_CONTENTS_FIELDS = frozenset(_CONTENTS_FIELD.values())
 
 _LENGTH_PREFIX = struct.Struct("<I")
 
@@ -105,39 +106,51 @@ def _decode_strings(raw: bytes, count: int) -> npt.NDArray[np.object_]:
     return out
 
 
-def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:
-    """Decode a Tensor message into a numpy array of its shape; raises TensorError when it is inconsistent."""
-    np_dtype = NUMPY_DTYPES.get(tensor.dtype)
+def decode(dtype: int, shape: list[int], raw: bytes, contents: Any | None) -> npt.NDArray[np.generic]:
+    """Decode elements given as raw bytes or as typed contents (any message with TensorContents' fields,
+    such as the Open Inference Protocol's InferTensorContents). Raises TensorError when they disagree."""
+    np_dtype = NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
-        raise TensorError(f"dtype {dtype_name(tensor.dtype)} is not supported")
-    shape = list(tensor.shape)
+        raise TensorError(f"dtype {dtype_name(dtype)} is not supported")
     count = _element_count(shape)
-    has_contents = tensor.HasField("contents")
-    if tensor.raw_data and has_contents:
+    if raw and contents is not None:
         raise TensorError("both raw_data and contents are set; send one")
-    if has_contents:
-        field = _CONTENTS_FIELD[tensor.dtype]
-        for other in set(_CONTENTS_FIELD.values()) - {field}:
-            if len(getattr(tensor.contents, other)):
-                raise TensorError(f"contents.{other} is set but dtype {dtype_name(tensor.dtype)} uses {field}")
-        values = getattr(tensor.contents, field)
+    if contents is not None:
+        field = _CONTENTS_FIELD[dtype]
+        for other in _CONTENTS_FIELDS - {field}:
+            if len(getattr(contents, other)):
+                raise TensorError(f"contents.{other} is set but dtype {dtype_name(dtype)} uses {field}")
+        values = getattr(contents, field)
         if len(values) != count:
             raise TensorError(f"contents.{field} holds {len(values)} elements but shape {shape} needs {count}")
-        if tensor.dtype == _STRING:
+        if dtype == _STRING:
             array = np.empty(count, dtype=object)
             array[:] = list(values)
         else:
             array = np.asarray(values, dtype=np_dtype)
         return array.reshape(shape)
-    if tensor.dtype == _STRING:
-        return _decode_strings(tensor.raw_data, count).reshape(shape)
+    if dtype == _STRING:
+        return _decode_strings(raw, count).reshape(shape)
     expected = count * np_dtype.itemsize
-    if len(tensor.raw_data) != expected:
+    if len(raw) != expected:
         raise TensorError(
-            f"raw_data holds {len(tensor.raw_data)} bytes but shape {shape} of "
-            f"{dtype_name(tensor.dtype)} needs {expected}"
+            f"raw_data holds {len(raw)} bytes but shape {shape} of {dtype_name(dtype)} needs {expected}"
         )
-    return np.frombuffer(tensor.raw_data, dtype=np_dtype).reshape(shape)
+    return np.frombuffer(raw, dtype=np_dtype).reshape(shape)
+
+
+def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:
+    """Decode a Tensor message into a numpy array of its shape; raises TensorError when it is inconsistent."""
+    contents = tensor.contents if tensor.HasField("contents") else None
+    return decode(tensor.dtype, list(tensor.shape), tensor.raw_data, contents)
+
+
+def encode(array: npt.NDArray[np.generic]) -> tuple[int, bytes]:
+    """The wire dtype and raw little-endian bytes of an array (strings length-prefixed)."""
+    dtype = wire_dtype(array.dtype)
+    if dtype == _STRING:
+        return dtype, _encode_strings(array)
+    return dtype, np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()
 
 
 def _encode_strings(array: npt.NDArray[np.generic]) -> bytes:
@@ -162,8 +175,5 @@ def from_array(name: str, array: npt.ArrayLike, *, typed: bool = False) -> tenso
         )
         getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values)
         return tensor
-    if dtype == _STRING:
-        tensor.raw_data = _encode_strings(array)
-    else:
-        tensor.raw_data = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()
+    tensor.raw_data = encode(array)[1]
     return tensor

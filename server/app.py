@@ -12,9 +12,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from protos.vigil.v1 import inference_pb2, inference_pb2_grpc
 from server.dataplane import DataPlane
 from server.health import HealthReporter
+from server.oip import OpenInferenceServicer
 from server.registry import ModelRepository
 from server.servicer import InferenceServicer
 from server.settings import Settings
@@ -80,11 +82,14 @@ class App:
             [
                 (inference_pb2_grpc.add_InferenceServicer_to_server, servicer),
                 (health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer),
+                (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+                 OpenInferenceServicer(self.dataplane, self.health)),
             ],
         )
         reflection.enable_server_reflection(
             [
                 inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+                grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],

@@ -24,13 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
 from server.sessions import Arrays
+from server.statistics import BatchStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +75,6 @@ class BatchRecord:
 
 BatchHook = Callable[[BatchRecord], None]
 """Called on the event loop after each run; must be cheap (sample, count) and must not raise."""
-
-
-@dataclass
-class BatchStatistics:
-    """Cumulative counts since the batcher started."""
-
-    executions: int = 0
-    """ONNX Runtime runs."""
-    inferences: int = 0
-    """Rows inferred."""
-    failures: int = 0
-    """Runs that raised."""
-    by_batch_size: dict[int, int] = field(default_factory=dict)
-    """Runs per batch size (rows)."""
 
 
 @dataclass(eq=False)
@@ -404,11 +391,11 @@ class DynamicBatcher:
         self._free.append(instance)
         self._running -= 1
         rows = sum(w.rows for w in batch)
-        stats = self.statistics
-        stats.executions += 1
-        stats.by_batch_size[rows] = stats.by_batch_size.get(rows, 0) + 1
+        self.statistics.record_run(
+            rows, outcome.compute_seconds if outcome else 0.0, [dispatched - w.enqueued for w in batch],
+            failed=outcome is None,
+        )
         if outcome is None:
-            stats.failures += 1
             logger.error(
                 "inference failed on model %s version %d for requests %s",
                 self.model, self.version, ", ".join(w.request_id for w in batch), exc_info=error,
@@ -418,7 +405,6 @@ class DynamicBatcher:
                     w.future.set_exception(InferenceFailed(w.request_id))
             self._run_hooks(batch, rows, dispatched, None)
         else:
-            stats.inferences += rows
             offset = 0
             for w in batch:
                 if not w.future.done():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
-from protos.tensors import TensorError, from_array, to_array
+from protos.tensors import TensorError, decode, from_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import tensor_pb2
 from server.errors import InvalidInput, ServerError, status_for
@@ -19,21 +21,27 @@ def to_request(message: pb.PredictRequest) -> InferRequest:
     """Decode a PredictRequest; raises InvalidInput naming the input whose tensor is malformed."""
     inputs: Arrays = {}
     for tensor in message.inputs:
-        if not tensor.name:
-            raise InvalidInput("an input tensor has no name")
-        if tensor.name in inputs:
-            raise InvalidInput(f"input '{tensor.name}' is given more than once")
-        try:
-            array = to_array(tensor)
-        except TensorError as exc:
-            raise InvalidInput(f"input '{tensor.name}': {exc}") from None
-        inputs[tensor.name] = _decode_text(tensor.name, array) if array.dtype == object else array
+        contents = tensor.contents if tensor.HasField("contents") else None
+        add_input(inputs, tensor.name, tensor.dtype, list(tensor.shape), tensor.raw_data, contents)
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
         inputs=inputs,
         output_names=tuple(message.output_names),
     )
+
+
+def add_input(inputs: Arrays, name: str, dtype: int, shape: list[int], raw: bytes, contents: Any | None) -> None:
+    """Decode one input into `inputs`; raises InvalidInput naming it. Shared by both protocols."""
+    if not name:
+        raise InvalidInput("an input tensor has no name")
+    if name in inputs:
+        raise InvalidInput(f"input '{name}' is given more than once")
+    try:
+        array = decode(dtype, shape, raw, contents)
+    except TensorError as exc:
+        raise InvalidInput(f"input '{name}': {exc}") from None
+    inputs[name] = _decode_text(name, array) if array.dtype == object else array
 
 
 def to_request_or_error(message: pb.PredictRequest) -> InferRequest | ServerError:

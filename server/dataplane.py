@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ class DataPlane:
         self.repository = repository
         self.limits = limits
 
-    def _prepare(self, request: InferRequest, request_id: str) -> _Prepared:
-        version = self.repository.resolve(request.model_name, request.model_version)
+    def _prepare(self, request: InferRequest, request_id: str, version: ModelVersion | None = None) -> _Prepared:
+        version = version or self.repository.resolve(request.model_name, request.model_version)
         signature = version.signature
         rows = check_inputs(
             version.name, request.inputs, signature,
@@ -68,24 +69,29 @@ class DataPlane:
         self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None
     ) -> InferResult:
         """Resolve, validate and run one request. `deadline` is a `time.monotonic()` instant, or None."""
-        prepared = self._prepare(request, request_id or new_request_id())
-        version = prepared.version
+        started = time.perf_counter()
+        request_id = request_id or new_request_id()
+        version = self.repository.resolve(request.model_name, request.model_version)
         try:
+            prepared = self._prepare(request, request_id, version)
             ran = await version.run(request.inputs, prepared.to_compute, rows=prepared.rows,
                                     request_id=prepared.request_id, deadline=deadline)
-        except ServerError:
+            result = _result(prepared, ran, _classify(version, ran.outputs))
+        except BaseException as exc:
+            version.requests.record(time.perf_counter() - started, ok=False)
+            if isinstance(exc, Exception) and not isinstance(exc, ServerError):
+                logger.exception("inference failed on model %s version %d", version.name, version.version)
+                raise InferenceFailed(request_id) from None
             raise
-        except Exception:
-            logger.exception("inference failed for request %s on model %s version %d",
-                             prepared.request_id, version.name, version.version)
-            raise InferenceFailed(prepared.request_id) from None
-        return _result(prepared, ran, _classify(version, ran.outputs))
+        version.requests.record(time.perf_counter() - started, ok=True)
+        return result
 
     async def infer_many(
         self, requests: Sequence[InferRequest], *, deadline: float | None = None
     ) -> list[InferResult | ServerError]:
         """Run many requests; each gets its result or its own error. Items for the same version and outputs
         are queued together, so validation and classification, not a coroutine each, are the per-item cost."""
+        started = time.perf_counter()
         outcomes: list[InferResult | ServerError] = [InferenceFailed()] * len(requests)
         groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, _Prepared]]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -96,6 +102,10 @@ class DataPlane:
                 continue
             groups[(id(prepared.version), prepared.to_compute)].append((index, prepared))
         await asyncio.gather(*(self._run_group(members, outcomes, deadline) for members in groups.values()))
+        seconds = time.perf_counter() - started
+        for members in groups.values():
+            for index, prepared in members:
+                prepared.version.requests.record(seconds, ok=not isinstance(outcomes[index], ServerError))
         return outcomes
 
     async def _run_group(

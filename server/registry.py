@@ -16,6 +16,7 @@ from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.model_config import ConfigError, ModelConfig, load_config
 from server.sessions import Arrays, ModelSession
 from server.signature import Signature
+from server.statistics import RequestStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ModelVersion:
     session: ModelSession | None = None
     """The first instance's session (every instance has the same signature and providers)."""
     batcher: DynamicBatcher | None = field(default=None, repr=False)
+    requests: RequestStatistics = field(default_factory=RequestStatistics)
+    """Requests that reached this version, succeeded or failed."""
     load_seconds: float = 0.0
 
     @property
