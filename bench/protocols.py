@@ -57,9 +57,42 @@ class NativeCalls:
         await self._call(self.payloads[i % len(self.payloads)])
 
 
+class OipCalls:
+    """ModelInfer of the Open Inference Protocol, one row per call, inputs in raw_input_contents."""
+
+    DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+
+    def __init__(self, channel: grpc.aio.Channel, model: str, inputs: dict[str, np.ndarray]) -> None:
+        from protos.inference import grpc_service_pb2 as oip
+
+        self.rows_per_call = 1
+        n = len(next(iter(inputs.values())))
+        self.messages = []
+        for i in range(n):
+            message = oip.ModelInferRequest(model_name=model)
+            for name, values in inputs.items():
+                row = np.ascontiguousarray(values[i : i + 1])
+                message.inputs.add(name=name, datatype=self.DATATYPES[row.dtype.name], shape=row.shape)
+                message.raw_input_contents.append(row.tobytes())
+            self.messages.append(message)
+        self.payloads = [m.SerializeToString() for m in self.messages]
+        self._response = oip.ModelInferResponse
+        self._call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                         request_serializer=_identity, response_deserializer=_identity)
+
+    async def check(self) -> None:
+        response = self._response.FromString(await self._call(self.payloads[0]))
+        assert response.outputs and response.raw_output_contents
+
+    async def send(self, i: int) -> None:
+        await self._call(self.payloads[i % len(self.payloads)])
+
+
 def build_calls(channel: grpc.aio.Channel, protocol: str, mode: str, model: str, inputs: np.lib.npyio.NpzFile,
                 rows_per_call: int) -> Calls:
     arrays = {k: inputs[k] for k in inputs.files}
     if protocol == "native":
         return NativeCalls(channel, mode, model, arrays, rows_per_call)
-    raise ValueError(f"unknown protocol {protocol}")
+    if protocol == "oip" and mode == "predict":
+        return OipCalls(channel, model, arrays)
+    raise ValueError(f"protocol {protocol} has no mode {mode}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +47,21 @@ def build_repository(root: Path) -> Path:
     (root / "corrupt" / "1").mkdir(parents=True)
     (root / "corrupt" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
     return root
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TRITON_VENV = ROOT / ".venv-tritonclient"
+
+
+@pytest.fixture(scope="session")
+def tritonclient_python() -> Path:
+    """tritonclient pins protobuf<7, which the project's generated code cannot use: it gets its own venv."""
+    python = TRITON_VENV / "bin" / "python"
+    if not python.exists():  # `make test` creates it; a bare `pytest` run creates it here once
+        subprocess.run([sys.executable, "-m", "venv", str(TRITON_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tritonclient[grpc]"], check=True,
+                       timeout=900)
+    return python
 
 
 @pytest.fixture(scope="session")

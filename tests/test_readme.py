@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import numpy as np
+import onnxruntime as ort
 import pytest
 from google.protobuf import json_format
 
@@ -55,3 +57,18 @@ async def test_python_example_runs(bundled: App, monkeypatch: pytest.MonkeyPatch
     lines = out.getvalue().splitlines()
     assert len(lines) == 9  # 8 sample rows and the summary line
     assert all(line.split()[0] in ("malignant", "benign") for line in lines[:8])
+
+
+async def test_tritonclient_example_runs(bundled: App, tritonclient_python: Path) -> None:
+    code = block_after("readme-tritonclient").replace("127.0.0.1:8001", f"127.0.0.1:{bundled.grpc_port}")
+    process = await asyncio.create_subprocess_exec(
+        str(tritonclient_python), "-c", code, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    rows = np.loadtxt(ROOT / "server/default_models/breast_cancer/sample.csv", delimiter=",", skiprows=1,
+                      dtype=np.float32)
+    session = ort.InferenceSession(str(DEFAULT_MODELS_DIR / "breast_cancer" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(["probabilities"], {"features": rows})[0].argmax(axis=1)
+    assert stdout.decode().strip() == str(expected)

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 from server.app import App
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("VIGIL_TRITONCLIENT_VENV", ROOT / ".venv-tritonclient"))
 SCENARIOS = Path(__file__).with_name("triton_scenarios.py")
-
-
-@pytest.fixture(scope="session")
-def tritonclient_python() -> Path:
-    """tritonclient pins protobuf<7, which the project's generated code cannot use: it gets its own venv."""
-    python = VENV / "bin" / "python"
-    if not python.exists():  # `make test` creates it; a bare `pytest` run creates it here once
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tritonclient[grpc]"], check=True,
-                       timeout=900)
-    return python
 
 
 def reference(model_repo: Path, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
