@@ -12,7 +12,7 @@ from server.settings import Settings
 
 def main(settings: Settings | None = None) -> int:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     return asyncio.run(serve(settings))
 
 

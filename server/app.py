@@ -5,31 +5,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import REGISTRY, CollectorRegistry
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CollectorRegistry
 
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from protos.vigil.v1 import inference_pb2, inference_pb2_grpc
 from server.dataplane import DataPlane
 from server.health import HealthReporter
-from server.oip import OpenInferenceServicer
-from server.registry import ModelRepository
+from server.oip import OpenInferenceServicer, server_version
+from server.registry import Model, ModelRepository, ModelVersion
 from server.servicer import InferenceServicer
 from server.settings import Settings
 from server.validation import Limits
 from server.web import WebServer, build_web_app
+from telemetry.batches import BatchTelemetry
+from telemetry.gauges import register_process_gauges, register_serving_gauges
+from telemetry.instruments import Instruments
+from telemetry.interceptor import TelemetryInterceptor
+from telemetry.providers import TelemetryProviders, build_providers
 
 logger = logging.getLogger(__name__)
 
 
-def build_server(settings: Settings, services: list[Any]) -> tuple[grpc.aio.Server, int]:
+def build_server(
+    settings: Settings, services: list[Any], interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> tuple[grpc.aio.Server, int]:
     """A gRPC server with the given `(add_to_server, servicer)` pairs, bound to host:port; returns the real port."""
     limit = settings.limits.max_message_bytes
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -52,7 +63,7 @@ class App:
     >>> await app.stop()
     """
 
-    def __init__(self, settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, *, span_exporters: Sequence[SpanExporter] = ()) -> None:
         self.settings = settings
         self.repository = ModelRepository(settings.models_dir, load_workers=settings.load_workers)
         self.health = HealthReporter(strict=settings.strict_readiness)
@@ -62,11 +73,50 @@ class App:
             max_tensor_elements=settings.limits.max_tensor_elements,
         )
         self.dataplane = DataPlane(self.repository, limits)
-        self._metrics_registry = metrics_registry or REGISTRY
+        self.metrics_registry = CollectorRegistry()
+        self.telemetry: TelemetryProviders | None = None
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        if settings.telemetry.enabled:
+            self._build_telemetry(span_exporters)
         self._grpc: grpc.aio.Server | None = None
         self._web: WebServer | None = None
         self.grpc_port = 0
         self.http_port = 0
+
+    def _build_telemetry(self, span_exporters: Sequence[SpanExporter]) -> None:
+        config = self.settings.telemetry
+        self.telemetry = providers = build_providers(
+            service_version=server_version(), slow_threshold=config.slow_request_seconds,
+            span_exporters=span_exporters)
+        self.metrics_registry.register(providers.prometheus)
+        instruments = Instruments(providers.meter_provider.get_meter("vigil"))
+        tracer: trace.Tracer = (
+            providers.tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
+        self._interceptors = [TelemetryInterceptor(tracer, instruments)]
+        batches = BatchTelemetry(tracer, instruments)
+        hooked: set[int] = set()
+
+        async def hook_batchers(model: Model) -> None:
+            for version in model.versions.values():
+                if version.batcher is not None and id(version.batcher) not in hooked:
+                    hooked.add(id(version.batcher))
+                    version.batcher.add_hook(batches.on_batch)
+
+        self.repository.add_listener(hook_batchers)
+        register_serving_gauges(instruments, **self._serving_readings())
+        register_process_gauges(instruments)
+
+    def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
+        def versions() -> list[tuple[dict[str, str], ModelVersion]]:
+            return [({"model": v.name, "version": str(v.version)}, v)
+                    for m in self.repository.models for v in m.versions.values()]
+
+        return {
+            "queue_depth": lambda: [(k, float(v.batcher.queue_depth)) for k, v in versions() if v.batcher],
+            "running": lambda: [(k, float(v.batcher.in_flight)) for k, v in versions() if v.batcher],
+            "model_ready": lambda: [(k, 1.0 if v.is_ready else 0.0) for k, v in versions()],
+            "load_seconds": lambda: [(k, v.load_seconds) for k, v in versions() if v.is_ready],
+        }
 
     async def start(self) -> None:
         """Listen, then load every model; health reports SERVING once loading is over."""
@@ -85,6 +135,7 @@ class App:
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                  OpenInferenceServicer(self.dataplane, self.health)),
             ],
+            self._interceptors,
         )
         reflection.enable_server_reflection(
             [
@@ -98,7 +149,7 @@ class App:
         await self.health.set_loading()
         await self._grpc.start()
         self._web = WebServer(
-            build_web_app(self._metrics_registry, is_ready=lambda: self.health.is_serving),
+            build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving),
             self.settings.host,
             self.settings.http_port,
         )
@@ -120,6 +171,8 @@ class App:
         if self._web is not None:
             await self._web.stop()
         self.repository.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)  # flushes spans and metrics
 
 
 async def serve(settings: Settings, *, announce: bool = True) -> int:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
 from server.sessions import Arrays
@@ -71,6 +73,14 @@ class BatchRecord:
     inputs: Arrays
     outputs: Arrays
     failed: bool
+    span_contexts: tuple[SpanContext | None, ...] = ()
+    """The trace span of each request in the run (None where a request had none)."""
+    started_ns: int = 0
+    """Wall-clock start of the run, in nanoseconds."""
+    ended_ns: int = 0
+    """Wall-clock end of the run, in nanoseconds."""
+    execution_provider: str = ""
+    """The ONNX Runtime execution provider that ran it."""
 
 
 BatchHook = Callable[[BatchRecord], None]
@@ -87,6 +97,7 @@ class _Work:
     enqueued: float
     deadline: float | None
     request_id: str
+    span_context: SpanContext | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,8 @@ class _RunOutcome:
     inputs: Arrays
     outputs: Arrays
     compute_seconds: float
+    started_ns: int
+    ended_ns: int
 
 
 def _shape_key(inputs: Arrays) -> Hashable:
@@ -107,15 +120,18 @@ def _execute(runner: Runner, batch: list[_Work], outputs: tuple[str, ...], batch
         inputs = batch[0].inputs
     else:
         inputs = {name: np.concatenate([w.inputs[name] for w in batch]) for name in batch[0].inputs}
+    started_ns = time.time_ns()
     started = time.perf_counter()
     results = runner.run(inputs, outputs)
     compute = time.perf_counter() - started
+    ended_ns = time.time_ns()
     if batched:
         rows = sum(w.rows for w in batch)
         for name, array in results.items():
             if array.ndim == 0 or array.shape[0] != rows:
                 raise ValueError(f"output '{name}' has shape {list(array.shape)}, not a batch dimension of {rows}")
-    return _RunOutcome(inputs=inputs, outputs=results, compute_seconds=compute)
+    return _RunOutcome(inputs=inputs, outputs=results, compute_seconds=compute, started_ns=started_ns,
+                       ended_ns=ended_ns)
 
 
 _Job = tuple[list[_Work], tuple[str, ...], asyncio.AbstractEventLoop, Callable[..., None]]
@@ -162,6 +178,7 @@ class DynamicBatcher:
         max_queue_size: int = 1024,
         max_queue_delay: float = 0.0,
         preferred_batch_sizes: Sequence[int] = (),
+        execution_provider: str = "",
     ) -> None:
         if not runners:
             raise ValueError("a batcher needs at least one runner")
@@ -175,6 +192,7 @@ class DynamicBatcher:
         self.max_queue_size = max_queue_size
         self.max_queue_delay = max_queue_delay
         self.preferred_batch_sizes = sorted(set(preferred_batch_sizes), reverse=True)
+        self.execution_provider = execution_provider
         self.statistics = BatchStatistics()
         self._free = list(range(len(runners)))
         self._queue: deque[_Work] = deque()
@@ -279,9 +297,12 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        span = trace.get_current_span().get_span_context()
+        span_context = span if span.is_valid else None
         work = [
             _Work(inputs=c, rows=n, outputs=outputs, key=_shape_key(c) if self.is_batching else object(),
-                  future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid)
+                  future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid,
+                  span_context=span_context)
             for c, n, rid in zip(chunks, sizes, request_ids, strict=True)
         ]
         self._queue.extend(work)
@@ -428,7 +449,10 @@ class DynamicBatcher:
             queue_seconds=tuple(dispatched - w.enqueued for w in batch),
             compute_seconds=outcome.compute_seconds if outcome else 0.0,
             inputs=outcome.inputs if outcome else {}, outputs=outcome.outputs if outcome else {},
-            failed=outcome is None,
+            failed=outcome is None, span_contexts=tuple(w.span_context for w in batch),
+            started_ns=outcome.started_ns if outcome else time.time_ns(),
+            ended_ns=outcome.ended_ns if outcome else time.time_ns(),
+            execution_provider=self.execution_provider,
         )
         for hook in self._hooks:
             try:

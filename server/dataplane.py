@@ -18,6 +18,7 @@ from server.registry import ModelRepository, ModelVersion
 from server.requests import Classification, InferRequest, InferResult
 from server.sessions import Arrays
 from server.validation import Limits, check_inputs, check_outputs
+from telemetry.context import annotate_call
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class DataPlane:
 
     def _prepare(self, request: InferRequest, request_id: str, version: ModelVersion | None = None) -> _Prepared:
         version = version or self.repository.resolve(request.model_name, request.model_version)
+        started_ns = time.time_ns()
         signature = version.signature
         rows = check_inputs(
             version.name, request.inputs, signature,
@@ -63,6 +65,7 @@ class DataPlane:
         probability_output = version.config.probability_output
         to_compute = wanted if probability_output is None or probability_output in wanted else (
             *wanted, probability_output)
+        annotate_call(validation_ns=(started_ns, time.time_ns()))
         return _Prepared(request, request_id, version, rows, wanted, to_compute)
 
     async def infer(
@@ -72,6 +75,7 @@ class DataPlane:
         started = time.perf_counter()
         request_id = request_id or new_request_id()
         version = self.repository.resolve(request.model_name, request.model_version)
+        annotate_call(model=version.name, version=version.version, request_id=request_id)
         try:
             prepared = self._prepare(request, request_id, version)
             ran = await version.run(request.inputs, prepared.to_compute, rows=prepared.rows,
@@ -101,6 +105,10 @@ class DataPlane:
                 outcomes[index] = exc
                 continue
             groups[(id(prepared.version), prepared.to_compute)].append((index, prepared))
+        models = {(p.version.name, p.version.version) for members in groups.values() for _, p in members}
+        if len(models) == 1:
+            name, number = models.pop()
+            annotate_call(model=name, version=number)
         await asyncio.gather(*(self._run_group(members, outcomes, deadline) for members in groups.values()))
         seconds = time.perf_counter() - started
         for members in groups.values():

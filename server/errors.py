@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 
+from telemetry.context import note_error
+
 logger = logging.getLogger(__name__)
 
 
@@ -100,6 +102,7 @@ def maps_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
+                note_error(exc)
                 await context.abort(*status_for(exc))
 
         return stream
@@ -111,6 +114,7 @@ def maps_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            note_error(exc)
             await context.abort(*status_for(exc))
 
     return unary

@@ -25,7 +25,7 @@ STREAM_CONCURRENCY = 64
 """Requests of one ModelStreamInfer stream in flight at once; reading the stream waits beyond that."""
 
 
-def _server_version() -> str:
+def server_version() -> str:
     try:
         return package_version("vigil")
     except PackageNotFoundError:
@@ -38,7 +38,7 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, health: HealthReporter) -> None:
         self._dataplane = dataplane
         self._health = health
-        self._version = _server_version()
+        self._version = server_version()
 
     async def ServerLive(self, request: oip.ServerLiveRequest, context: Context) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)

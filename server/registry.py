@@ -90,6 +90,7 @@ class ModelVersion:
             sessions, model=self.name, version=self.version,
             max_batch_size=config.max_batch_size, max_queue_size=config.max_queue_size,
             max_queue_delay=config.max_queue_delay_ms / 1000.0, preferred_batch_sizes=config.preferred_batch_sizes,
+            execution_provider=sessions[0].providers[0] if sessions[0].providers else "",
         )
         self.load_seconds = time.perf_counter() - started
         self.state = VersionState.READY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,19 @@ class LimitSettings(BaseModel):
     """Most items one BatchPredict call may carry."""
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     """Most elements one input tensor may hold."""
+
+
+class TelemetrySettings(BaseModel):
+    """Metrics, traces and logs. Endpoints, service name and sampling come from the standard OTEL_* variables."""
+
+    enabled: bool = True
+    """Record metrics and traces at all (off only to measure what telemetry costs)."""
+    tracing: bool = True
+    """Record traces; with it off, metrics are still recorded."""
+    slow_request_seconds: float = Field(1.0, gt=0)
+    """Calls slower than this are exported as traces even when the sampler did not pick them."""
+    log_format: Literal["json", "text"] = "json"
+    """JSON lines (with trace, span and request ids) or plain text."""
 
 
 class Settings(BaseSettings):
@@ -51,3 +65,5 @@ class Settings(BaseSettings):
     """Seconds in-flight calls get to finish on shutdown."""
     limits: LimitSettings = LimitSettings()
     """Request size limits."""
+    telemetry: TelemetrySettings = TelemetrySettings()
+    """Metrics, traces and logs."""

@@ -84,4 +84,4 @@ async def test_http_port_serves_probes_and_metrics(app: App) -> None:
             assert response.status == 200
         async with session.get(f"{base}/metrics") as response:
             assert response.status == 200
-            assert "process_cpu_seconds_total" in await response.text()
+            assert "process_cpu_time_seconds_total" in await response.text()

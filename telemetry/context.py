@@ -1,0 +1,50 @@
+"""What the request path tells telemetry about the call it serves, through a context variable.
+
+The interceptor opens a `CallRecord` for each call; the request path fills in the model, version and request id
+it resolved and how long validation took. Telemetry reads it for metric labels, span attributes and log fields.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass
+class CallRecord:
+    """One gRPC call as telemetry sees it."""
+
+    method: str
+    model: str = ""
+    version: str = ""
+    request_id: str = ""
+    validation_ns: tuple[int, int] | None = None
+    """Wall-clock start and end of validation, in nanoseconds."""
+    error: BaseException | None = None
+    """The error the call failed with, before it became a gRPC status."""
+
+
+current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", default=None)
+
+
+def annotate_call(*, model: str | None = None, version: int | None = None, request_id: str | None = None,
+                  validation_ns: tuple[int, int] | None = None) -> None:
+    """Record what the request path learned about the current call (no-op outside a call)."""
+    record = current_call.get()
+    if record is None:
+        return
+    if model is not None:
+        record.model = model
+    if version is not None:
+        record.version = str(version)
+    if request_id is not None:
+        record.request_id = request_id
+    if validation_ns is not None:
+        record.validation_ns = validation_ns
+
+
+def note_error(error: BaseException) -> None:
+    """Record the error the current call failed with (no-op outside a call)."""
+    record = current_call.get()
+    if record is not None:
+        record.error = error

@@ -1,0 +1,49 @@
+"""Gauges read when metrics are collected: serving state from the server, and this process's resources."""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from telemetry.instruments import Instruments
+
+Readings = Callable[[], Iterable[tuple[dict[str, str], float]]]
+"""(labels, value) pairs, produced on demand."""
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _observer(source: Readings) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(value, labels) for labels, value in source()]
+
+    return observe
+
+
+def register_serving_gauges(instruments: Instruments, *, queue_depth: Readings, running: Readings,
+                            model_ready: Readings, load_seconds: Readings) -> None:
+    """Per model version: requests queued, runs executing, ready (1) or not (0), and how long loading took."""
+    instruments.observe("vigil.queue.depth", "{request}", "Requests waiting for an instance", _observer(queue_depth))
+    instruments.observe("vigil.runs.in_flight", "{run}", "ONNX Runtime runs executing now", _observer(running))
+    instruments.observe("vigil.model.ready", "", "1 when the model version serves, else 0", _observer(model_ready))
+    instruments.observe("vigil.model.load.duration", "s", "Seconds the version took to load and warm up",
+                        _observer(load_seconds))
+
+
+def register_process_gauges(instruments: Instruments) -> None:
+    """CPU seconds and resident memory of this process."""
+
+    def cpu() -> Iterable[tuple[dict[str, str], float]]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return [({"state": "user"}, usage.ru_utime), ({"state": "system"}, usage.ru_stime)]
+
+    def memory() -> Iterable[tuple[dict[str, str], float]]:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            resident_pages = int(statm.read().split()[1])
+        return [({}, float(resident_pages * _PAGE))]
+
+    instruments.observe_counter("process.cpu.time", "s", "CPU seconds used by the server process", _observer(cpu))
+    instruments.observe("process.memory.usage", "By", "Resident memory of the server process", _observer(memory))

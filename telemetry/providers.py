@@ -1,0 +1,95 @@
+"""Builds the OpenTelemetry tracer and meter providers: the only module that imports the SDK's wiring.
+
+Standard `OTEL_*` variables are read by the SDK itself (endpoint, service name, resource attributes, sampler,
+batch span processor and metric export settings). OTLP export is on when an endpoint is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+
+from telemetry.prometheus import PrometheusCollector, PrometheusReader
+from telemetry.sampling import KeepErrorsAndSlowProcessor, RecordEverySampler
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                      "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+
+
+@dataclass
+class TelemetryProviders:
+    """What the server records into, and the `/metrics` collector over the same instruments."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    prometheus: PrometheusCollector
+    span_processors: list[SpanProcessor] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters; never raises."""
+        for shut in (self.tracer_provider.shutdown, self.meter_provider.shutdown):
+            try:
+                shut()
+            except Exception:
+                logger.exception("telemetry shutdown failed")
+
+
+def otlp_enabled() -> bool:
+    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def default_sampler() -> Sampler:
+    """The SDK's sampler from OTEL_TRACES_SAMPLER when set; otherwise parent-based ratio (OTEL_TRACES_SAMPLER_ARG,
+    default 1.0)."""
+    from opentelemetry.sdk.trace import sampling
+
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return sampling._get_from_env_or_default()
+    ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    return ParentBasedTraceIdRatio(ratio)
+
+
+def build_providers(
+    *,
+    service_version: str,
+    slow_threshold: float,
+    span_exporters: Sequence[SpanExporter] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    sampler: Sampler | None = None,
+) -> TelemetryProviders:
+    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured.
+
+    Unsampled requests are still recorded so that errors and requests slower than `slow_threshold` seconds are
+    exported whatever the sampler decided.
+    """
+    resource = Resource.create({SERVICE_VERSION: service_version})
+    if resource.attributes.get(SERVICE_NAME, "unknown_service") == "unknown_service":
+        resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))
+    exporters = list(span_exporters)
+    readers = list(metric_readers)
+    if otlp_enabled():
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter())
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    tracer_provider = TracerProvider(resource=resource, sampler=RecordEverySampler(sampler or default_sampler()))
+    processors: list[SpanProcessor] = []
+    for exporter in exporters:
+        processor = KeepErrorsAndSlowProcessor(BatchSpanProcessor(exporter), slow_threshold=slow_threshold)
+        tracer_provider.add_span_processor(processor)
+        processors.append(processor)
+    prometheus_reader = PrometheusReader()
+    meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
+    return TelemetryProviders(tracer_provider, meter_provider, PrometheusCollector(prometheus_reader), processors)
