@@ -74,8 +74,8 @@ def build_providers(
     exported whatever the sampler decided.
     """
     resource = Resource.create({SERVICE_VERSION: service_version})
-    if resource.attributes.get(SERVICE_NAME, "unknown_service") == "unknown_service":
-        resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))
+    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))  # OTEL_SERVICE_NAME was not set
     exporters = list(span_exporters)
     readers = list(metric_readers)
     if otlp_enabled():
