@@ -18,6 +18,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
 
+from telemetry.exporters import (
+    OutageReportingMetricExporter,
+    OutageReportingSpanExporter,
+    quiet_sdk_exporter_logs,
+)
 from telemetry.prometheus import PrometheusCollector, PrometheusReader
 from telemetry.sampling import KeepErrorsAndSlowProcessor, RecordEverySampler
 
@@ -82,8 +87,9 @@ def build_providers(
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporters.append(OTLPSpanExporter())
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        quiet_sdk_exporter_logs()
+        exporters.append(OutageReportingSpanExporter(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OutageReportingMetricExporter(OTLPMetricExporter())))
     tracer_provider = TracerProvider(resource=resource, sampler=RecordEverySampler(sampler or default_sampler()))
     processors: list[SpanProcessor] = []
     for exporter in exporters:

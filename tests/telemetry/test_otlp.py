@@ -140,7 +140,8 @@ async def test_exemplar_on_metrics_names_an_exported_trace(receiver: OtlpReceive
     assert all((trace_id, span_id) in exported for span_id, trace_id in exemplars)
 
 
-async def test_closed_collector_port_never_hurts_requests(monkeypatch: pytest.MonkeyPatch, model_repo: Path) -> None:
+async def test_closed_collector_port_never_hurts_requests(monkeypatch: pytest.MonkeyPatch, model_repo: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     import socket
 
     with socket.socket() as probe:
@@ -166,6 +167,9 @@ async def test_closed_collector_port_never_hurts_requests(monkeypatch: pytest.Mo
             assert all(r.model_name == "breast_cancer" for r in responses)
         grown = rss() - before
     assert grown < 64 * 1024 * 1024, f"memory grew {grown / 2**20:.1f} MiB over 5,000 calls"
+    signals = [r.getMessage().split()[1] for r in caplog.records if "export is failing" in r.getMessage()]
+    assert signals.count("traces") == 1 and signals.count("metrics") <= 1  # once per outage, not per call
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
 
 
 def test_app_without_telemetry_serves_and_exports_nothing(model_repo: Path) -> None:
