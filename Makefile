@@ -24,9 +24,13 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.runtime
 	$(BIN)/vigil serve
 
-# Debian packages the tests drive as real components (none yet beyond the Python environment).
+# Debian packages the tests drive as real components: Prometheus and promtool.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 system-deps:
-	@true
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The official Open Inference Protocol client, in its own environment: it pins protobuf<7, which the
 # project's generated code cannot use. The tests drive it as a subprocess.

@@ -1,0 +1,61 @@
+"""The collector config, the compose stack and the Prometheus config hang together, and promtool accepts them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool comes from Debian's prometheus package, which `make test` installs")
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_every_pipeline_component_of_the_collector_is_defined() -> None:
+    config = load(ROOT / "otel-collector.yaml")
+    pipelines = config["service"]["pipelines"]
+    assert {"traces", "metrics"} <= set(pipelines)
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"{name} pipeline names undefined {kind[:-1]} {component}"
+        assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter must come first"
+        assert "batch" in pipeline["processors"]
+    for extension in config["service"].get("extensions", []):
+        assert extension in config["extensions"]
+    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    assert "prometheus" in pipelines["metrics"]["exporters"]
+    jaeger = [e for e in pipelines["traces"]["exporters"] if e.startswith("otlp")]
+    assert jaeger and config["exporters"][jaeger[0]]["endpoint"].startswith("jaeger:")
+
+
+def test_compose_stack_wires_vigil_to_the_collector_and_prometheus_to_both() -> None:
+    compose = load(ROOT / "deploy" / "docker-compose.yml")
+    services = compose["services"]
+    assert {"vigil", "otel-collector", "prometheus", "jaeger", "grafana"} <= set(services)
+    assert services["vigil"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert (ROOT / "deploy" / source).resolve().exists(), f"mounted {source} is missing"
+    collector = load(ROOT / "otel-collector.yaml")
+    prometheus = load(ROOT / "deploy" / "prometheus.yml")
+    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    exporter_port = collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    assert targets == {"vigil:8002", f"otel-collector:{exporter_port}"}
+
+
+@needs_promtool
+def test_promtool_accepts_the_prometheus_config() -> None:
+    result = subprocess.run([PROMTOOL, "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
