@@ -27,6 +27,7 @@ from server.validation import Limits
 from server.web import WebServer, build_web_app
 from telemetry.batches import BatchTelemetry
 from telemetry.gauges import register_process_gauges, register_serving_gauges
+from telemetry.gpu import register_gpu_gauges
 from telemetry.instruments import Instruments
 from telemetry.interceptor import TelemetryInterceptor
 from telemetry.providers import TelemetryProviders, build_providers
@@ -75,6 +76,7 @@ class App:
         self.dataplane = DataPlane(self.repository, limits)
         self.metrics_registry = CollectorRegistry()
         self.telemetry: TelemetryProviders | None = None
+        self.has_gpu_metrics = False
         self._interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
@@ -105,6 +107,7 @@ class App:
         self.repository.add_listener(hook_batchers)
         register_serving_gauges(instruments, **self._serving_readings())
         register_process_gauges(instruments)
+        self.has_gpu_metrics = register_gpu_gauges(instruments)
 
     def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
         def versions() -> list[tuple[dict[str, str], ModelVersion]]:
