@@ -65,7 +65,7 @@ $(BENCH_MODELS)/models.json: bench/build_models.py | $(EXPORT_VENV)/.installed
 
 bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile
+	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost
 
 protos: $(VENV)/.dev
 	$(BIN)/python -m protos.generate

@@ -45,6 +45,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         gap = on1["p50_ms"] - off1["p50_ms"]
         rows.append(("Tabular, c=1: p50 batching on minus off", "<= 0.3 ms",
                      f"{gap:+.3f} ms ({on1['p50_ms']:.3f} vs {off1['p50_ms']:.3f})", gap <= 0.3))
+    cost = {p["telemetry"]: p["inferences_per_s"] for p in results.get("telemetry_cost", [])}
+    if "off" in cost:
+        for mode, limit in (("metrics + 10% traces", 0.05), ("metrics + 100% traces", 0.15)):
+            if mode in cost:
+                loss = 1 - cost[mode] / cost["off"]
+                rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss",
+                             f"{loss:+.1%} ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
     batch = [p for p in _points(results, "tabular") if p["batching"] == "batch64"]
     if batch:
         best_batch = max(batch, key=lambda p: p["inferences_per_s"])
@@ -84,6 +91,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{point['inferences_per_s']:,.0f} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | "
                     f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
         lines.append("")
+    if results.get("telemetry_cost"):
+        off = next(p for p in results["telemetry_cost"] if p["telemetry"] == "off")
+        lines += ["", "### What telemetry costs (tabular, c=64, batching on)", "",
+                  "One server process per mode, measured interleaved. Every mode but `off` exports over OTLP to a sink "
+                  "process (`bench/otlp_sink.py`): metrics every 5 s, spans in batches.", "",
+                  "| telemetry | inferences/s | vs off | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
+        for point in results["telemetry_cost"]:
+            change = point["inferences_per_s"] / off["inferences_per_s"] - 1
+            lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
+                         f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
     if "profile" in results:
         profile = results["profile"]
         lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",

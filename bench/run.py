@@ -74,11 +74,12 @@ def ceiling(model_path: Path, inputs: dict[str, np.ndarray], threads: int, secon
 class Server:
     """`python -m server` (or the floor server) in its own process, on a free loopback port."""
 
-    def __init__(self, models: Path, *, floor: bool = False) -> None:
+    def __init__(self, models: Path, *, floor: bool = False, script: str = "", env: dict[str, str] | None = None
+                 ) -> None:
         env = {**os.environ, "VIGIL_MODELS_DIR": str(models), "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
-               "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING"}
-        command = [sys.executable, str(ROOT / "bench" / "floor_server.py")] if floor else [
-            sys.executable, "-m", "server"]
+               "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING", **(env or {})}
+        script = script or ("floor_server.py" if floor else "")
+        command = [sys.executable, str(ROOT / "bench" / script)] if script else [sys.executable, "-m", "server"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.process.stdout is not None
@@ -89,7 +90,7 @@ class Server:
                 break
         else:
             raise RuntimeError("the server did not start")
-        if floor:
+        if script:
             return
         from clients import Client
 
@@ -123,6 +124,38 @@ def load(server: Server, model: str, mode: str, inputs: Path, concurrency: int, 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+TELEMETRY_MODES = {
+    "off": {"VIGIL_TELEMETRY__ENABLED": "false"},
+    "metrics": {"VIGIL_TELEMETRY__TRACING": "false"},
+    "metrics + 10% traces": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "metrics + 100% traces": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"},
+}
+"""Server environments for the telemetry-cost comparison; all but `off` export over OTLP to a sink process."""
+
+
+def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
+    """Tabular, c=64, batching on, against one server per telemetry mode, interleaved."""
+    sink = Server(models, script="otlp_sink.py")
+    servers: dict[str, Server] = {}
+    try:
+        export = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.target}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
+        for mode, env in TELEMETRY_MODES.items():
+            servers[mode] = Server(models, env={**export, **env} if mode != "off" else env)
+        runs: dict[str, list[Point]] = defaultdict(list)
+        for repeat in range(repeats):
+            for mode, server in servers.items():
+                point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale, 4.0 * scale)
+                point.update(telemetry=mode)
+                runs[mode].append(point)
+                print(f"[{repeat + 1}/{repeats}] telemetry {mode}: {point['inferences_per_s']:.0f}/s "
+                      f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+        sink.stop()
+    return [median_point(runs[mode]) for mode in TELEMETRY_MODES]
+
+
 def median_point(runs: list[Point]) -> Point:
     merged: Point = dict(runs[0])
     for key in ("inferences_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_s_per_1000"):
@@ -140,6 +173,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="short windows, one repeat (a smoke run)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server at tabular, c=64, batching on")
+    parser.add_argument("--telemetry-cost", action="store_true",
+                        help="tabular, c=64, with telemetry off, metrics only, and 10%% and 100%% trace sampling")
     args = parser.parse_args()
     info = json.loads((args.models / "models.json").read_text())
     threads = int(info["threads"])
@@ -192,6 +227,9 @@ def main() -> None:
         results["floor"] = median_point(floor_runs)
         print(f"floor (bare grpc.aio, canned answer) c=64: {results['floor']['inferences_per_s']:.0f}/s "
               f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}", flush=True)
+
+    if args.telemetry_cost:
+        results["telemetry_cost"] = telemetry_cost(args.models, repeats, scale)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")

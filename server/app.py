@@ -87,14 +87,15 @@ class App:
 
     def _build_telemetry(self, span_exporters: Sequence[SpanExporter]) -> None:
         config = self.settings.telemetry
-        self.telemetry = providers = build_providers(
-            service_version=server_version(), slow_threshold=config.slow_request_seconds,
-            span_exporters=span_exporters)
+        self.telemetry = providers = build_providers(service_version=server_version(), span_exporters=span_exporters)
         self.metrics_registry.register(providers.prometheus)
         instruments = Instruments(providers.meter_provider.get_meter("vigil"))
         tracer: trace.Tracer = (
             providers.tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
-        self._interceptors = [TelemetryInterceptor(tracer, instruments)]
+        keep_tracer: trace.Tracer = (
+            providers.keep_tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
+        interceptor = TelemetryInterceptor(tracer, keep_tracer, instruments, slow_seconds=config.slow_request_seconds)
+        self._interceptors = [interceptor]
         batches = BatchTelemetry(tracer, instruments)
         hooked: set[int] = set()
 
@@ -105,7 +106,8 @@ class App:
                     version.batcher.add_hook(batches.on_batch)
 
         self.repository.add_listener(hook_batchers)
-        register_serving_gauges(instruments, **self._serving_readings())
+        register_serving_gauges(instruments, **self._serving_readings(),
+                                in_flight=lambda: [({"method": m}, float(n)) for m, n in interceptor.in_flight.items()])
         register_process_gauges(instruments)
         self.has_gpu_metrics = register_gpu_gauges(instruments)
 
@@ -119,6 +121,7 @@ class App:
             "running": lambda: [(k, float(v.batcher.in_flight)) for k, v in versions() if v.batcher],
             "model_ready": lambda: [(k, 1.0 if v.is_ready else 0.0) for k, v in versions()],
             "load_seconds": lambda: [(k, v.load_seconds) for k, v in versions() if v.is_ready],
+            "rows": lambda: [(k, float(v.batcher.statistics.inferences)) for k, v in versions() if v.batcher],
         }
 
     async def start(self) -> None:
@@ -173,9 +176,9 @@ class App:
             await self._grpc.stop(grace)
         if self._web is not None:
             await self._web.stop()
+        if self.telemetry is not None:  # flush while the models it reports on are still there
+            await asyncio.to_thread(self.telemetry.shutdown)
         self.repository.close()
-        if self.telemetry is not None:
-            await asyncio.to_thread(self.telemetry.shutdown)  # flushes spans and metrics
 
 
 async def serve(settings: Settings, *, announce: bool = True) -> int:

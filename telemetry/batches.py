@@ -35,8 +35,8 @@ class BatchTelemetry:
             instruments.queue_duration.record(wait, labels)
         if not record.failed:
             instruments.inference_duration.record(record.compute_seconds, labels)
-            instruments.rows.add(record.rows, labels)
-        contexts = [c for c in record.span_contexts if c is not None and c.is_valid]
+        # Only sampled calls have their stages traced (see telemetry.sampling).
+        contexts = [c for c in record.span_contexts if c is not None and c.is_valid and c.trace_flags.sampled]
         if not contexts:
             return
         attributes = {"vigil.model": record.model, "vigil.model.version": record.version,
@@ -49,7 +49,7 @@ class BatchTelemetry:
             span.set_status(Status(StatusCode.ERROR, "the ONNX Runtime run failed"))
         span.end(record.ended_ns)
         for context, wait in zip(record.span_contexts, record.queue_seconds, strict=True):
-            if context is None or not context.is_valid:
+            if context is None or not context.is_valid or not context.trace_flags.sampled:
                 continue
             queue = self._tracer.start_span(
                 "queue", context=trace.set_span_in_context(NonRecordingSpan(context)),

@@ -24,8 +24,13 @@ def _observer(source: Readings) -> Callable[[CallbackOptions], Iterable[Observat
 
 
 def register_serving_gauges(instruments: Instruments, *, queue_depth: Readings, running: Readings,
-                            model_ready: Readings, load_seconds: Readings) -> None:
-    """Per model version: requests queued, runs executing, ready (1) or not (0), and how long loading took."""
+                            model_ready: Readings, load_seconds: Readings, in_flight: Readings,
+                            rows: Readings) -> None:
+    """Per model version: requests queued, runs executing, ready (1) or not (0), and how long loading took;
+    per method: calls being handled."""
+    instruments.observe_counter("vigil.inference.rows", "{row}", "Rows inferred by successful runs",
+                                _observer(rows))
+    instruments.observe("vigil.requests.in_flight", "{request}", "Calls being handled now", _observer(in_flight))
     instruments.observe("vigil.queue.depth", "{request}", "Requests waiting for an instance", _observer(queue_depth))
     instruments.observe("vigil.runs.in_flight", "{run}", "ONNX Runtime runs executing now", _observer(running))
     instruments.observe("vigil.model.ready", "", "1 when the model version serves, else 0", _observer(model_ready))

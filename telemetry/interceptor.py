@@ -1,4 +1,8 @@
-"""The one server interceptor: a span per call (OpenTelemetry RPC conventions) and the per-call metrics."""
+"""The one server interceptor: a span per call (OpenTelemetry RPC conventions) and the per-call metrics.
+
+Kept cheap on purpose: wrapped handlers are built once per method, a call the sampler passes over gets a
+non-recording span (its stages record nothing), and only failed or slow ones are written after the fact.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry.context import CallRecord, current_call
 from telemetry.instruments import Instruments
+from telemetry.sampling import record_kept_call
 
 logger = logging.getLogger(__name__)
 
@@ -20,140 +26,163 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
                                "grpc.reflection.v1.ServerReflection"})
 """Probes and tooling: neither traced nor counted."""
 
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """Continues the caller's trace from gRPC metadata, opens the server span, counts and times the call.
 
-    >>> interceptor = TelemetryInterceptor(tracer_provider.get_tracer("vigil"), instruments)
+    >>> interceptor = TelemetryInterceptor(tracer, keep_tracer, instruments, slow_seconds=1.0)
     >>> server = grpc.aio.server(interceptors=[interceptor])
     """
 
-    def __init__(self, tracer: trace.Tracer, instruments: Instruments) -> None:
+    def __init__(self, tracer: trace.Tracer, keep_tracer: trace.Tracer, instruments: Instruments, *,
+                 slow_seconds: float) -> None:
+        self._tracing = not isinstance(tracer, trace.NoOpTracer)
         self._tracer = tracer
+        self._keep_tracer = keep_tracer
         self._instruments = instruments
+        self._slow_ns = int(slow_seconds * 1e9)
+        self._wrapped: dict[tuple[str, int], Any] = {}
+        self.in_flight: dict[str, int] = {}
+        """Calls being handled now, by method (read by an observable gauge)."""
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
     ) -> Any:
         handler = await continuation(details)
-        service, _, method = details.method.lstrip("/").rpartition("/")
-        if handler is None or service in UNTRACED_SERVICES:
+        if handler is None:
+            return None
+        key = (details.method, id(handler))
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = self._wrap(details.method, handler)
+        return wrapped
+
+    def _wrap(self, full_method: str, handler: Any) -> Any:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        if service in UNTRACED_SERVICES:
             return handler
-        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        call = _Call(self, service, method, metadata)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                call.wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                call.wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                call.wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            call.wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+        name = f"{service}/{method}"
+        self.in_flight.setdefault(method, 0)
+        if handler.unary_unary or handler.stream_unary:
+            behavior = handler.unary_unary or handler.stream_unary
 
-
-class _Call:
-    def __init__(self, interceptor: TelemetryInterceptor, service: str, method: str, metadata: dict[str, str]):
-        self.interceptor = interceptor
-        self.service = service
-        self.method = method
-        self.metadata = metadata
-
-    def wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with self._observed(context) as observe:
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                call = self._begin(name, service, method, context)
                 try:
                     return await behavior(request, context)
                 except BaseException as exc:
-                    observe.failed(exc)
+                    call.exception = exc
                     raise
+                finally:
+                    self._end(call, context)
 
-        return unary
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return make(unary, handler.request_deserializer, handler.response_serializer)
 
-    def wrap_stream(self, behavior: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[[Any, Any], Any]:
+        streaming = handler.unary_stream or handler.stream_stream
+
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with self._observed(context) as observe:
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                except BaseException as exc:
-                    observe.failed(exc)
-                    raise
+            call = self._begin(name, service, method, context)
+            try:
+                async for item in streaming(request, context):
+                    yield item
+            except BaseException as exc:
+                call.exception = exc
+                raise
+            finally:
+                self._end(call, context)
 
-        return stream
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return make(stream, handler.request_deserializer, handler.response_serializer)
 
-    def _observed(self, context: grpc.aio.ServicerContext) -> _Observation:
-        return _Observation(self, context)
+    def _begin(self, name: str, service: str, method: str, context: grpc.aio.ServicerContext) -> _Call:
+        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        call = _Call(name, method, attributes, CallRecord(method=method))
+        call.record_token = current_call.set(call.record)
+        if self._tracing:
+            metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            call.parent = propagate.extract(metadata)
+            call.span = self._tracer.start_span(name, context=call.parent, kind=SpanKind.SERVER,
+                                                attributes=attributes, record_exception=False,
+                                                set_status_on_exception=False)
+            call.span_token = trace.use_span(call.span, end_on_exit=False)
+            call.span_token.__enter__()
+        self.in_flight[method] += 1
+        return call
 
-
-class _Observation:
-    """The span, call record and timing of one call, closed in `__exit__`."""
-
-    def __init__(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
-        self.call = call
-        self.context = context
-        self.exception: BaseException | None = None
-
-    def __enter__(self) -> _Observation:
-        call = self.call
-        parent = propagate.extract(call.metadata)
-        self.record = CallRecord(method=call.method)
-        self.token = current_call.set(self.record)
-        self.started = time.perf_counter()
-        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": call.service, "rpc.method": call.method}
-        peer = _peer(self.context)
-        if peer:
-            attributes["network.peer.address"], attributes["network.peer.port"] = peer
-        self.span = call.interceptor._tracer.start_span(
-            f"{call.service}/{call.method}", context=parent, kind=SpanKind.SERVER, attributes=attributes,
-            record_exception=False, set_status_on_exception=False)
-        self.span_token = trace.use_span(self.span, end_on_exit=False)
-        self.span_token.__enter__()
-        call.interceptor._instruments.in_flight.add(1, {"method": call.method})
-        return self
-
-    def failed(self, exc: BaseException) -> None:
-        self.exception = exc
-
-    def __exit__(self, *exc_info: object) -> None:
-        call = self.call
-        instruments = call.interceptor._instruments
+    def _end(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+        self.in_flight[call.method] -= 1
+        end_ns = time.time_ns()
         try:
-            code = _status_code(self.context, self.exception)
-            record = self.record
+            code = _status_code(context, call.exception)
+            record = call.record
             labels = {"model": record.model, "version": record.version, "method": call.method}
-            span = self.span
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if record.model:
-                span.set_attribute("vigil.model", record.model)
-                span.set_attribute("vigil.model.version", record.version)
-            if record.request_id:
-                span.set_attribute("vigil.request.id", record.request_id)
-            if record.validation_ns:
-                validate = call.interceptor._tracer.start_span("validate", start_time=record.validation_ns[0])
-                validate.end(record.validation_ns[1])
-            if code is not grpc.StatusCode.OK:
-                error = record.error or self.exception
-                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {_details(self.context)}"))
-                if error is not None and not isinstance(error, grpc.aio.AbortError):
-                    span.record_exception(error)
-                elif record.error is not None:
-                    span.record_exception(record.error)
-            instruments.request_duration.record(time.perf_counter() - self.started, labels)
-            instruments.requests.add(1, {**labels, "code": code.name})
+            self._instruments.request_duration.record((end_ns - call.start_ns) / 1e9, labels)
+            self._instruments.count_request(record.model, record.version, call.method, code.name)
+            if call.span is not None:
+                self._finish_span(call, code, context, end_ns)
         except Exception:  # telemetry never makes a call fail
             logger.exception("recording telemetry for %s failed", call.method)
         finally:
-            instruments.in_flight.add(-1, {"method": call.method})
-            self.span_token.__exit__(None, None, None)
-            self.span.end()
-            current_call.reset(self.token)
+            if call.span_token is not None:
+                call.span_token.__exit__(None, None, None)
+            current_call.reset(call.record_token)
+
+    def _finish_span(self, call: _Call, code: grpc.StatusCode, context: grpc.aio.ServicerContext,
+                     end_ns: int) -> None:
+        record = call.record
+        attributes = call.attributes
+        attributes["rpc.grpc.status_code"] = code.value[0]
+        if record.model:
+            attributes["vigil.model"] = record.model
+            attributes["vigil.model.version"] = record.version
+        if record.request_id:
+            attributes["vigil.request.id"] = record.request_id
+        error = f"{code.name}: {_details(context)}" if code is not grpc.StatusCode.OK else None
+        exception = record.error or (call.exception if not isinstance(call.exception, grpc.aio.AbortError) else None)
+        span = call.span
+        assert span is not None and call.parent is not None
+        if span.is_recording() or error or end_ns - call.start_ns >= self._slow_ns:
+            peer = _peer(context)  # only for spans that will be exported
+            if peer:
+                attributes["network.peer.address"], attributes["network.peer.port"] = peer
+        if not span.is_recording():
+            if error or end_ns - call.start_ns >= self._slow_ns:
+                record_kept_call(self._keep_tracer, name=call.name, parent=call.parent, start_ns=call.start_ns,
+                                 end_ns=end_ns, attributes=attributes, error=error, exception=exception,
+                                 validation_ns=record.validation_ns)
+            return
+        span.set_attributes(attributes)
+        if record.validation_ns:
+            validate = self._tracer.start_span("validate", start_time=record.validation_ns[0])
+            validate.end(record.validation_ns[1])
+        if error:
+            span.set_status(Status(StatusCode.ERROR, error))
+            if exception is not None:
+                span.record_exception(exception)
+        span.end(end_ns)
+
+
+class _Call:
+    __slots__ = ("name", "method", "parent", "attributes", "span", "record", "start_ns", "exception",
+                 "record_token", "span_token")
+
+    def __init__(self, name: str, method: str, attributes: dict[str, Any], record: CallRecord) -> None:
+        self.name = name
+        self.method = method
+        self.parent: Context | None = None
+        self.attributes = attributes
+        self.span: trace.Span | None = None
+        self.record = record
+        self.start_ns = time.time_ns()
+        self.exception: BaseException | None = None
+        self.record_token: Any = None
+        self.span_token: Any = None
 
 
 def _status_code(context: grpc.aio.ServicerContext, exception: BaseException | None) -> grpc.StatusCode:
-    code = None
     try:
         code = context.code()
     except Exception:
@@ -161,10 +190,10 @@ def _status_code(context: grpc.aio.ServicerContext, exception: BaseException | N
     if isinstance(code, grpc.StatusCode):
         return code
     if isinstance(code, int):
-        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+        return _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
     if exception is None:
         return grpc.StatusCode.OK
-    if isinstance(exception, BaseException) and type(exception).__name__ == "CancelledError":
+    if type(exception).__name__ == "CancelledError":
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio, Sampler
 
 from telemetry.exporters import (
     OutageReportingMetricExporter,
@@ -24,7 +24,6 @@ from telemetry.exporters import (
     quiet_sdk_exporter_logs,
 )
 from telemetry.prometheus import PrometheusCollector, PrometheusReader
-from telemetry.sampling import KeepErrorsAndSlowProcessor, RecordEverySampler
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +36,17 @@ class TelemetryProviders:
     """What the server records into, and the `/metrics` collector over the same instruments."""
 
     tracer_provider: TracerProvider
+    keep_tracer_provider: TracerProvider
+    """Samples everything: writes the spans of unsampled calls that failed or were slow."""
     meter_provider: MeterProvider
     prometheus: PrometheusCollector
-    span_processors: list[SpanProcessor] = field(default_factory=list)
 
     def shutdown(self) -> None:
-        """Flush and stop exporters; never raises."""
-        for shut in (self.tracer_provider.shutdown, self.meter_provider.shutdown):
+        """Flush and stop exporters; never raises. Both tracer providers flush before either stops, because
+        they share exporters and stopping one stops the exporter for the other."""
+        for shut in (self.tracer_provider.force_flush, self.keep_tracer_provider.force_flush,
+                     self.tracer_provider.shutdown, self.keep_tracer_provider.shutdown,
+                     self.meter_provider.shutdown):
             try:
                 shut()
             except Exception:
@@ -68,16 +71,11 @@ def default_sampler() -> Sampler:
 def build_providers(
     *,
     service_version: str,
-    slow_threshold: float,
     span_exporters: Sequence[SpanExporter] = (),
     metric_readers: Sequence[MetricReader] = (),
     sampler: Sampler | None = None,
 ) -> TelemetryProviders:
-    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured.
-
-    Unsampled requests are still recorded so that errors and requests slower than `slow_threshold` seconds are
-    exported whatever the sampler decided.
-    """
+    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured."""
     resource = Resource.create({SERVICE_VERSION: service_version})
     if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))  # OTEL_SERVICE_NAME was not set
@@ -90,12 +88,13 @@ def build_providers(
         quiet_sdk_exporter_logs()
         exporters.append(OutageReportingSpanExporter(OTLPSpanExporter()))
         readers.append(PeriodicExportingMetricReader(OutageReportingMetricExporter(OTLPMetricExporter())))
-    tracer_provider = TracerProvider(resource=resource, sampler=RecordEverySampler(sampler or default_sampler()))
-    processors: list[SpanProcessor] = []
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
+    keep_tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
     for exporter in exporters:
-        processor = KeepErrorsAndSlowProcessor(BatchSpanProcessor(exporter), slow_threshold=slow_threshold)
-        tracer_provider.add_span_processor(processor)
-        processors.append(processor)
+        # One exporter, two queues: the kept spans never wait behind (or crowd out) the sampled ones.
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        keep_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     prometheus_reader = PrometheusReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
-    return TelemetryProviders(tracer_provider, meter_provider, PrometheusCollector(prometheus_reader), processors)
+    return TelemetryProviders(tracer_provider, keep_tracer_provider, meter_provider,
+                              PrometheusCollector(prometheus_reader))

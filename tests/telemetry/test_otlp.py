@@ -113,13 +113,13 @@ async def test_metrics_arrive_with_names_and_counts(receiver: OtlpReceiver, mode
     assert {"vigil.requests", "vigil.request.duration", "vigil.queue.duration", "vigil.inference.duration",
             "vigil.batch.size", "vigil.inference.rows", "vigil.queue.depth", "vigil.model.ready",
             "vigil.requests.in_flight", "process.cpu.time", "process.memory.usage"} <= set(metrics)
-    counts = {tuple(sorted((a.key, a.value.string_value) for a in p.attributes)): p.as_int
-              for p in metrics["vigil.requests"].sum.data_points}
+    def points(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return {tuple(sorted((a.key, a.value.string_value) for a in p.attributes)): p.as_int or p.as_double
+                for p in metrics[name].sum.data_points}
+
     key = (("code", "OK"), ("method", "Predict"), ("model", "breast_cancer"), ("version", "1"))
-    assert counts[key] == 7 and metrics["vigil.requests"].sum.is_monotonic
-    rows_points = {p.attributes[0].value.string_value: p.as_int for p in metrics["vigil.inference.rows"].sum.data_points
-                   if p.attributes[0].key == "model"}
-    assert rows_points["breast_cancer"] == 21
+    assert points("vigil.requests")[key] == 7 and metrics["vigil.requests"].sum.is_monotonic
+    assert points("vigil.inference.rows")[(("model", "breast_cancer"), ("version", "1"))] == 21
     duration = metrics["vigil.request.duration"]
     assert duration.unit == "s" and sum(p.count for p in duration.histogram.data_points) >= 7
 
