@@ -28,6 +28,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,5 @@ def _add_histogram(family: HistogramMetricFamily, labels: dict[str, str],
     family.samples.append(_sample(family.name + "_sum", dict(labels), total, None))
 
 
-def _sample(name: str, labels: dict[str, str], value: float, exemplar: Exemplar | None) -> Any:
-    from prometheus_client.samples import Sample
-
+def _sample(name: str, labels: dict[str, str], value: float, exemplar: Exemplar | None) -> Sample:
     return Sample(name, labels, value, None, exemplar)
