@@ -25,6 +25,7 @@ from server.servicer import InferenceServicer
 from server.settings import Settings
 from server.validation import Limits
 from server.web import WebServer, build_web_app
+from telemetry.aggregates import SCOPE
 from telemetry.batches import BatchTelemetry
 from telemetry.gauges import register_process_gauges, register_serving_gauges
 from telemetry.gpu import register_gpu_gauges
@@ -36,12 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 def build_server(
-    settings: Settings, services: list[Any], interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    settings: Settings, services: list[Any], interceptor: TelemetryInterceptor | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """A gRPC server with the given `(add_to_server, servicer)` pairs, bound to host:port; returns the real port."""
     limit = settings.limits.max_message_bytes
     server = grpc.aio.server(
-        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -49,7 +49,7 @@ def build_server(
         ]
     )
     for add, servicer in services:
-        add(servicer, server)
+        add(servicer, server if interceptor is None else interceptor.instrument(server))
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
@@ -77,7 +77,7 @@ class App:
         self.metrics_registry = CollectorRegistry()
         self.telemetry: TelemetryProviders | None = None
         self.has_gpu_metrics = False
-        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        self._interceptor: TelemetryInterceptor | None = None
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
         self._grpc: grpc.aio.Server | None = None
@@ -89,13 +89,14 @@ class App:
         config = self.settings.telemetry
         self.telemetry = providers = build_providers(service_version=server_version(), span_exporters=span_exporters)
         self.metrics_registry.register(providers.prometheus)
-        instruments = Instruments(providers.meter_provider.get_meter("vigil"))
+        instruments = Instruments(providers.meter_provider.get_meter(SCOPE))
+        providers.include(instruments.aggregates)
         tracer: trace.Tracer = (
             providers.tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
         keep_tracer: trace.Tracer = (
             providers.keep_tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
         interceptor = TelemetryInterceptor(tracer, keep_tracer, instruments, slow_seconds=config.slow_request_seconds)
-        self._interceptors = [interceptor]
+        self._interceptor = interceptor
         batches = BatchTelemetry(tracer, instruments)
         hooked: set[int] = set()
 
@@ -141,7 +142,7 @@ class App:
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                  OpenInferenceServicer(self.dataplane, self.health)),
             ],
-            self._interceptors,
+            self._interceptor,
         )
         reflection.enable_server_reflection(
             [

@@ -28,11 +28,10 @@ class BatchTelemetry:
             logger.exception("recording batch telemetry failed")
 
     def _record(self, record: Any) -> None:
-        labels = {"model": record.model, "version": str(record.version)}
+        labels = (record.model, str(record.version))
         instruments = self._instruments
         instruments.batch_size.record(record.rows, labels)
-        for wait in record.queue_seconds:
-            instruments.queue_duration.record(wait, labels)
+        instruments.queue_duration.record_many(record.queue_seconds, labels)
         if not record.failed:
             instruments.inference_duration.record(record.compute_seconds, labels)
         # Only sampled calls have their stages traced (see telemetry.sampling).

@@ -6,9 +6,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics import Counter as CounterInstrument
+from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from telemetry.aggregates import Aggregates, AggregateSource
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +92,26 @@ class OutageReportingMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class AggregatesExportingReader(PeriodicExportingMetricReader):
+    """The SDK's periodic reader, exporting Vigil's own aggregates (once `include`d) with the SDK's instruments;
+    as deltas when the exporter prefers them (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE)."""
+
+    def __init__(self, exporter: MetricExporter) -> None:
+        super().__init__(exporter)
+        preferred = exporter._preferred_temporality or {}
+        self._delta = {"delta_counters": preferred.get(CounterInstrument) is AggregationTemporality.DELTA,
+                       "delta_histograms": preferred.get(HistogramInstrument) is AggregationTemporality.DELTA}
+        self._source: AggregateSource | None = None
+
+    def include(self, aggregates: Aggregates, resource: Resource) -> None:
+        self._source = AggregateSource(aggregates, resource, **self._delta)
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        if self._source is not None:
+            metrics_data = self._source.merge(metrics_data)
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
 
 def quiet_sdk_exporter_logs() -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from telemetry.aggregates import Aggregates, Counter, Histogram
+
 DURATION_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
@@ -22,40 +24,33 @@ Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 class Instruments:
-    """The instruments the interceptor, the batch hook and the gauges record into.
+    """The instruments the call wrapper, the batch hook and the gauges record into.
+
+    Per-request counters and histograms are Vigil's own pre-aggregated ones (`telemetry.aggregates`), read by
+    every output; gauges are OpenTelemetry observables, computed only when metrics are collected.
 
     >>> instruments = Instruments(meter_provider.get_meter("vigil"))
-    >>> instruments.requests.add(1, {"model": "m", "version": "1", "method": "Predict", "code": "OK"})
+    >>> instruments.requests.add(("m", "1", "Predict", "OK"))
     """
 
     def __init__(self, meter: Meter) -> None:
-        self.request_counts: dict[tuple[str, str, str, str], int] = {}
-        """Calls by (model, version, method, code): counted in Python, read by an observable counter, because
-        an SDK counter add costs several microseconds on the hot path."""
-        meter.create_observable_counter(
-            "vigil.requests", callbacks=[self._observe_requests], unit="{request}",
-            description="Inference calls by model, version, method and gRPC status code")
-        self.request_duration = meter.create_histogram(
-            "vigil.request.duration", unit="s", description="Time from call received to answer sent",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self.queue_duration = meter.create_histogram(
-            "vigil.queue.duration", unit="s", description="Time a request waited for an instance",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self.inference_duration = meter.create_histogram(
-            "vigil.inference.duration", unit="s", description="Time of one ONNX Runtime run (a batch)",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self.batch_size = meter.create_histogram(
-            "vigil.batch.size", unit="{row}", description="Rows per ONNX Runtime run",
-            explicit_bucket_boundaries_advisory=BATCH_BUCKETS)
+        self.requests = Counter(
+            "vigil.requests", "{request}", "Inference calls by model, version, method and gRPC status code",
+            ("model", "version", "method", "code"))
+        self.request_duration = Histogram(
+            "vigil.request.duration", "s", "Time from call received to answer sent", DURATION_BUCKETS,
+            ("model", "version", "method"))
+        self.queue_duration = Histogram(
+            "vigil.queue.duration", "s", "Time a request waited for an instance", DURATION_BUCKETS,
+            ("model", "version"))
+        self.inference_duration = Histogram(
+            "vigil.inference.duration", "s", "Time of one ONNX Runtime run (a batch)", DURATION_BUCKETS,
+            ("model", "version"))
+        self.batch_size = Histogram(
+            "vigil.batch.size", "{row}", "Rows per ONNX Runtime run", BATCH_BUCKETS, ("model", "version"))
+        self.aggregates = Aggregates(
+            [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size])
         self._meter = meter
-
-    def count_request(self, model: str, version: str, method: str, code: str) -> None:
-        key = (model, version, method, code)
-        self.request_counts[key] = self.request_counts.get(key, 0) + 1
-
-    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"model": m, "version": v, "method": meth, "code": c})
-                for (m, v, meth, c), n in list(self.request_counts.items())]
 
     def observe(self, name: str, unit: str, description: str, callback: Callback) -> None:
         """A gauge computed when metrics are collected (queue depth, model state, process resources)."""

@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     Sum,
 )
+from opentelemetry.sdk.resources import Resource
 from prometheus_client.core import (
     CounterMetricFamily,
     Exemplar,
@@ -29,6 +30,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+
+from telemetry.aggregates import Aggregates, AggregateSource
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class PrometheusReader(MetricReader):
             preferred_temporality={kind: AggregationTemporality.CUMULATIVE for kind in _all_instrument_kinds()},
         )
         self._latest: MetricsData | None = None
+        self._source: AggregateSource | None = None
+
+    def include(self, aggregates: Aggregates, resource: Resource) -> None:
+        """Add Vigil's own aggregates to every collection."""
+        self._source = AggregateSource(aggregates, resource)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._latest = metrics_data
@@ -69,7 +77,7 @@ class PrometheusReader(MetricReader):
         """Collect now and return what the SDK produced."""
         self._latest = None
         self.collect()
-        return self._latest
+        return self._latest if self._source is None else self._source.merge(self._latest)
 
 
 def _all_instrument_kinds() -> list[type]:

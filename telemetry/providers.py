@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio, Sampler
 
+from telemetry.aggregates import Aggregates
 from telemetry.exporters import (
+    AggregatesExportingReader,
     OutageReportingMetricExporter,
     OutageReportingSpanExporter,
     quiet_sdk_exporter_logs,
@@ -40,6 +42,14 @@ class TelemetryProviders:
     """Samples everything: writes the spans of unsampled calls that failed or were slow."""
     meter_provider: MeterProvider
     prometheus: PrometheusCollector
+    resource: Resource
+    readers: Sequence[PrometheusReader | AggregatesExportingReader]
+    """The readers that export Vigil's own aggregates along with the SDK's instruments."""
+
+    def include(self, aggregates: Aggregates) -> None:
+        """Export `aggregates` through every metric output (the `/metrics` page and OTLP)."""
+        for reader in self.readers:
+            reader.include(aggregates, self.resource)
 
     def shutdown(self) -> None:
         """Flush and stop exporters; never raises. Both tracer providers flush before either stops, because
@@ -87,7 +97,7 @@ def build_providers(
 
         quiet_sdk_exporter_logs()
         exporters.append(OutageReportingSpanExporter(OTLPSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(OutageReportingMetricExporter(OTLPMetricExporter())))
+        readers.append(AggregatesExportingReader(OutageReportingMetricExporter(OTLPMetricExporter())))
     tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
     keep_tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
     for exporter in exporters:
@@ -96,5 +106,6 @@ def build_providers(
         keep_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     prometheus_reader = PrometheusReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
+    own = [prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
     return TelemetryProviders(tracer_provider, keep_tracer_provider, meter_provider,
-                              PrometheusCollector(prometheus_reader))
+                              PrometheusCollector(prometheus_reader), resource, own)

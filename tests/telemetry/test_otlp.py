@@ -176,4 +176,4 @@ def test_app_without_telemetry_serves_and_exports_nothing(model_repo: Path) -> N
     from tests.conftest import make_settings
 
     app = App(make_settings(model_repo, telemetry={"enabled": False}))
-    assert app.telemetry is None and app._interceptors == []
+    assert app.telemetry is None and app._interceptor is None
