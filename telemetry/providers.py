@@ -106,6 +106,7 @@ def build_providers(
         keep_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     prometheus_reader = PrometheusReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
-    own = [prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
+    own: list[PrometheusReader | AggregatesExportingReader] = [
+        prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
     return TelemetryProviders(tracer_provider, keep_tracer_provider, meter_provider,
                               PrometheusCollector(prometheus_reader), resource, own)
