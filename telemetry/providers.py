@@ -26,6 +26,7 @@ from telemetry.exporters import (
     quiet_sdk_exporter_logs,
 )
 from telemetry.prometheus import PrometheusCollector, PrometheusReader
+from telemetry.span_encoding import fast_otlp_span_exporter
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +94,9 @@ def build_providers(
     readers = list(metric_readers)
     if otlp_enabled():
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         quiet_sdk_exporter_logs()
-        exporters.append(OutageReportingSpanExporter(OTLPSpanExporter()))
+        exporters.append(OutageReportingSpanExporter(fast_otlp_span_exporter()))
         readers.append(AggregatesExportingReader(OutageReportingMetricExporter(OTLPMetricExporter())))
     tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
     keep_tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
