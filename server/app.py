@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
@@ -91,13 +90,10 @@ class App:
         self.metrics_registry.register(providers.prometheus)
         instruments = Instruments(providers.meter_provider.get_meter(SCOPE))
         providers.include(instruments.aggregates)
-        tracer: trace.Tracer = (
-            providers.tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
-        keep_tracer: trace.Tracer = (
-            providers.keep_tracer_provider.get_tracer("vigil") if config.tracing else trace.NoOpTracer())
-        interceptor = TelemetryInterceptor(tracer, keep_tracer, instruments, slow_seconds=config.slow_request_seconds)
+        tracing = providers.call_tracing if config.tracing else None
+        interceptor = TelemetryInterceptor(instruments, tracing=tracing, slow_seconds=config.slow_request_seconds)
         self._interceptor = interceptor
-        batches = BatchTelemetry(tracer, instruments)
+        batches = BatchTelemetry(instruments, tracing.sampled if tracing else None)
         hooked: set[int] = set()
 
         async def hook_batchers(model: Model) -> None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Status, StatusCode
 
 from telemetry.instruments import Instruments
+from telemetry.spans import UNSET, SpanWriter
 
 logger = logging.getLogger(__name__)
 
+_FAILED = Status(StatusCode.ERROR, "the ONNX Runtime run failed")
+
 
 class BatchTelemetry:
-    """Subscribe `on_batch` to a batcher: `batcher.add_hook(BatchTelemetry(tracer, instruments).on_batch)`."""
+    """Subscribe `on_batch` to a batcher: `batcher.add_hook(BatchTelemetry(instruments, stages).on_batch)`."""
 
-    def __init__(self, tracer: trace.Tracer, instruments: Instruments) -> None:
-        self._tracer = tracer
+    def __init__(self, instruments: Instruments, stages: SpanWriter | None) -> None:
         self._instruments = instruments
+        self._stages = stages
 
     def on_batch(self, record: Any) -> None:
         """Record one ONNX Runtime run (a `server.batcher.BatchRecord`); never raises."""
@@ -34,24 +36,21 @@ class BatchTelemetry:
         instruments.queue_duration.record_many(record.queue_seconds, labels)
         if not record.failed:
             instruments.inference_duration.record(record.compute_seconds, labels)
-        # Only sampled calls have their stages traced (see telemetry.sampling).
-        contexts = [c for c in record.span_contexts if c is not None and c.is_valid and c.trace_flags.sampled]
-        if not contexts:
+        if self._stages is None:
             return
-        attributes = {"vigil.model": record.model, "vigil.model.version": record.version,
-                      "vigil.batch.size": record.rows, "vigil.batch.requests": len(record.request_ids),
-                      "vigil.execution_provider": record.execution_provider}
-        parent = trace.set_span_in_context(NonRecordingSpan(contexts[0]))
-        span = self._tracer.start_span("inference", context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
-                                       links=[Link(c) for c in contexts], start_time=record.started_ns)
-        if record.failed:
-            span.set_status(Status(StatusCode.ERROR, "the ONNX Runtime run failed"))
-        span.end(record.ended_ns)
-        for context, wait in zip(record.span_contexts, record.queue_seconds, strict=True):
-            if context is None or not context.is_valid or not context.trace_flags.sampled:
-                continue
-            queue = self._tracer.start_span(
-                "queue", context=trace.set_span_in_context(NonRecordingSpan(context)),
-                attributes={"vigil.model": record.model, "vigil.model.version": record.version},
-                start_time=record.started_ns - int(wait * 1e9))
-            queue.end(record.started_ns)
+        # Only sampled calls have their stages traced (see telemetry.sampling).
+        sampled = [(c, wait) for c, wait in zip(record.span_contexts, record.queue_seconds, strict=True)
+                   if c is not None and c.trace_flags.sampled]
+        if not sampled:
+            return
+        version = str(record.version)
+        self._stages.write(
+            "inference", parent=sampled[0][0], start_ns=record.started_ns, end_ns=record.ended_ns,
+            attributes={"vigil.model": record.model, "vigil.model.version": version, "vigil.batch.size": record.rows,
+                        "vigil.batch.requests": len(record.request_ids),
+                        "vigil.execution_provider": record.execution_provider},
+            links=[Link(c) for c, _ in sampled], status=_FAILED if record.failed else UNSET)
+        for context, wait in sampled:
+            self._stages.write("queue", parent=context, start_ns=record.started_ns - int(wait * 1e9),
+                               end_ns=record.started_ns,
+                               attributes={"vigil.model": record.model, "vigil.model.version": version})

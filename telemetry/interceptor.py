@@ -17,11 +17,11 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from telemetry.context import CallRecord, current_call
 from telemetry.instruments import Instruments
-from telemetry.sampling import record_kept_call
+from telemetry.spans import UNSET, CallSpan, CallTracing, child_context, exception_event
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +30,18 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
 """Probes and tooling: neither traced nor counted."""
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_ROOT = Context()
 
 
 class TelemetryInterceptor:
-    """Continues the caller's trace from gRPC metadata, opens the server span, counts and times the call.
+    """Continues the caller's trace from gRPC metadata, traces the call, counts and times it.
 
-    >>> interceptor = TelemetryInterceptor(tracer, keep_tracer, instruments, slow_seconds=1.0)
+    >>> interceptor = TelemetryInterceptor(instruments, tracing=CallTracing(...), slow_seconds=1.0)
     >>> add_InferenceServicer_to_server(servicer, interceptor.instrument(server))
     """
 
-    def __init__(self, tracer: trace.Tracer, keep_tracer: trace.Tracer, instruments: Instruments, *,
-                 slow_seconds: float) -> None:
-        self._tracing = not isinstance(tracer, trace.NoOpTracer)
-        self._tracer = tracer
-        self._keep_tracer = keep_tracer
+    def __init__(self, instruments: Instruments, *, tracing: CallTracing | None, slow_seconds: float) -> None:
+        self._tracing = tracing
         self._instruments = instruments
         self._slow_ns = int(slow_seconds * 1e9)
         self._propagated = frozenset(propagate.get_global_textmap().fields)
@@ -102,13 +100,12 @@ class TelemetryInterceptor:
     def _begin(self, name: str, service: str, method: str, context: grpc.aio.ServicerContext) -> _Call:
         call = _Call(name, service, method, CallRecord(method=method))
         call.record_token = current_call.set(call.record)
-        if self._tracing:
+        if self._tracing is not None:
             carrier = {k: v for k, v in (context.invocation_metadata() or ())
                        if k in self._propagated and isinstance(v, str)}
-            call.parent = propagate.extract(carrier) if carrier else Context()
-            call.span = self._tracer.start_span(name, context=call.parent, kind=SpanKind.SERVER,
-                                                record_exception=False, set_status_on_exception=False)
-            call.span_token = otel_context.attach(trace.set_span_in_context(call.span))
+            parent = propagate.extract(carrier) if carrier else _ROOT
+            call.span = span = self._tracing.start(name, parent)
+            call.span_token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.context), parent))
         self.in_flight[method] += 1
         return call
 
@@ -121,14 +118,13 @@ class TelemetryInterceptor:
             instruments = self._instruments
             span = call.span
             exemplar = None
-            if span is not None and span.is_recording():
-                span_context = span.get_span_context()
-                exemplar = (span_context.trace_id, span_context.span_id)
+            if span is not None and span.sampled:
+                exemplar = (span.context.trace_id, span.context.span_id)
             instruments.request_duration.record((end_ns - call.start_ns) / 1e9,
                                                 (record.model, record.version, call.method), exemplar)
             instruments.requests.add((record.model, record.version, call.method, code.name))
             if span is not None:
-                self._finish_span(call, code, context, end_ns)
+                self._write_span(call, span, code, context, end_ns)
         except Exception:  # telemetry never makes a call fail
             logger.exception("recording telemetry for %s failed", call.method)
         finally:
@@ -136,51 +132,54 @@ class TelemetryInterceptor:
                 otel_context.detach(call.span_token)
             current_call.reset(call.record_token)
 
-    def _finish_span(self, call: _Call, code: grpc.StatusCode, context: grpc.aio.ServicerContext,
-                     end_ns: int) -> None:
+    def _write_span(self, call: _Call, span: CallSpan, code: grpc.StatusCode, context: grpc.aio.ServicerContext,
+                    end_ns: int) -> None:
+        failed = code is not grpc.StatusCode.OK
+        slow = end_ns - call.start_ns >= self._slow_ns
+        if not (span.sampled or failed or slow):
+            return  # passed over by the sampler, and nothing to keep
+        tracing = self._tracing
+        assert tracing is not None
         record = call.record
-        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": call.service, "rpc.method": call.method}
-        attributes["rpc.grpc.status_code"] = code.value[0]
+        attributes: dict[str, Any] = {**span.attributes, "rpc.system": "grpc", "rpc.service": call.service,
+                                      "rpc.method": call.method, "rpc.grpc.status_code": code.value[0]}
         if record.model:
             attributes["vigil.model"] = record.model
             attributes["vigil.model.version"] = record.version
         if record.request_id:
             attributes["vigil.request.id"] = record.request_id
-        error = f"{code.name}: {_details(context)}" if code is not grpc.StatusCode.OK else None
-        exception = record.error or (call.exception if not isinstance(call.exception, grpc.aio.AbortError) else None)
-        span = call.span
-        assert span is not None and call.parent is not None
-        if span.is_recording() or error or end_ns - call.start_ns >= self._slow_ns:
-            peer = _peer(context)  # only for spans that will be exported
-            if peer:
-                attributes["network.peer.address"], attributes["network.peer.port"] = peer
-        if not span.is_recording():
-            if error or end_ns - call.start_ns >= self._slow_ns:
-                record_kept_call(self._keep_tracer, name=call.name, parent=call.parent, start_ns=call.start_ns,
-                                 end_ns=end_ns, attributes=attributes, error=error, exception=exception,
-                                 validation_ns=record.validation_ns)
-            return
-        span.set_attributes(attributes)
-        if record.validation_ns:
-            validate = self._tracer.start_span("validate", start_time=record.validation_ns[0])
-            validate.end(record.validation_ns[1])
-        if error:
-            span.set_status(Status(StatusCode.ERROR, error))
+        peer = _peer(context)
+        if peer:
+            attributes["network.peer.address"], attributes["network.peer.port"] = peer
+        status = UNSET
+        events = []
+        if failed:
+            status = Status(StatusCode.ERROR, f"{code.name}: {_details(context)}")
+            exception = record.error or (
+                call.exception if not isinstance(call.exception, grpc.aio.AbortError) else None)
             if exception is not None:
-                span.record_exception(exception)
-        span.end(end_ns)
+                events.append(exception_event(exception, end_ns))
+        if span.sampled:
+            writer, span_context = tracing.sampled, span.context
+        else:  # kept: written with a span id of its own, since its children (if any) were not recorded
+            writer, span_context = tracing.kept, child_context(span.parent or span.context)
+            attributes["vigil.trace.kept"] = "error" if failed else "slow"
+        writer.write(call.name, context=span_context, parent=span.parent, start_ns=call.start_ns, end_ns=end_ns,
+                     attributes=attributes, kind=SpanKind.SERVER, status=status, events=events)
+        if record.validation_ns:
+            writer.write("validate", parent=span_context, start_ns=record.validation_ns[0],
+                         end_ns=record.validation_ns[1])
 
 
 class _Call:
-    __slots__ = ("name", "service", "method", "parent", "span", "record", "start_ns", "exception",
+    __slots__ = ("name", "service", "method", "span", "record", "start_ns", "exception",
                  "record_token", "span_token")
 
     def __init__(self, name: str, service: str, method: str, record: CallRecord) -> None:
         self.name = name
         self.service = service
         self.method = method
-        self.parent: Context | None = None
-        self.span: trace.Span | None = None
+        self.span: CallSpan | None = None
         self.record = record
         self.start_ns = time.time_ns()
         self.exception: BaseException | None = None

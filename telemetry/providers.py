@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio, Sampler
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
 
 from telemetry.aggregates import Aggregates
 from telemetry.exporters import (
@@ -27,6 +27,7 @@ from telemetry.exporters import (
 )
 from telemetry.prometheus import PrometheusCollector, PrometheusReader
 from telemetry.span_encoding import fast_otlp_span_exporter
+from telemetry.spans import CallTracing, SpanWriter
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,15 @@ class TelemetryProviders:
     """What the server records into, and the `/metrics` collector over the same instruments."""
 
     tracer_provider: TracerProvider
-    keep_tracer_provider: TracerProvider
-    """Samples everything: writes the spans of unsampled calls that failed or were slow."""
+    keep_processors: Sequence[SpanProcessor]
+    """Export everything: the spans of unsampled calls that failed or were slow."""
     meter_provider: MeterProvider
     prometheus: PrometheusCollector
     resource: Resource
     readers: Sequence[PrometheusReader | AggregatesExportingReader]
     """The readers that export Vigil's own aggregates along with the SDK's instruments."""
+    call_tracing: CallTracing
+    """Sampling decisions for calls, and where their spans are written."""
 
     def include(self, aggregates: Aggregates) -> None:
         """Export `aggregates` through every metric output (the `/metrics` page and OTLP)."""
@@ -53,11 +56,13 @@ class TelemetryProviders:
             reader.include(aggregates, self.resource)
 
     def shutdown(self) -> None:
-        """Flush and stop exporters; never raises. Both tracer providers flush before either stops, because
-        they share exporters and stopping one stops the exporter for the other."""
-        for shut in (self.tracer_provider.force_flush, self.keep_tracer_provider.force_flush,
-                     self.tracer_provider.shutdown, self.keep_tracer_provider.shutdown,
-                     self.meter_provider.shutdown):
+        """Flush and stop exporters; never raises. Every span queue flushes before any stops, because the queues
+        share exporters and stopping one stops the exporter for the others."""
+        keep = self.keep_processors
+        steps: list[Callable[[], object]] = [self.tracer_provider.force_flush, *(p.force_flush for p in keep),
+                                             self.tracer_provider.shutdown, *(p.shutdown for p in keep),
+                                             self.meter_provider.shutdown]
+        for shut in steps:
             try:
                 shut()
             except Exception:
@@ -99,14 +104,16 @@ def build_providers(
         exporters.append(OutageReportingSpanExporter(fast_otlp_span_exporter()))
         readers.append(AggregatesExportingReader(OutageReportingMetricExporter(OTLPMetricExporter())))
     tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
-    keep_tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
-    for exporter in exporters:
-        # One exporter, two queues: the kept spans never wait behind (or crowd out) the sampled ones.
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-        keep_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    # One exporter, two queues: the kept spans never wait behind (or crowd out) the sampled ones.
+    keep_processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    tracing = CallTracing(tracer_provider.sampler, SpanWriter(processors, resource),
+                          SpanWriter(keep_processors, resource))
     prometheus_reader = PrometheusReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
     own: list[PrometheusReader | AggregatesExportingReader] = [
         prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
-    return TelemetryProviders(tracer_provider, keep_tracer_provider, meter_provider,
-                              PrometheusCollector(prometheus_reader), resource, own)
+    return TelemetryProviders(tracer_provider, keep_processors, meter_provider, PrometheusCollector(prometheus_reader),
+                              resource, own, tracing)

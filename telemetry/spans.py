@@ -1,0 +1,112 @@
+"""Server spans and the spans of their stages, written as finished spans when the call ends.
+
+A call's span context is decided when the call starts, by the tracer provider's own sampler (so the standard
+`OTEL_TRACES_SAMPLER` settings hold), and made current for the call as a non-recording span: the request path,
+log lines and the batcher all see it. The spans themselves (the server span, validation, queue wait, inference)
+are written once their start and end are known, straight to the span processors: this skips the SDK's live-span
+machinery (attribute validation, locks, limits), which costs more than serving a small request.
+
+Errors and slow calls are traced whatever the sampler decided: such a call's server span goes to a second set of
+processors that export everything, with its real start time and parent.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags.SAMPLED
+_RANDOM = TraceFlags.RANDOM_TRACE_ID
+
+
+class SpanWriter:
+    """Writes finished spans to the span processors of one tracer provider.
+
+    >>> writer = SpanWriter(processors, resource)
+    >>> writer.write("queue", parent=server_span_context, start_ns=t0, end_ns=t1, attributes={...})
+    """
+
+    def __init__(self, processors: Sequence[SpanProcessor], resource: Resource, scope: str = "vigil") -> None:
+        self._processors = tuple(processors)
+        self._resource = resource
+        self._scope = InstrumentationScope(scope)
+
+    def write(self, name: str, *, parent: SpanContext | None, start_ns: int, end_ns: int,
+              attributes: Mapping[str, Any] | None = None, links: Sequence[Link] = (), status: Status = UNSET,
+              kind: SpanKind = SpanKind.INTERNAL, context: SpanContext | None = None,
+              events: Sequence[Event] = ()) -> SpanContext:
+        """One finished span: under `parent`, with `context` (or a new span id in the parent's trace)."""
+        if context is None:
+            assert parent is not None
+            context = child_context(parent)
+        span = ReadableSpan(name, context=context, parent=parent, resource=self._resource,
+                            attributes=dict(attributes or {}), events=tuple(events), links=tuple(links), kind=kind,
+                            status=status, start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope)
+        for processor in self._processors:
+            processor.on_end(span)
+        return context
+
+
+def child_context(parent: SpanContext) -> SpanContext:
+    return SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False,
+                       trace_flags=TraceFlags(parent.trace_flags | _SAMPLED), trace_state=parent.trace_state)
+
+
+def exception_event(exception: BaseException, time_ns: int) -> Event:
+    """The event OpenTelemetry's `record_exception` writes."""
+    return Event("exception", {
+        "exception.type": type(exception).__qualname__,
+        "exception.message": str(exception),
+        "exception.stacktrace": "".join(traceback.format_exception(exception)),
+        "exception.escaped": "False",
+    }, timestamp=time_ns)
+
+
+@dataclass
+class CallSpan:
+    """The span a call runs under, decided when it starts."""
+
+    context: SpanContext
+    parent: SpanContext | None
+    """The caller's span (from `traceparent`), if any."""
+    sampled: bool
+    attributes: Mapping[str, Any]
+    """Attributes the sampler asked for."""
+
+
+class CallTracing:
+    """Sampling decisions for calls, and the writers for sampled and for kept (failed or slow) spans."""
+
+    def __init__(self, sampler: Sampler, sampled: SpanWriter, kept: SpanWriter) -> None:
+        self.sampler = sampler
+        self.sampled = sampled
+        self.kept = kept
+
+    def start(self, name: str, parent: Context) -> CallSpan:
+        """Decide the span of a call continuing `parent` (the context extracted from its metadata)."""
+        found = trace.get_current_span(parent).get_span_context()
+        caller = found if found.is_valid else None
+        if caller is not None:
+            trace_id = caller.trace_id
+            flags = _RANDOM if caller.trace_flags.random_trace_id else 0
+        else:
+            trace_id = random.getrandbits(128) or 1
+            flags = _RANDOM
+        result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False,
+                              trace_flags=TraceFlags(flags | (_SAMPLED if sampled else 0)),
+                              trace_state=result.trace_state)
+        return CallSpan(context, caller, sampled, result.attributes or {})
