@@ -134,24 +134,25 @@ TELEMETRY_MODES = {
 
 
 def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
-    """Tabular, c=64, batching on, against one server per telemetry mode, interleaved."""
+    """Tabular, c=64, batching on, for each telemetry mode in turn; a fresh server process for every run, since
+    one process's placement on a small machine moves its throughput by several percent."""
     sink = Server(models, script="otlp_sink.py")
-    servers: dict[str, Server] = {}
     try:
         export = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.target}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
-        for mode, env in TELEMETRY_MODES.items():
-            servers[mode] = Server(models, env={**export, **env} if mode != "off" else env)
         runs: dict[str, list[Point]] = defaultdict(list)
         for repeat in range(repeats):
-            for mode, server in servers.items():
-                point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale, 4.0 * scale)
+            for mode, env in TELEMETRY_MODES.items():
+                server = Server(models, env={**export, **env} if mode != "off" else env)
+                try:
+                    point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
+                                 4.0 * scale)
+                finally:
+                    server.stop()
                 point.update(telemetry=mode)
                 runs[mode].append(point)
                 print(f"[{repeat + 1}/{repeats}] telemetry {mode}: {point['inferences_per_s']:.0f}/s "
                       f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
     finally:
-        for server in servers.values():
-            server.stop()
         sink.stop()
     return [median_point(runs[mode]) for mode in TELEMETRY_MODES]
 
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the server at tabular, c=64, batching on")
     parser.add_argument("--telemetry-cost", action="store_true",
                         help="tabular, c=64, with telemetry off, metrics only, and 10%% and 100%% trace sampling")
+    parser.add_argument("--cost-repeats", type=int, default=6,
+                        help="runs per telemetry mode, each against a fresh server (medians are reported)")
     args = parser.parse_args()
     info = json.loads((args.models / "models.json").read_text())
     threads = int(info["threads"])
@@ -229,7 +232,7 @@ def main() -> None:
               f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}", flush=True)
 
     if args.telemetry_cost:
-        results["telemetry_cost"] = telemetry_cost(args.models, repeats, scale)
+        results["telemetry_cost"] = telemetry_cost(args.models, 1 if args.quick else args.cost_repeats, scale)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")
