@@ -15,19 +15,22 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from protos.vigil.v1 import inference_pb2, inference_pb2_grpc
+from protos.vigil.v1 import inference_pb2
+from protos.vigil.v1.telemetry_pb2 import TelemetryEvent
 from server.dataplane import DataPlane
 from server.health import HealthReporter
 from server.oip import OpenInferenceServicer, server_version
 from server.registry import Model, ModelRepository, ModelVersion
-from server.servicer import InferenceServicer
+from server.servicer import InferenceServicer, add_inference_servicer
 from server.settings import Settings
+from server.stream_source import ModelEvents, snapshot_reader
 from server.validation import Limits
 from server.web import WebServer, build_web_app
-from telemetry.aggregates import SCOPE
+from telemetry.aggregates import SCOPE, Histogram
 from telemetry.batches import BatchTelemetry
 from telemetry.gauges import register_process_gauges, register_serving_gauges
-from telemetry.gpu import register_gpu_gauges
+from telemetry.gpu import gpu_reader, register_gpu_gauges
+from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
 from telemetry.interceptor import TelemetryInterceptor
 from telemetry.providers import TelemetryProviders, build_providers
@@ -75,6 +78,7 @@ class App:
         self.dataplane = DataPlane(self.repository, limits)
         self.metrics_registry = CollectorRegistry()
         self.telemetry: TelemetryProviders | None = None
+        self.telemetry_hub: TelemetryHub | None = None
         self.has_gpu_metrics = False
         self._interceptor: TelemetryInterceptor | None = None
         if settings.telemetry.enabled:
@@ -107,6 +111,11 @@ class App:
                                 in_flight=lambda: [({"method": m}, float(n)) for m, n in interceptor.in_flight.items()])
         register_process_gauges(instruments)
         self.has_gpu_metrics = register_gpu_gauges(instruments)
+        read = snapshot_reader(self.repository, self.health, instruments.aggregates,
+                               in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader())
+        bounds = {h.name: h.bounds for h in instruments.aggregates.members if isinstance(h, Histogram)}
+        self.telemetry_hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
+        self.repository.add_listener(ModelEvents(self.telemetry_hub).on_model_change)
 
     def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
         def versions() -> list[tuple[dict[str, str], ModelVersion]]:
@@ -129,11 +138,12 @@ class App:
     async def listen(self) -> None:
         """Bind and serve gRPC and HTTP; health reports NOT_SERVING until `load_models` finishes."""
         self.repository.scan()
-        servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items)
+        servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items,
+                                     hub=self.telemetry_hub)
         self._grpc, self.grpc_port = build_server(
             self.settings,
             [
-                (inference_pb2_grpc.add_InferenceServicer_to_server, servicer),
+                (add_inference_servicer, servicer),
                 (health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                  OpenInferenceServicer(self.dataplane, self.health)),
@@ -150,9 +160,11 @@ class App:
             self._grpc,
         )
         await self.health.set_loading()
+        if self.telemetry_hub is not None:
+            await self.telemetry_hub.start()
         await self._grpc.start()
         self._web = WebServer(
-            build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving),
+            build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub),
             self.settings.host,
             self.settings.http_port,
         )
@@ -169,6 +181,9 @@ class App:
         """Report NOT_SERVING, let in-flight calls finish within `grace` seconds, then release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.set_draining()
+        if self.telemetry_hub is not None:  # a last frame with the event, then the streams end
+            self.telemetry_hub.publish(TelemetryEvent.SERVER_DRAINING, message="the server is shutting down")
+            await self.telemetry_hub.close()
         if self._grpc is not None:
             await self._grpc.stop(grace)
         if self._web is not None:

@@ -43,6 +43,10 @@ class InvalidInput(ServerError):
     """The request does not match the model's signature or exceeds a size limit; the message names which."""
 
 
+class InvalidRequest(ServerError):
+    """A request field other than the tensors is out of range; the message names the field."""
+
+
 class Overloaded(ServerError):
     """The server refuses new work because a bounded queue or limit is full; the message names the limit."""
 
@@ -67,6 +71,7 @@ STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     InferenceFailed: grpc.StatusCode.INTERNAL,

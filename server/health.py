@@ -60,6 +60,11 @@ class HealthReporter:
         await self.servicer.enter_graceful_shutdown()
 
     @property
+    def state(self) -> str:
+        """STARTING, SERVING or DRAINING, as the Telemetry stream reports it."""
+        return "DRAINING" if self._draining else "SERVING" if self._started else "STARTING"
+
+    @property
     def is_serving(self) -> bool:
         if self._draining or not self._started:
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -16,6 +16,7 @@ from server import convert
 from server.dataplane import DataPlane
 from server.errors import InvalidInput, NotSupported, maps_errors
 from server.requests import InferRequest
+from telemetry.hub import TelemetryHub
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,40 @@ def deadline_of(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def _frame_bytes(frame: bytes | telemetry_pb2.TelemetryFrame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
+
+
+class FramesAsBytes:
+    """Stands in for the server when the Inference service registers: the Telemetry handler's serializer passes
+    frames that are already bytes through unchanged."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        telemetry = handlers.get("Telemetry")
+        if telemetry is not None:
+            handlers = {**handlers, "Telemetry": grpc.unary_stream_rpc_method_handler(
+                telemetry.unary_stream, telemetry.request_deserializer, _frame_bytes)}
+        self._server.add_registered_method_handlers(service, handlers)
+
+
+def add_inference_servicer(servicer: InferenceServicer, server: Any) -> None:
+    """`add_InferenceServicer_to_server`, with Telemetry frames sent as the bytes the hub serialized."""
+    inference_pb2_grpc.add_InferenceServicer_to_server(servicer, FramesAsBytes(server))
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Serves Predict, BatchPredict, ListModels and GetModelMetadata over one DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, *, max_batch_items: int) -> None:
+    def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None) -> None:
         self._dataplane = dataplane
         self._max_batch_items = max_batch_items
+        self._hub = hub
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
@@ -54,11 +83,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         return convert.to_batch_response([next(outcomes) if isinstance(d, InferRequest) else d for d in decoded])
 
     @maps_errors
-    async def Telemetry(
-        self, request: telemetry_pb2.TelemetryRequest, context: Context
-    ) -> AsyncIterator[telemetry_pb2.TelemetryFrame]:
-        raise NotSupported("the Telemetry stream is not available in this version of the server")
-        yield  # pragma: no cover - makes this an async generator
+    async def Telemetry(self, request: telemetry_pb2.TelemetryRequest, context: Context) -> AsyncIterator[bytes]:
+        """Frames, already serialized (see `FRAMES_AS_BYTES`): one shared encoding per tick for all subscribers."""
+        if self._hub is None:
+            raise NotSupported("telemetry is turned off on this server (VIGIL_TELEMETRY__ENABLED=false)")
+        subscription = self._hub.subscribe(request.interval_ms, request.models, request.sections)
+        try:
+            async for frame in subscription:
+                yield frame
+        finally:
+            subscription.close()
 
     @maps_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:

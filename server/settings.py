@@ -34,6 +34,8 @@ class TelemetrySettings(BaseModel):
     """Record traces; with it off, metrics are still recorded."""
     slow_request_seconds: float = Field(1.0, gt=0)
     """Calls slower than this are exported as traces even when the sampler did not pick them."""
+    max_subscribers: int = Field(512, ge=1)
+    """Telemetry stream subscribers at once (gRPC and the web dashboard together); more get RESOURCE_EXHAUSTED."""
     log_format: Literal["json", "text"] = "json"
     """JSON lines (with trace, span and request ids) or plain text."""
 

@@ -1,4 +1,5 @@
-"""The HTTP port: Prometheus `/metrics`, and `/healthz` and `/readyz` for probes that cannot speak gRPC."""
+"""The HTTP port: Prometheus `/metrics`, `/healthz` and `/readyz` for probes that cannot speak gRPC, and the web
+dashboard (`/`, fed by `/telemetry/stream`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from server.dashboard import add_dashboard_routes
+from telemetry.hub import TelemetryHub
+
 logger = logging.getLogger(__name__)
 
 
-def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool]) -> web.Application:
+def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
+                  hub: TelemetryHub | None = None) -> web.Application:
     """The aiohttp application served on the HTTP port."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -31,6 +36,7 @@ def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool]) 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_dashboard_routes(app, hub)
     return app
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from telemetry.frames import GpuState
 from telemetry.instruments import Instruments
 
 logger = logging.getLogger(__name__)
@@ -54,3 +55,30 @@ def register_gpu_gauges(instruments: Instruments) -> bool:
     instruments.observe("vigil.gpu.power.usage", "W", "GPU power draw", power)
     logger.info("GPU metrics from NVML for %d device(s)", len(devices))
     return True
+
+
+def gpu_reader() -> Callable[[], list[GpuState]] | None:
+    """A function reading every GPU's state for the Telemetry stream; None when there is no GPU."""
+    devices = _devices()
+    if not devices:
+        return None
+    import pynvml
+
+    names = []
+    for _, handle in devices:
+        name = pynvml.nvmlDeviceGetName(handle)
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+
+    def read() -> list[GpuState]:
+        states = []
+        for index, ((_, handle), name) in enumerate(zip(devices, names, strict=True)):
+            try:
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                states.append(GpuState(index, name, pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                                       int(memory.used), int(memory.total),
+                                       pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
+            except Exception:  # a device that stops answering is left out of this snapshot
+                logger.debug("reading GPU %d failed", index, exc_info=True)
+        return states
+
+    return read

@@ -8,6 +8,7 @@ and only failed or slow ones are written after the fact.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -85,6 +86,7 @@ class TelemetryInterceptor:
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = self._begin(name, service, method, context)
+            call.peer = _peer(context)  # a stream may end after its call is gone, when asking would be unsafe
             try:
                 async for item in streaming(request, context):
                     yield item
@@ -113,7 +115,9 @@ class TelemetryInterceptor:
         self.in_flight[call.method] -= 1
         end_ns = time.time_ns()
         try:
-            code = _status_code(context, call.exception)
+            # A cancelled call (a stream the client closed) may already be released: do not ask its context.
+            gone = isinstance(call.exception, GeneratorExit | asyncio.CancelledError)
+            code = grpc.StatusCode.CANCELLED if gone else _status_code(context, call.exception)
             record = call.record
             instruments = self._instruments
             span = call.span
@@ -124,16 +128,19 @@ class TelemetryInterceptor:
                                                 (record.model, record.version, call.method), exemplar)
             instruments.requests.add((record.model, record.version, call.method, code.name))
             if span is not None:
-                self._write_span(call, span, code, context, end_ns)
+                self._write_span(call, span, code, None if gone else context, end_ns)
         except Exception:  # telemetry never makes a call fail
             logger.exception("recording telemetry for %s failed", call.method)
         finally:
-            if call.span_token is not None:
-                otel_context.detach(call.span_token)
-            current_call.reset(call.record_token)
+            try:
+                if call.span_token is not None:
+                    otel_context.detach(call.span_token)
+                current_call.reset(call.record_token)
+            except ValueError:  # a stream closed from another task: its context is discarded anyway
+                pass
 
-    def _write_span(self, call: _Call, span: CallSpan, code: grpc.StatusCode, context: grpc.aio.ServicerContext,
-                    end_ns: int) -> None:
+    def _write_span(self, call: _Call, span: CallSpan, code: grpc.StatusCode,
+                    context: grpc.aio.ServicerContext | None, end_ns: int) -> None:
         failed = code is not grpc.StatusCode.OK
         slow = end_ns - call.start_ns >= self._slow_ns
         if not (span.sampled or failed or slow):
@@ -148,13 +155,13 @@ class TelemetryInterceptor:
             attributes["vigil.model.version"] = record.version
         if record.request_id:
             attributes["vigil.request.id"] = record.request_id
-        peer = _peer(context)
+        peer = call.peer or (_peer(context) if context is not None else None)
         if peer:
             attributes["network.peer.address"], attributes["network.peer.port"] = peer
         status = UNSET
         events = []
         if failed:
-            status = Status(StatusCode.ERROR, f"{code.name}: {_details(context)}")
+            status = Status(StatusCode.ERROR, f"{code.name}: {_details(context) if context is not None else ''}")
             exception = record.error or (
                 call.exception if not isinstance(call.exception, grpc.aio.AbortError) else None)
             if exception is not None:
@@ -172,7 +179,7 @@ class TelemetryInterceptor:
 
 
 class _Call:
-    __slots__ = ("name", "service", "method", "span", "record", "start_ns", "exception",
+    __slots__ = ("name", "service", "method", "span", "record", "peer", "start_ns", "exception",
                  "record_token", "span_token")
 
     def __init__(self, name: str, service: str, method: str, record: CallRecord) -> None:
@@ -180,6 +187,7 @@ class _Call:
         self.service = service
         self.method = method
         self.span: CallSpan | None = None
+        self.peer: tuple[str, int] | None = None
         self.record = record
         self.start_ns = time.time_ns()
         self.exception: BaseException | None = None

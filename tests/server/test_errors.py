@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from protos.tensors import DataType, from_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2, tensor_pb2
+from tests.conftest import running_app
 
 Stub = inference_pb2_grpc.InferenceStub
 Code = grpc.StatusCode
@@ -185,12 +188,13 @@ async def test_batch_predict_over_the_item_limit(stub: Stub) -> None:
                  "51 items", "max_batch_items=50")
 
 
-async def test_telemetry_is_not_implemented_yet(stub: Stub) -> None:
-    call = stub.Telemetry(telemetry_pb2.TelemetryRequest(interval_ms=1000))
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in call:
-            pass
-    assert info.value.code() == Code.UNIMPLEMENTED
+async def test_telemetry_stream_is_unimplemented_when_telemetry_is_off(model_repo: Path) -> None:
+    async with running_app(model_repo, telemetry={"enabled": False}) as app, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        call = inference_pb2_grpc.InferenceStub(channel).Telemetry(telemetry_pb2.TelemetryRequest(interval_ms=1000))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+    assert info.value.code() == Code.UNIMPLEMENTED and "VIGIL_TELEMETRY__ENABLED" in (info.value.details() or "")
 
 
 async def test_metadata_errors(stub: Stub) -> None:

@@ -24,15 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/vigil/v1/telemetry.proto\x12\x08vigil.v1\"I\n\x10TelemetryRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\x03\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x10\n\x08sections\x18\x03 \x03(\t\"C\n\x0eTelemetryFrame\x12\x1c\n\x14timestamp_unix_nanos\x18\x01 \x01(\x03\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/vigil/v1/telemetry.proto\x12\x08vigil.v1\"I\n\x10TelemetryRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\x03\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x10\n\x08sections\x18\x03 \x03(\t\"\xa5\x02\n\x0eTelemetryFrame\x12\x1c\n\x14timestamp_unix_nanos\x18\x01 \x01(\x03\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x03\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12(\n\x06models\x18\x04 \x03(\x0b\x32\x18.vigil.v1.ModelTelemetry\x12)\n\x06server\x18\x05 \x01(\x0b\x32\x19.vigil.v1.ServerTelemetry\x12\x1f\n\x06\x61lerts\x18\x06 \x03(\x0b\x32\x0f.vigil.v1.Alert\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12\x16\n\x0e\x64ropped_frames\x18\x08 \x01(\x04\x12(\n\x06\x65vents\x18\t \x03(\x0b\x32\x18.vigil.v1.TelemetryEvent\"`\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0f\n\x07mean_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p90_ms\x18\x04 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x05 \x01(\x01\"<\n\x0c\x44istribution\x12\x0e\n\x06\x62ounds\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\x0c\n\x04mean\x18\x03 \x01(\x01\"\xc3\x05\n\x0eModelTelemetry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x16\n\x0erequests_total\x18\x05 \x01(\x04\x12\x34\n\x06\x65rrors\x18\x06 \x03(\x0b\x32$.vigil.v1.ModelTelemetry.ErrorsEntry\x12?\n\x0c\x65rrors_total\x18\x07 \x03(\x0b\x32).vigil.v1.ModelTelemetry.ErrorsTotalEntry\x12\x0c\n\x04rows\x18\x08 \x01(\x04\x12\x12\n\nrows_total\x18\t \x01(\x04\x12\x1b\n\x13requests_per_second\x18\n \x01(\x01\x12\x17\n\x0frows_per_second\x18\x0b \x01(\x01\x12\'\n\x1frequests_per_second_since_start\x18\x0c \x01(\x01\x12\x31\n\x0frequest_latency\x18\r \x01(\x0b\x32\x18.vigil.v1.LatencySummary\x12/\n\rqueue_latency\x18\x0e \x01(\x0b\x32\x18.vigil.v1.LatencySummary\x12\x33\n\x11inference_latency\x18\x0f \x01(\x0b\x32\x18.vigil.v1.LatencySummary\x12*\n\nbatch_size\x18\x10 \x01(\x0b\x32\x16.vigil.v1.Distribution\x12\x13\n\x0bqueue_depth\x18\x11 \x01(\r\x12\x0f\n\x07running\x18\x12 \x01(\r\x12\x12\n\nis_default\x18\x13 \x01(\x08\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x32\n\x10\x45rrorsTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb4\x02\n\x0fServerTelemetry\x12\r\n\x05state\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x13\n\x0bsubscribers\x18\x05 \x01(\r\x12Y\n\x19unattributed_errors_total\x18\x06 \x03(\x0b\x32\x36.vigil.v1.ServerTelemetry.UnattributedErrorsTotalEntry\x12$\n\x04gpus\x18\x07 \x03(\x0b\x32\x16.vigil.v1.GpuTelemetry\x1a>\n\x1cUnattributedErrorsTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x8c\x01\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0butilization\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\x12\x13\n\x0bpower_watts\x18\x06 \x01(\x01\"\x81\x01\n\x05\x41lert\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x18\n\x10since_unix_nanos\x18\x06 \x01(\x03\x12\r\n\x05value\x18\x07 \x01(\x01\"\xcc\x02\n\x0eTelemetryEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.vigil.v1.TelemetryEvent.Kind\x12\x1c\n\x14timestamp_unix_nanos\x18\x02 \x01(\x03\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\xab\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cMODEL_LOADED\x10\x01\x12\x10\n\x0cMODEL_FAILED\x10\x02\x12\x12\n\x0eMODEL_UNLOADED\x10\x03\x12\x1b\n\x17\x44\x45\x46\x41ULT_VERSION_CHANGED\x10\x04\x12\x0f\n\x0b\x41LERT_FIRED\x10\x05\x12\x12\n\x0e\x41LERT_RESOLVED\x10\x06\x12\x13\n\x0fSERVER_DRAINING\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vigil.v1.telemetry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODELTELEMETRY_ERRORSENTRY']._loaded_options = None
+  _globals['_MODELTELEMETRY_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELTELEMETRY_ERRORSTOTALENTRY']._loaded_options = None
+  _globals['_MODELTELEMETRY_ERRORSTOTALENTRY']._serialized_options = b'8\001'
+  _globals['_SERVERTELEMETRY_UNATTRIBUTEDERRORSTOTALENTRY']._loaded_options = None
+  _globals['_SERVERTELEMETRY_UNATTRIBUTEDERRORSTOTALENTRY']._serialized_options = b'8\001'
   _globals['_TELEMETRYREQUEST']._serialized_start=45
   _globals['_TELEMETRYREQUEST']._serialized_end=118
-  _globals['_TELEMETRYFRAME']._serialized_start=120
-  _globals['_TELEMETRYFRAME']._serialized_end=187
+  _globals['_TELEMETRYFRAME']._serialized_start=121
+  _globals['_TELEMETRYFRAME']._serialized_end=414
+  _globals['_LATENCYSUMMARY']._serialized_start=416
+  _globals['_LATENCYSUMMARY']._serialized_end=512
+  _globals['_DISTRIBUTION']._serialized_start=514
+  _globals['_DISTRIBUTION']._serialized_end=574
+  _globals['_MODELTELEMETRY']._serialized_start=577
+  _globals['_MODELTELEMETRY']._serialized_end=1284
+  _globals['_MODELTELEMETRY_ERRORSENTRY']._serialized_start=1187
+  _globals['_MODELTELEMETRY_ERRORSENTRY']._serialized_end=1232
+  _globals['_MODELTELEMETRY_ERRORSTOTALENTRY']._serialized_start=1234
+  _globals['_MODELTELEMETRY_ERRORSTOTALENTRY']._serialized_end=1284
+  _globals['_SERVERTELEMETRY']._serialized_start=1287
+  _globals['_SERVERTELEMETRY']._serialized_end=1595
+  _globals['_SERVERTELEMETRY_UNATTRIBUTEDERRORSTOTALENTRY']._serialized_start=1533
+  _globals['_SERVERTELEMETRY_UNATTRIBUTEDERRORSTOTALENTRY']._serialized_end=1595
+  _globals['_GPUTELEMETRY']._serialized_start=1598
+  _globals['_GPUTELEMETRY']._serialized_end=1738
+  _globals['_ALERT']._serialized_start=1741
+  _globals['_ALERT']._serialized_end=1870
+  _globals['_TELEMETRYEVENT']._serialized_start=1873
+  _globals['_TELEMETRYEVENT']._serialized_end=2205
+  _globals['_TELEMETRYEVENT_KIND']._serialized_start=2034
+  _globals['_TELEMETRYEVENT_KIND']._serialized_end=2205
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,9 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -17,9 +18,196 @@ class TelemetryRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., sections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TelemetryFrame(_message.Message):
-    __slots__ = ("timestamp_unix_nanos", "interval_ms")
+    __slots__ = ("timestamp_unix_nanos", "interval_ms", "uptime_seconds", "models", "server", "alerts", "sequence", "dropped_frames", "events")
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     timestamp_unix_nanos: int
     interval_ms: int
-    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+    uptime_seconds: float
+    models: _containers.RepeatedCompositeFieldContainer[ModelTelemetry]
+    server: ServerTelemetry
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    sequence: int
+    dropped_frames: int
+    events: _containers.RepeatedCompositeFieldContainer[TelemetryEvent]
+    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelTelemetry, _Mapping]]] = ..., server: _Optional[_Union[ServerTelemetry, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_frames: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ...) -> None: ...
+
+class LatencySummary(_message.Message):
+    __slots__ = ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+
+class Distribution(_message.Message):
+    __slots__ = ("bounds", "counts", "mean")
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    mean: float
+    def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., mean: _Optional[float] = ...) -> None: ...
+
+class ModelTelemetry(_message.Message):
+    __slots__ = ("model", "version", "state", "requests", "requests_total", "errors", "errors_total", "rows", "rows_total", "requests_per_second", "rows_per_second", "requests_per_second_since_start", "request_latency", "queue_latency", "inference_latency", "batch_size", "queue_depth", "running", "is_default")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ErrorsTotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_SINCE_START_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    state: str
+    requests: int
+    requests_total: int
+    errors: _containers.ScalarMap[str, int]
+    errors_total: _containers.ScalarMap[str, int]
+    rows: int
+    rows_total: int
+    requests_per_second: float
+    rows_per_second: float
+    requests_per_second_since_start: float
+    request_latency: LatencySummary
+    queue_latency: LatencySummary
+    inference_latency: LatencySummary
+    batch_size: Distribution
+    queue_depth: int
+    running: int
+    is_default: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., requests: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., errors_total: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., rows_total: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., rows_per_second: _Optional[float] = ..., requests_per_second_since_start: _Optional[float] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., queue_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., inference_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., batch_size: _Optional[_Union[Distribution, _Mapping]] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class ServerTelemetry(_message.Message):
+    __slots__ = ("state", "cpu_percent", "memory_bytes", "in_flight", "subscribers", "unattributed_errors_total", "gpus")
+    class UnattributedErrorsTotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    cpu_percent: float
+    memory_bytes: int
+    in_flight: int
+    subscribers: int
+    unattributed_errors_total: _containers.ScalarMap[str, int]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuTelemetry]
+    def __init__(self, state: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., subscribers: _Optional[int] = ..., unattributed_errors_total: _Optional[_Mapping[str, int]] = ..., gpus: _Optional[_Iterable[_Union[GpuTelemetry, _Mapping]]] = ...) -> None: ...
+
+class GpuTelemetry(_message.Message):
+    __slots__ = ("index", "name", "utilization", "memory_used_bytes", "memory_total_bytes", "power_watts")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    utilization: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    power_watts: float
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., utilization: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., power_watts: _Optional[float] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("name", "severity", "model", "version", "summary", "since_unix_nanos", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    severity: str
+    model: str
+    version: str
+    summary: str
+    since_unix_nanos: int
+    value: float
+    def __init__(self, name: _Optional[str] = ..., severity: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., summary: _Optional[str] = ..., since_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class TelemetryEvent(_message.Message):
+    __slots__ = ("kind", "timestamp_unix_nanos", "sequence", "model", "version", "message")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[TelemetryEvent.Kind]
+        MODEL_LOADED: _ClassVar[TelemetryEvent.Kind]
+        MODEL_FAILED: _ClassVar[TelemetryEvent.Kind]
+        MODEL_UNLOADED: _ClassVar[TelemetryEvent.Kind]
+        DEFAULT_VERSION_CHANGED: _ClassVar[TelemetryEvent.Kind]
+        ALERT_FIRED: _ClassVar[TelemetryEvent.Kind]
+        ALERT_RESOLVED: _ClassVar[TelemetryEvent.Kind]
+        SERVER_DRAINING: _ClassVar[TelemetryEvent.Kind]
+    KIND_UNSPECIFIED: TelemetryEvent.Kind
+    MODEL_LOADED: TelemetryEvent.Kind
+    MODEL_FAILED: TelemetryEvent.Kind
+    MODEL_UNLOADED: TelemetryEvent.Kind
+    DEFAULT_VERSION_CHANGED: TelemetryEvent.Kind
+    ALERT_FIRED: TelemetryEvent.Kind
+    ALERT_RESOLVED: TelemetryEvent.Kind
+    SERVER_DRAINING: TelemetryEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: TelemetryEvent.Kind
+    timestamp_unix_nanos: int
+    sequence: int
+    model: str
+    version: str
+    message: str
+    def __init__(self, kind: _Optional[_Union[TelemetryEvent.Kind, str]] = ..., timestamp_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,69 @@
+"""What the Telemetry stream reads from the server: a snapshot per tick, and events when models change."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+
+from protos.vigil.v1 import telemetry_pb2
+from server.health import HealthReporter
+from server.registry import Model, ModelRepository, VersionState
+from telemetry.aggregates import Aggregates
+from telemetry.frames import GpuState, Snapshot
+from telemetry.frames import VersionState as VersionSnapshot
+from telemetry.hub import TelemetryHub
+
+Kind = telemetry_pb2.TelemetryEvent.Kind
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_STATE_EVENTS = {VersionState.READY: Kind.MODEL_LOADED, VersionState.FAILED: Kind.MODEL_FAILED,
+                 VersionState.UNLOADED: Kind.MODEL_UNLOADED}
+
+
+def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggregates: Aggregates, *,
+                    in_flight: Callable[[], int], gpus: Callable[[], list[GpuState]] | None
+                    ) -> Callable[[], Snapshot]:
+    """A function taking one snapshot of the server (called once per tick, and once per new subscriber)."""
+
+    def read() -> Snapshot:
+        versions = []
+        for model in repository.models:
+            default = model.default_version
+            for version in model.versions.values():
+                batcher = version.batcher
+                versions.append(VersionSnapshot(
+                    model.name, str(version.version), version.state.value, version is default,
+                    batcher.queue_depth if batcher else 0, batcher.in_flight if batcher else 0,
+                    batcher.statistics.inferences if batcher else 0))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            memory = int(statm.read().split()[1]) * _PAGE
+        return Snapshot(time_ns=time.time_ns(), monotonic=time.monotonic(), reading=aggregates.read(),
+                        versions=versions, server_state=health.state, cpu_seconds=usage.ru_utime + usage.ru_stime,
+                        memory_bytes=memory, in_flight=in_flight(), gpus=gpus() if gpus else ())
+
+    return read
+
+
+class ModelEvents:
+    """A repository listener that turns model state changes into Telemetry events."""
+
+    def __init__(self, hub: TelemetryHub) -> None:
+        self._hub = hub
+        self._states: dict[tuple[str, int], VersionState] = {}
+        self._defaults: dict[str, int | None] = {}
+
+    async def on_model_change(self, model: Model) -> None:
+        for number, version in sorted(model.versions.items()):
+            before = self._states.get((model.name, number))
+            self._states[(model.name, number)] = version.state
+            kind = _STATE_EVENTS.get(version.state)
+            if kind is not None and version.state is not before:
+                self._hub.publish(kind, model=model.name, version=str(number), message=version.reason)
+        default = model.default_version.version if model.default_version else None
+        if model.name in self._defaults and self._defaults[model.name] != default:
+            self._hub.publish(Kind.DEFAULT_VERSION_CHANGED, model=model.name, version=str(default or ""),
+                              message=f"requests without a version now go to version {default}"
+                              if default else "no version is ready")
+        self._defaults[model.name] = default
