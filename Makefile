@@ -24,13 +24,14 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.runtime
 	$(BIN)/vigil serve
 
-# Debian packages the tests drive as real components: Prometheus and promtool.
+# Debian packages the tests drive as real components: Prometheus and promtool, and headless Chromium for the
+# web dashboard.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium; }
 
 # The official Open Inference Protocol client, in its own environment: it pins protobuf<7, which the
 # project's generated code cannot use. The tests drive it as a subprocess.
