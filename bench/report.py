@@ -52,6 +52,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                 loss = 1 - cost[mode] / cost["off"]
                 rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss",
                              f"{loss:+.1%} ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
+    subscribed = {p["subscribers"]: p for p in results.get("subscriber_cost", [])}
+    if 0 in subscribed and len(subscribed) > 1:
+        count = max(subscribed)
+        loss = 1 - subscribed[count]["inferences_per_s"] / subscribed[0]["inferences_per_s"]
+        rows.append((f"Telemetry stream, tabular c=64: {count} subscribers at 100 ms vs none", "<= 5% loss",
+                     f"{loss:+.1%} ({subscribed[count]['inferences_per_s']:.0f} vs "
+                     f"{subscribed[0]['inferences_per_s']:.0f}/s)", loss <= 0.05))
     batch = [p for p in _points(results, "tabular") if p["batching"] == "batch64"]
     if batch:
         best_batch = max(batch, key=lambda p: p["inferences_per_s"])
@@ -94,13 +101,28 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("telemetry_cost"):
         off = next(p for p in results["telemetry_cost"] if p["telemetry"] == "off")
         lines += ["", "### What telemetry costs (tabular, c=64, batching on)", "",
-                  "One server process per mode, measured interleaved. Every mode but `off` exports over OTLP to a sink "
-                  "process (`bench/otlp_sink.py`): metrics every 5 s, spans in batches.", "",
+                  "A fresh server process for every run, modes interleaved, medians of the runs. Every mode but `off` "
+                  "exports over OTLP to a sink process (`bench/otlp_sink.py`, which leaves requests unparsed): metrics "
+                  "every 5 s, spans in batches.", "",
                   "| telemetry | inferences/s | vs off | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
         for point in results["telemetry_cost"]:
             change = point["inferences_per_s"] / off["inferences_per_s"] - 1
             lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
                          f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+    if results.get("subscriber_cost"):
+        none = next(p for p in results["subscriber_cost"] if p["subscribers"] == 0)
+        lines += ["", "### What Telemetry subscribers cost (tabular, c=64, batching on)", "",
+                  "Subscribers in their own process (`bench/subscribers.py`, reading frames as bytes), a fresh server "
+                  "per run, medians of the runs. A subscriber at 100 ms receives 10 frames a second when it keeps up.",
+                  "", "| subscribers | inferences/s | vs none | p99 ms | server CPU-s / 1000 "
+                  "| frames per subscriber per s |",
+                  "|---|---|---|---|---|---|"]
+        for point in results["subscriber_cost"]:
+            change = point["inferences_per_s"] / none["inferences_per_s"] - 1
+            frames = point.get("frames_per_subscriber_per_s")
+            lines.append(f"| {point['subscribers']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
+                         f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} | "
+                         f"{'–' if frames is None else f'{frames:.1f}'} |")
     if "profile" in results:
         profile = results["profile"]
         lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",

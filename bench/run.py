@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,43 @@ def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     return [median_point(runs[mode]) for mode in TELEMETRY_MODES]
 
 
+def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) -> list[Point]:
+    """Tabular, c=64, batching on, with no Telemetry subscribers and with `count` at 100 ms; a fresh server per run.
+    Each point also reports the frames each subscriber received per second (10 is every frame)."""
+    runs: dict[str, list[Point]] = defaultdict(list)
+    for repeat in range(repeats):
+        for subscribers in (0, count):
+            server = Server(models)
+            watchers = None
+            try:
+                if subscribers:
+                    watchers = subprocess.Popen(
+                        [sys.executable, str(ROOT / "bench" / "subscribers.py"), "--target", server.target,
+                         "--count", str(subscribers), "--interval-ms", "100"],
+                        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                    assert watchers.stdout is not None
+                    watchers.stdout.readline()  # "subscribed"
+                started = time.monotonic()
+                point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
+                             4.0 * scale)
+                if watchers is not None:
+                    watchers.send_signal(signal.SIGTERM)
+                    out, _ = watchers.communicate(timeout=30)
+                    frames = json.loads(out.strip().splitlines()[-1])["frames"]
+                    point["frames_per_subscriber_per_s"] = statistics.median(frames) / (time.monotonic() - started)
+                    point["subscribers_with_frames"] = sum(1 for f in frames if f)
+            finally:
+                if watchers is not None and watchers.poll() is None:
+                    watchers.kill()
+                server.stop()
+            label = f"{subscribers} subscribers"
+            point.update(subscribers=subscribers, telemetry=label)
+            runs[label].append(point)
+            print(f"[{repeat + 1}/{repeats}] {label}: {point['inferences_per_s']:.0f}/s "
+                  f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    return [median_point(r) for r in runs.values()]
+
+
 def median_point(runs: list[Point]) -> Point:
     merged: Point = dict(runs[0])
     for key in ("inferences_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_s_per_1000"):
@@ -233,6 +271,7 @@ def main() -> None:
 
     if args.telemetry_cost:
         results["telemetry_cost"] = telemetry_cost(args.models, 1 if args.quick else args.cost_repeats, scale)
+        results["subscriber_cost"] = subscriber_cost(args.models, 1 if args.quick else args.cost_repeats, scale)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")
