@@ -51,13 +51,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             if mode in cost:
                 loss = 1 - cost[mode] / cost["off"]
                 rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss",
-                             f"{loss:+.1%} ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
+                             f"{loss:.1%} loss ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
     subscribed = {p["subscribers"]: p for p in results.get("subscriber_cost", [])}
     if 0 in subscribed and len(subscribed) > 1:
         count = max(subscribed)
         loss = 1 - subscribed[count]["inferences_per_s"] / subscribed[0]["inferences_per_s"]
         rows.append((f"Telemetry stream, tabular c=64: {count} subscribers at 100 ms vs none", "<= 5% loss",
-                     f"{loss:+.1%} ({subscribed[count]['inferences_per_s']:.0f} vs "
+                     f"{loss:.1%} loss ({subscribed[count]['inferences_per_s']:.0f} vs "
                      f"{subscribed[0]['inferences_per_s']:.0f}/s)", loss <= 0.05))
     batch = [p for p in _points(results, "tabular") if p["batching"] == "batch64"]
     if batch:

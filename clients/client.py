@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -13,7 +13,7 @@ from clients import convert
 from clients.errors import VigilError, error_for, error_from_rpc
 from clients.types import ModelInfo, ModelSummary, Prediction
 from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc
+from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 
 DEFAULT_TARGET = "127.0.0.1:8001"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -136,6 +136,18 @@ class Client(_Base):
             raise error_from_rpc(exc) from None
         return convert.model_info(response)
 
+    def telemetry(self, *, interval_ms: int = 1000, models: Sequence[str] = (),
+                  sections: Sequence[str] = ()) -> Iterator[telemetry_pb2.TelemetryFrame]:
+        """Frames of the Telemetry stream until the server ends it or the caller stops iterating (no deadline)."""
+        request = telemetry_pb2.TelemetryRequest(interval_ms=interval_ms, models=models, sections=sections)
+        call = self._stub.Telemetry(request)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The health status name (SERVING, NOT_SERVING, SERVICE_UNKNOWN) of the server or one service."""
         try:
@@ -234,6 +246,19 @@ class AsyncClient(_Base):
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.model_info(response)
+
+    async def telemetry(self, *, interval_ms: int = 1000, models: Sequence[str] = (),
+                        sections: Sequence[str] = ()) -> AsyncIterator[telemetry_pb2.TelemetryFrame]:
+        """Frames of the Telemetry stream until the server ends it or the caller stops iterating (no deadline)."""
+        request = telemetry_pb2.TelemetryRequest(interval_ms=interval_ms, models=models, sections=sections)
+        call = self._stub.Telemetry(request)
+        try:
+            async for frame in call:
+                yield frame
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The health status name (SERVING, NOT_SERVING, SERVICE_UNKNOWN) of the server or one service."""

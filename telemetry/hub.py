@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 from protos.vigil.v1 import telemetry_pb2
 from server.errors import InvalidRequest, Overloaded
 from telemetry.frames import Snapshot, alert_frames, model_frames, server_frame
+from telemetry.wire import length_delimited, tag
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +95,12 @@ class Subscription:
         tail = telemetry_pb2.TelemetryFrame(sequence=self.sequence, dropped_frames=self.dropped).SerializeToString()
         if not self._events:
             return frame + tail
-        events = b"".join(_EVENTS_TAG + _varint(len(e)) + e for e in self._events)
+        events = b"".join(length_delimited(_EVENTS_TAG, e) for e in self._events)
         self._events.clear()
         return frame + tail + events
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_EVENTS_TAG = _varint((telemetry_pb2.TelemetryFrame.EVENTS_FIELD_NUMBER << 3) | 2)
+_EVENTS_TAG = tag(telemetry_pb2.TelemetryFrame.EVENTS_FIELD_NUMBER, 2)
 
 
 class TelemetryHub:

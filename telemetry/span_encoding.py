@@ -16,6 +16,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
+from telemetry.wire import length_delimited, tag, varint
+
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
@@ -27,46 +29,26 @@ _fixed64 = struct.Struct("<Q").pack
 _fixed32 = struct.Struct("<I").pack
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _tag(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    return tag + _varint(len(payload)) + payload
 
 
 # Tags, by message: wire type 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
-_REQUEST_RESOURCE_SPANS = _tag(1, 2)
-_RESOURCE, _SCOPE_SPANS, _SCHEMA_URL = _tag(1, 2), _tag(2, 2), _tag(3, 2)
-_SCOPE, _SPANS = _tag(1, 2), _tag(2, 2)
-_SCOPE_NAME, _SCOPE_VERSION, _SCOPE_ATTRIBUTES = _tag(1, 2), _tag(2, 2), _tag(3, 2)
-_RESOURCE_ATTRIBUTES = _tag(1, 2)
+_REQUEST_RESOURCE_SPANS = tag(1, 2)
+_RESOURCE, _SCOPE_SPANS, _SCHEMA_URL = tag(1, 2), tag(2, 2), tag(3, 2)
+_SCOPE, _SPANS = tag(1, 2), tag(2, 2)
+_SCOPE_NAME, _SCOPE_VERSION, _SCOPE_ATTRIBUTES = tag(1, 2), tag(2, 2), tag(3, 2)
+_RESOURCE_ATTRIBUTES = tag(1, 2)
 (_TRACE_ID, _SPAN_ID, _TRACE_STATE, _PARENT_SPAN_ID, _NAME, _KIND_TAG, _START, _END, _ATTRIBUTES, _DROPPED_ATTRIBUTES,
  _EVENTS, _DROPPED_EVENTS, _LINKS, _DROPPED_LINKS, _STATUS, _FLAGS) = (
-    _tag(1, 2), _tag(2, 2), _tag(3, 2), _tag(4, 2), _tag(5, 2), _tag(6, 0), _tag(7, 1), _tag(8, 1), _tag(9, 2),
-    _tag(10, 0), _tag(11, 2), _tag(12, 0), _tag(13, 2), _tag(14, 0), _tag(15, 2), _tag(16, 5))
-_EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES, _EVENT_DROPPED = _tag(1, 1), _tag(2, 2), _tag(3, 2), _tag(4, 0)
+    tag(1, 2), tag(2, 2), tag(3, 2), tag(4, 2), tag(5, 2), tag(6, 0), tag(7, 1), tag(8, 1), tag(9, 2),
+    tag(10, 0), tag(11, 2), tag(12, 0), tag(13, 2), tag(14, 0), tag(15, 2), tag(16, 5))
+_EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTES, _EVENT_DROPPED = tag(1, 1), tag(2, 2), tag(3, 2), tag(4, 0)
 _LINK_TRACE_ID, _LINK_SPAN_ID, _LINK_TRACE_STATE, _LINK_ATTRIBUTES, _LINK_DROPPED, _LINK_FLAGS = (
-    _tag(1, 2), _tag(2, 2), _tag(3, 2), _tag(4, 2), _tag(5, 0), _tag(6, 5))
-_STATUS_MESSAGE, _STATUS_CODE = _tag(2, 2), _tag(3, 0)
-_KEY, _VALUE = _tag(1, 2), _tag(2, 2)
+    tag(1, 2), tag(2, 2), tag(3, 2), tag(4, 2), tag(5, 0), tag(6, 5))
+_STATUS_MESSAGE, _STATUS_CODE = tag(2, 2), tag(3, 0)
+_KEY, _VALUE = tag(1, 2), tag(2, 2)
 _STRING, _BOOL, _INT, _DOUBLE, _ARRAY, _KVLIST, _BYTES = (
-    _tag(1, 2), _tag(2, 0), _tag(3, 0), _tag(4, 1), _tag(5, 2), _tag(6, 2), _tag(7, 2))
-_ARRAY_VALUES = _tag(1, 2)
+    tag(1, 2), tag(2, 0), tag(3, 0), tag(4, 1), tag(5, 2), tag(6, 2), tag(7, 2))
+_ARRAY_VALUES = tag(1, 2)
 
 
 def _any_value(value: Any) -> bytes:
@@ -76,30 +58,31 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, bool):
         return _BOOL + (b"\x01" if value else b"\x00")
     if isinstance(value, str):
-        return _field(_STRING, value.encode())
+        return length_delimited(_STRING, value.encode())
     if isinstance(value, int):
-        return _INT + _varint(value)
+        return _INT + varint(value)
     if isinstance(value, float):
         return _DOUBLE + _double(value)
     if isinstance(value, bytes):
-        return _field(_BYTES, value)
+        return length_delimited(_BYTES, value)
     if isinstance(value, Sequence):
-        return _field(_ARRAY, b"".join(_field(_ARRAY_VALUES, _any_value(v)) for v in value))
+        return length_delimited(_ARRAY, b"".join(length_delimited(_ARRAY_VALUES, _any_value(v)) for v in value))
     if isinstance(value, Mapping):
-        return _field(_KVLIST, b"".join(_field(_ARRAY_VALUES, _key_value(str(k), v)) for k, v in value.items()))
+        pairs = b"".join(length_delimited(_ARRAY_VALUES, _key_value(str(k), v)) for k, v in value.items())
+        return length_delimited(_KVLIST, pairs)
     raise TypeError(f"attribute value of type {type(value).__name__} cannot be exported")
 
 
 def _key_value(key: str, value: Any) -> bytes:
     """A KeyValue message's bytes."""
-    return _field(_KEY, key.encode()) + _field(_VALUE, _any_value(value))
+    return length_delimited(_KEY, key.encode()) + length_delimited(_VALUE, _any_value(value))
 
 
 def _trace_state(context: SpanContext) -> bytes:
     state = context.trace_state
     if not state:
         return b""
-    return _field(_TRACE_STATE, ",".join(f"{k}={v}" for k, v in state.items()).encode())
+    return length_delimited(_TRACE_STATE, ",".join(f"{k}={v}" for k, v in state.items()).encode())
 
 
 def _flags(context: SpanContext | None) -> int:
@@ -126,13 +109,13 @@ class SpanEncoder:
         for resource, scopes in grouped.values():
             body = [self._resource(resource)]
             for scope, encoded in scopes.values():
-                scope_body = self._scope(scope) + b"".join(_field(_SPANS, s) for s in encoded)
+                scope_body = self._scope(scope) + b"".join(length_delimited(_SPANS, s) for s in encoded)
                 if scope is not None and scope.schema_url:
-                    scope_body += _field(_SCHEMA_URL, scope.schema_url.encode())
-                body.append(_field(_SCOPE_SPANS, scope_body))
+                    scope_body += length_delimited(_SCHEMA_URL, scope.schema_url.encode())
+                body.append(length_delimited(_SCOPE_SPANS, scope_body))
             if resource.schema_url:
-                body.append(_field(_SCHEMA_URL, resource.schema_url.encode()))
-            out.append(_field(_REQUEST_RESOURCE_SPANS, b"".join(body)))
+                body.append(length_delimited(_SCHEMA_URL, resource.schema_url.encode()))
+            out.append(length_delimited(_REQUEST_RESOURCE_SPANS, b"".join(body)))
         return b"".join(out)
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -144,7 +127,7 @@ class SpanEncoder:
             cache_key = (tag, key, type(value), value) if isinstance(value, str | int | float | bool) else None
             encoded = pairs.get(cache_key) if cache_key is not None else None
             if encoded is None:
-                encoded = _field(tag, _key_value(key, value))
+                encoded = length_delimited(tag, _key_value(key, value))
                 if cache_key is not None:
                     if len(pairs) >= _CACHE_LIMIT:
                         pairs.clear()
@@ -161,17 +144,17 @@ class SpanEncoder:
         return cached[1]
 
     def _resource(self, resource: Any) -> bytes:
-        return self._header(resource, lambda r: _field(_RESOURCE, self._attributes(_RESOURCE_ATTRIBUTES,
+        return self._header(resource, lambda r: length_delimited(_RESOURCE, self._attributes(_RESOURCE_ATTRIBUTES,
                                                                                     r.attributes)))
 
     def _scope(self, scope: Any) -> bytes:
         def build(s: Any) -> bytes:
             if s is None:
-                return _field(_SCOPE, b"")
-            body = _field(_SCOPE_NAME, s.name.encode()) if s.name else b""
+                return length_delimited(_SCOPE, b"")
+            body = length_delimited(_SCOPE_NAME, s.name.encode()) if s.name else b""
             if s.version:
-                body += _field(_SCOPE_VERSION, s.version.encode())
-            return _field(_SCOPE, body + self._attributes(_SCOPE_ATTRIBUTES, s.attributes))
+                body += length_delimited(_SCOPE_VERSION, s.version.encode())
+            return length_delimited(_SCOPE, body + self._attributes(_SCOPE_ATTRIBUTES, s.attributes))
 
         return self._header(scope, build)
 
@@ -184,40 +167,40 @@ class SpanEncoder:
         if parent is not None:
             parts += [_PARENT_SPAN_ID, b"\x08", parent.span_id.to_bytes(8, "big")]
         if span.name:
-            parts.append(_field(_NAME, span.name.encode()))
-        parts += [_KIND_TAG, _varint(_KIND[span.kind])]
+            parts.append(length_delimited(_NAME, span.name.encode()))
+        parts += [_KIND_TAG, varint(_KIND[span.kind])]
         if span.start_time:
             parts += [_START, _fixed64(span.start_time)]
         if span.end_time:
             parts += [_END, _fixed64(span.end_time)]
         parts.append(self._attributes(_ATTRIBUTES, span.attributes))
         if span.dropped_attributes:
-            parts += [_DROPPED_ATTRIBUTES, _varint(span.dropped_attributes)]
+            parts += [_DROPPED_ATTRIBUTES, varint(span.dropped_attributes)]
         for event in span.events:
             body = _EVENT_TIME + _fixed64(event.timestamp) if event.timestamp else b""
             if event.name:
-                body += _field(_EVENT_NAME, event.name.encode())
+                body += length_delimited(_EVENT_NAME, event.name.encode())
             body += self._attributes(_EVENT_ATTRIBUTES, event.attributes)
             if event.dropped_attributes:
-                body += _EVENT_DROPPED + _varint(event.dropped_attributes)
-            parts.append(_field(_EVENTS, body))
+                body += _EVENT_DROPPED + varint(event.dropped_attributes)
+            parts.append(length_delimited(_EVENTS, body))
         if span.dropped_events:
-            parts += [_DROPPED_EVENTS, _varint(span.dropped_events)]
+            parts += [_DROPPED_EVENTS, varint(span.dropped_events)]
         for link in span.links:
             linked = link.context
             body = (_LINK_TRACE_ID + b"\x10" + linked.trace_id.to_bytes(16, "big") + _LINK_SPAN_ID + b"\x08"
                     + linked.span_id.to_bytes(8, "big") + self._attributes(_LINK_ATTRIBUTES, link.attributes))
             if link.dropped_attributes:
-                body += _LINK_DROPPED + _varint(link.dropped_attributes)
+                body += _LINK_DROPPED + varint(link.dropped_attributes)
             body += _LINK_FLAGS + _fixed32(_flags(linked))
-            parts.append(_field(_LINKS, body))
+            parts.append(length_delimited(_LINKS, body))
         if span.dropped_links:
-            parts += [_DROPPED_LINKS, _varint(span.dropped_links)]
+            parts += [_DROPPED_LINKS, varint(span.dropped_links)]
         status = span.status
-        body = _field(_STATUS_MESSAGE, status.description.encode()) if status.description else b""
+        body = length_delimited(_STATUS_MESSAGE, status.description.encode()) if status.description else b""
         if status.status_code.value:
-            body += _STATUS_CODE + _varint(status.status_code.value)
-        parts.append(_field(_STATUS, body))
+            body += _STATUS_CODE + varint(status.status_code.value)
+        parts.append(length_delimited(_STATUS, body))
         parts += [_FLAGS, _fixed32(_flags(parent))]
         return b"".join(parts)
 

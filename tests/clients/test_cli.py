@@ -136,3 +136,19 @@ def test_health_of_an_unreachable_server_fails() -> None:
     result = subprocess.run([VIGIL, "health", "--target", "127.0.0.1:1", "--timeout", "2"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
+
+
+def test_watch_shows_frames_with_the_traffic(served: Served) -> None:
+    for _ in range(3):
+        assert served.run("predict", "--model", "breast_cancer", "--input", str(SAMPLE)).returncode == 0
+    shown = served.run("watch", "--model", "breast_cancer", "--model", "add", "--interval", "0.2", "--frames", "3")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert out.count("frames ") == 3 and "frames 3 (dropped 0)" in out
+    assert "breast_cancer" in out and "READY" in out and "SERVING" in out and "identity_int8" not in out
+    assert "alerts firing" in out and "recent events" in out
+
+
+def test_watch_rejects_an_interval_out_of_range(served: Served) -> None:
+    shown = served.run("watch", "--interval", "0.01", "--frames", "1")
+    assert shown.returncode != 0 and "interval_ms" in shown.stderr
