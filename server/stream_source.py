@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import resource
 import time
 from collections.abc import Callable
 
@@ -13,10 +11,10 @@ from server.registry import Model, ModelRepository, VersionState
 from telemetry.aggregates import Aggregates
 from telemetry.frames import GpuState, Snapshot
 from telemetry.frames import VersionState as VersionSnapshot
+from telemetry.gauges import process_cpu_seconds, resident_bytes
 from telemetry.hub import TelemetryHub
 
 Kind = telemetry_pb2.TelemetryEvent.Kind
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 _STATE_EVENTS = {VersionState.READY: Kind.MODEL_LOADED, VersionState.FAILED: Kind.MODEL_FAILED,
                  VersionState.UNLOADED: Kind.MODEL_UNLOADED}
 
@@ -36,12 +34,9 @@ def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggrega
                     model.name, str(version.version), version.state.value, version is default,
                     batcher.queue_depth if batcher else 0, batcher.in_flight if batcher else 0,
                     batcher.statistics.inferences if batcher else 0))
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            memory = int(statm.read().split()[1]) * _PAGE
         return Snapshot(time_ns=time.time_ns(), monotonic=time.monotonic(), reading=aggregates.read(),
-                        versions=versions, server_state=health.state, cpu_seconds=usage.ru_utime + usage.ru_stime,
-                        memory_bytes=memory, in_flight=in_flight(), gpus=gpus() if gpus else ())
+                        versions=versions, server_state=health.state, cpu_seconds=sum(process_cpu_seconds()),
+                        memory_bytes=resident_bytes(), in_flight=in_flight(), gpus=gpus() if gpus else ())
 
     return read
 

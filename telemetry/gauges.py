@@ -38,17 +38,27 @@ def register_serving_gauges(instruments: Instruments, *, queue_depth: Readings, 
                         _observer(load_seconds))
 
 
+def process_cpu_seconds() -> tuple[float, float]:
+    """User and system CPU seconds this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
 def register_process_gauges(instruments: Instruments) -> None:
     """CPU seconds and resident memory of this process."""
 
     def cpu() -> Iterable[tuple[dict[str, str], float]]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return [({"state": "user"}, usage.ru_utime), ({"state": "system"}, usage.ru_stime)]
+        user, system = process_cpu_seconds()
+        return [({"state": "user"}, user), ({"state": "system"}, system)]
 
     def memory() -> Iterable[tuple[dict[str, str], float]]:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            resident_pages = int(statm.read().split()[1])
-        return [({}, float(resident_pages * _PAGE))]
+        return [({}, float(resident_bytes()))]
 
     instruments.observe_counter("process.cpu.time", "s", "CPU seconds used by the server process", _observer(cpu))
     instruments.observe("process.memory.usage", "By", "Resident memory of the server process", _observer(memory))

@@ -18,7 +18,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from protos.vigil.v1 import telemetry_pb2
 from server.errors import InvalidRequest, Overloaded
@@ -101,6 +102,14 @@ class Subscription:
 
 
 _EVENTS_TAG = tag(telemetry_pb2.TelemetryFrame.EVENTS_FIELD_NUMBER, 2)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    then: Snapshot | None
+    models: list[telemetry_pb2.ModelTelemetry]
+    server: telemetry_pb2.ServerTelemetry
+    alerts: list[telemetry_pb2.Alert]
 
 
 class TelemetryHub:
@@ -201,25 +210,19 @@ class TelemetryHub:
         now = self._read()
         self._snapshots[tick] = now
         frames: dict[tuple[int, frozenset[str], frozenset[str]], bytes] = {}
-        parts: dict[int, tuple[Snapshot | None, list[telemetry_pb2.ModelTelemetry], Any, list[Any]]] = {}
+        parts: dict[int, _Parts] = {}
         for subscription in due:
             first = subscription.baseline
-            if first is not None:
+            if first is not None:  # its own first frame, from the snapshot taken when it subscribed
                 subscription.baseline = None
-                then = self._baseline(tick, subscription.interval_ticks)
-                if then is None or then.monotonic < first.monotonic:  # arrived within the interval
-                    subscription.offer(self._serialize(
-                        now, first, model_frames(now, first, self._bounds, self._start_monotonic),
-                        server_frame(now, first), alert_frames(now), subscription))
-                    continue
+                subscription.offer(self._serialize(now, self._parts(now, first), subscription))
+                continue
             frame = frames.get(subscription.key)
             if frame is None:
                 k = subscription.interval_ticks
                 if k not in parts:
-                    then = self._baseline(tick, k)
-                    parts[k] = (then, model_frames(now, then, self._bounds, self._start_monotonic),
-                                server_frame(now, then), alert_frames(now))
-                frame = frames[subscription.key] = self._serialize(now, *parts[k], subscription)
+                    parts[k] = self._parts(now, self._baseline(tick, k))
+                frame = frames[subscription.key] = self._serialize(now, parts[k], subscription)
             subscription.offer(frame)
         self._forget(tick, intervals)
 
@@ -234,8 +237,13 @@ class TelemetryHub:
             if t < tick - longest or (t < tick and not any(t % k == 0 for k in intervals)):
                 del self._snapshots[t]
 
-    def _serialize(self, now: Snapshot, then: Snapshot | None, models: list[telemetry_pb2.ModelTelemetry],
-                   server: Any, alerts: list[Any], subscription: Subscription) -> bytes:
+    def _parts(self, now: Snapshot, then: Snapshot | None) -> _Parts:
+        """What every frame over the interval from `then` to `now` shares, before filtering."""
+        return _Parts(then, model_frames(now, then, self._bounds, self._start_monotonic), server_frame(now, then),
+                      alert_frames(now))
+
+    def _serialize(self, now: Snapshot, parts: _Parts, subscription: Subscription) -> bytes:
+        then, models, server, alerts = parts.then, parts.models, parts.server, parts.alerts
         covered = round((now.monotonic - then.monotonic) * 1000) if then is not None else 0
         frame = telemetry_pb2.TelemetryFrame(timestamp_unix_nanos=now.time_ns, interval_ms=covered,
                                              uptime_seconds=now.monotonic - self._start_monotonic)

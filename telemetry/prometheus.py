@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,8 +36,6 @@ from telemetry.aggregates import Aggregates, AggregateSource
 
 logger = logging.getLogger(__name__)
 
-ExemplarCache = dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, Exemplar]]
-"""(family name, labels) → bucket index → the latest exemplar seen for it."""
 
 _UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio", "W": "watts", "%": "percent"}
 
@@ -96,15 +95,11 @@ def _all_instrument_kinds() -> list[type]:
 
 
 class PrometheusCollector(Collector):
-    """A prometheus_client collector over a PrometheusReader.
-
-    The SDK hands out each exemplar once (its reservoir resets on collection); the collector keeps the latest
-    exemplar of every histogram bucket so that every scrape shows one, bounded by the number of series.
-    """
+    """A prometheus_client collector over a PrometheusReader. Histogram exemplars come with the cumulative
+    points: the aggregates keep the latest traced observation of every bucket."""
 
     def __init__(self, reader: PrometheusReader) -> None:
         self._reader = reader
-        self._exemplars: ExemplarCache = {}
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -117,7 +112,7 @@ class PrometheusCollector(Collector):
         for resource_metrics in data.resource_metrics:
             for scope in resource_metrics.scope_metrics:
                 for metric in scope.metrics:
-                    family = _family(metric, self._exemplars)
+                    family = _family(metric)
                     if family is not None:
                         yield family
 
@@ -128,7 +123,7 @@ def _labels(attributes: Any) -> dict[str, str]:
 
 
 
-def _family(metric: Any, kept: ExemplarCache) -> Metric | None:
+def _family(metric: Any) -> Metric | None:
     data = metric.data
     if isinstance(data, Sum):
         name = prometheus_name(metric.name, metric.unit, counter=data.is_monotonic)
@@ -150,8 +145,7 @@ def _family(metric: Any, kept: ExemplarCache) -> Metric | None:
         histogram = HistogramMetricFamily(name, metric.description, labels=None)
         for point in data.data_points:
             labels = _labels(point.attributes)
-            exemplars = kept.setdefault((name, tuple(sorted(labels.items()))), {})
-            exemplars.update(_exemplars_by_bucket(point))
+            exemplars = _exemplars_by_bucket(point)
             cumulative = 0
             buckets = []
             for index, bound in enumerate([*point.explicit_bounds, math.inf]):
@@ -169,7 +163,7 @@ def _exemplars_by_bucket(point: Any) -> dict[int, Exemplar]:
     for exemplar in getattr(point, "exemplars", None) or ():
         if not exemplar.trace_id:
             continue
-        index = next((i for i, b in enumerate(bounds) if exemplar.value <= b), len(bounds))
+        index = bisect_left(bounds, exemplar.value)
         found[index] = Exemplar(
             {"trace_id": format(exemplar.trace_id, "032x"), "span_id": format(exemplar.span_id, "016x")},
             exemplar.value, exemplar.time_unix_nano / 1e9,

@@ -8,31 +8,23 @@ import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench.run import Server
 from telemetry.span_encoding import fast_otlp_span_exporter
-
-
-class Keep(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: object) -> SpanExportResult:
-        self.spans.extend(spans)  # type: ignore[call-overload]
-        return SpanExportResult.SUCCESS
 
 
 def test_sink_accepts_trace_and_metric_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sink = Server(tmp_path, script="otlp_sink.py")
     try:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{sink.target}")
-        keep = Keep()
+        keep = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(keep))
         provider.get_tracer("t").start_span("s").end()
-        assert fast_otlp_span_exporter().export(keep.spans) is SpanExportResult.SUCCESS
+        assert fast_otlp_span_exporter().export(keep.get_finished_spans()) is SpanExportResult.SUCCESS
         reader = InMemoryMetricReader()
         MeterProvider(metric_readers=[reader]).get_meter("t").create_counter("c").add(1)
         data = reader.get_metrics_data()

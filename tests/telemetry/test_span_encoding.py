@@ -7,26 +7,18 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
 from telemetry.span_encoding import SpanEncoder
 
 
-class Collect(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: object) -> SpanExportResult:
-        self.spans.extend(spans)  # type: ignore[call-overload]
-        return SpanExportResult.SUCCESS
-
-
 def varied_spans() -> list[ReadableSpan]:
     """Spans covering every field the encoder writes: kinds, parents (local and remote), trace state, links,
     events, every attribute type, statuses, two tracers and two resources."""
-    collect = Collect()
+    collect = InMemorySpanExporter()
     providers = [TracerProvider(resource=Resource.create({"service.name": name, "n": i, "ok": True, "f": 1.5}))
                  for i, name in enumerate(("vigil", "other"))]
     for provider in providers:
@@ -52,7 +44,7 @@ def varied_spans() -> list[ReadableSpan]:
             for kind in (SpanKind.PRODUCER, SpanKind.CONSUMER, SpanKind.INTERNAL):
                 tracer.start_span(f"k{kind.value}", kind=kind).end()
             server.end()
-    return collect.spans
+    return list(collect.get_finished_spans())
 
 
 def test_encoding_matches_the_sdk_encoder_field_for_field() -> None:
