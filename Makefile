@@ -29,9 +29,11 @@ serve: $(VENV)/.runtime
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null \
+	  && command -v prometheus-alertmanager >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager chromium; }
 
 # The official Open Inference Protocol client, in its own environment: it pins protobuf<7, which the
 # project's generated code cannot use. The tests drive it as a subprocess.

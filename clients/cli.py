@@ -100,6 +100,40 @@ def watch(models: tuple[str, ...], interval: float, frames: int, target: str) ->
 
 
 @main.command()
+@click.option("--model", required=True, help="Model name (its folder in the repository).")
+@click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of reference rows with a header row (e.g. the training data).")
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Model repository folder (default: the bundled models).")
+@click.option("--version", type=int, default=0, help="Version (default: the highest-numbered).")
+@click.option("--label-column", help="Column holding each row's true label (enables calibration and accuracy).")
+@click.option("--bins", type=click.IntRange(2, 100), default=10, show_default=True, help="Quantile bins per feature.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the profile (default: profile.json in the version's folder).")
+def profile(model: str, data_file: Path, models_dir: Path | None, version: int, label_column: str | None,
+            bins: int, output: Path | None) -> None:
+    """Build a model version's reference profile for drift checks, from a data file, on this machine."""
+    from rich.progress import Progress
+
+    from server.profiling import CHUNK_ROWS, profile_version, read_reference_csv
+    from server.settings import DEFAULT_MODELS_DIR
+
+    try:
+        data = read_reference_csv(data_file, label_column)
+        steps = -(-len(data.features) // CHUNK_ROWS) + len(data.names)
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"profiling {model}", total=steps)
+            built, path = profile_version(models_dir or DEFAULT_MODELS_DIR, model, version, data, bins=bins,
+                                          progress=lambda n: bar.advance(task, n))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    target = output or path
+    built.save(target)
+    accuracy = f", reference accuracy {built.accuracy:.3f}" if built.accuracy is not None else ""
+    click.echo(f"wrote {target}: {built.rows} rows, {len(built.features)} features{accuracy}")
+
+
+@main.command()
 @click.option("--service", default="", help="Health service name ('' for the server, model/NAME for a model).")
 @target_option
 @timeout_option

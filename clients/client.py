@@ -10,8 +10,8 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients import convert
-from clients.errors import VigilError, error_for, error_from_rpc
-from clients.types import ModelInfo, ModelSummary, Prediction
+from clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
+from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 
@@ -120,6 +120,29 @@ class Client(_Base):
             convert.prediction(r.response) if r.status.code == 0 else error_for(r.status.code, r.status.message)
             for r in response.results
         ]
+
+    def feedback(self, request_id: str, labels: Sequence[str] | str, *, subject_id: str = "",
+                 timeout: float | None = None) -> FeedbackReceipt:
+        """Attach the true label(s) of an earlier prediction (one per row); PredictionNotFound when the server no
+        longer holds it. `subject_id` is only ever stored as a keyed hash."""
+        try:
+            response = self._stub.Feedback(convert.feedback_request(request_id, labels, subject_id),
+                                           timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, not_found=PredictionNotFound) from None
+        return convert.feedback_receipt(response)
+
+    def batch_feedback(self, items: Sequence[tuple[str, Sequence[str] | str]], *,
+                       timeout: float | None = None) -> list[FeedbackReceipt | VigilError]:
+        """Many (request id, labels) items in one call; each gets its receipt or its own error."""
+        request = pb.BatchFeedbackRequest(items=[convert.feedback_request(r, labels) for r, labels in items])
+        try:
+            response = self._stub.BatchFeedback(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return [convert.feedback_receipt(r.response) if r.status.code == 0
+                else error_for(r.status.code, r.status.message, not_found=PredictionNotFound)
+                for r in response.results]
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
         try:
@@ -231,6 +254,29 @@ class AsyncClient(_Base):
             convert.prediction(r.response) if r.status.code == 0 else error_for(r.status.code, r.status.message)
             for r in response.results
         ]
+
+    async def feedback(self, request_id: str, labels: Sequence[str] | str, *, subject_id: str = "",
+                       timeout: float | None = None) -> FeedbackReceipt:
+        """Attach the true label(s) of an earlier prediction (one per row); PredictionNotFound when the server no
+        longer holds it. `subject_id` is only ever stored as a keyed hash."""
+        try:
+            response = await self._stub.Feedback(convert.feedback_request(request_id, labels, subject_id),
+                                                 timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, not_found=PredictionNotFound) from None
+        return convert.feedback_receipt(response)
+
+    async def batch_feedback(self, items: Sequence[tuple[str, Sequence[str] | str]], *,
+                             timeout: float | None = None) -> list[FeedbackReceipt | VigilError]:
+        """Many (request id, labels) items in one call; each gets its receipt or its own error."""
+        request = pb.BatchFeedbackRequest(items=[convert.feedback_request(r, labels) for r, labels in items])
+        try:
+            response = await self._stub.BatchFeedback(request, timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return [convert.feedback_receipt(r.response) if r.status.code == 0
+                else error_for(r.status.code, r.status.message, not_found=PredictionNotFound)
+                for r in response.results]
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
         try:

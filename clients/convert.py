@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clients.types import ModelInfo, ModelSummary, Prediction, TensorInfo, VersionInfo
+from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, TensorInfo, VersionInfo
 from protos.tensors import dtype_name, from_array, to_array
 from protos.timing import SERVER_TIMING_KEY, parse_timing
 from protos.vigil.v1 import inference_pb2 as pb
@@ -85,3 +85,13 @@ def model_summaries(message: pb.ListModelsResponse) -> list[ModelSummary]:
         )
         for m in message.models
     ]
+
+
+def feedback_request(request_id: str, labels: Sequence[str] | str, subject_id: str = "") -> pb.FeedbackRequest:
+    return pb.FeedbackRequest(request_id=request_id, labels=[labels] if isinstance(labels, str) else list(labels),
+                              subject_id=subject_id)
+
+
+def feedback_receipt(message: pb.FeedbackResponse) -> FeedbackReceipt:
+    return FeedbackReceipt(message.request_id, message.model_name, message.model_version,
+                           list(message.predicted_labels), message.replaced)

@@ -27,8 +27,16 @@ class VigilError(Exception):
         self.message = message
 
 
-class ModelNotFound(VigilError):
+class NotFound(VigilError):
+    """What the call names does not exist on the server."""
+
+
+class ModelNotFound(NotFound):
     """The model or version is not in the server's repository."""
+
+
+class PredictionNotFound(NotFound):
+    """Feedback named a request id with no recent prediction (unknown, or older than the server keeps them)."""
 
 
 class Unavailable(VigilError):
@@ -82,15 +90,19 @@ _ERRORS: dict[grpc.StatusCode, type[VigilError]] = {
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def error_for(code: grpc.StatusCode | int, message: str) -> VigilError:
-    """The client exception for a status code (a grpc.StatusCode or its number) and message."""
+def error_for(code: grpc.StatusCode | int, message: str, *,
+              not_found: type[NotFound] = ModelNotFound) -> VigilError:
+    """The client exception for a status code (a grpc.StatusCode or its number) and message; NOT_FOUND becomes
+    `not_found` (what the call looks up: a model, or a prediction for feedback)."""
     if isinstance(code, int):
         code = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return not_found(code, message)
     return _ERRORS.get(code, ServerError)(code, message)
 
 
-def error_from_rpc(error: grpc.RpcError) -> VigilError:
+def error_from_rpc(error: grpc.RpcError, *, not_found: type[NotFound] = ModelNotFound) -> VigilError:
     """The client exception for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
-    return error_for(code or grpc.StatusCode.UNKNOWN, details or "")
+    return error_for(code or grpc.StatusCode.UNKNOWN, details or "", not_found=not_found)

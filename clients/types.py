@@ -67,3 +67,16 @@ class ModelSummary:
     default_version: int
     versions: list[VersionInfo]
     reason: str
+
+
+@dataclass(frozen=True)
+class FeedbackReceipt:
+    """What a feedback item was joined to."""
+
+    request_id: str
+    model_name: str
+    model_version: int
+    predicted_labels: list[str]
+    """What the model predicted for each row."""
+    replaced: bool
+    """True when earlier feedback for this id was replaced."""

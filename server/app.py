@@ -19,6 +19,7 @@ from protos.vigil.v1 import inference_pb2
 from protos.vigil.v1.telemetry_pb2 import TelemetryEvent
 from server.dataplane import DataPlane
 from server.health import HealthReporter
+from server.monitoring import Monitoring
 from server.oip import OpenInferenceServicer, server_version
 from server.registry import Model, ModelRepository, ModelVersion
 from server.servicer import InferenceServicer, add_inference_servicer
@@ -28,6 +29,7 @@ from server.validation import Limits
 from server.web import WebServer, build_web_app
 from telemetry.aggregates import SCOPE, Histogram
 from telemetry.batches import BatchTelemetry
+from telemetry.frames import Snapshot
 from telemetry.gauges import register_process_gauges, register_serving_gauges
 from telemetry.gpu import gpu_reader, register_gpu_gauges
 from telemetry.hub import TelemetryHub
@@ -80,6 +82,7 @@ class App:
         self.telemetry: TelemetryProviders | None = None
         self.telemetry_hub: TelemetryHub | None = None
         self.has_gpu_metrics = False
+        self.monitoring: Monitoring | None = None
         self._interceptor: TelemetryInterceptor | None = None
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
@@ -111,11 +114,22 @@ class App:
                                 in_flight=lambda: [({"method": m}, float(n)) for m, n in interceptor.in_flight.items()])
         register_process_gauges(instruments)
         self.has_gpu_metrics = register_gpu_gauges(instruments)
-        read = snapshot_reader(self.repository, self.health, instruments.aggregates,
-                               in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader())
         bounds = {h.name: h.bounds for h in instruments.aggregates.members if isinstance(h, Histogram)}
-        self.telemetry_hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
-        self.repository.add_listener(ModelEvents(self.telemetry_hub).on_model_change)
+
+        def read() -> Snapshot:  # the hub and the monitors refer to each other; the reader is bound below
+            return take_snapshot()
+
+        self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
+        self.monitoring = monitoring = Monitoring(
+            self.settings.quality, self.settings.alerts, instruments, self.repository, hub,
+            duration_bounds=instruments.request_duration.bounds)
+        self.repository.add_listener(monitoring.on_model_change)
+        take_snapshot = snapshot_reader(
+            self.repository, self.health, instruments.aggregates,
+            in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader(),
+            quality=monitoring.quality.sections if monitoring.quality is not None else None,
+            alerts=monitoring.alert_states)
+        self.repository.add_listener(ModelEvents(hub).on_model_change)
 
     def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
         def versions() -> list[tuple[dict[str, str], ModelVersion]]:
@@ -139,7 +153,8 @@ class App:
         """Bind and serve gRPC and HTTP; health reports NOT_SERVING until `load_models` finishes."""
         self.repository.scan()
         servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items,
-                                     hub=self.telemetry_hub)
+                                     hub=self.telemetry_hub,
+                                     quality=self.monitoring.quality if self.monitoring is not None else None)
         self._grpc, self.grpc_port = build_server(
             self.settings,
             [
@@ -162,6 +177,8 @@ class App:
         await self.health.set_loading()
         if self.telemetry_hub is not None:
             await self.telemetry_hub.start()
+        if self.monitoring is not None:
+            await self.monitoring.start()
         await self._grpc.start()
         self._web = WebServer(
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub),
@@ -181,6 +198,8 @@ class App:
         """Report NOT_SERVING, let in-flight calls finish within `grace` seconds, then release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.set_draining()
+        if self.monitoring is not None:
+            await self.monitoring.close()
         if self.telemetry_hub is not None:  # a last frame with the event, then the streams end
             self.telemetry_hub.publish(TelemetryEvent.SERVER_DRAINING, message="the server is shutting down")
             await self.telemetry_hub.close()

@@ -81,6 +81,8 @@ class BatchRecord:
     """Wall-clock end of the run, in nanoseconds."""
     execution_provider: str = ""
     """The ONNX Runtime execution provider that ran it."""
+    request_rows: tuple[int, ...] = ()
+    """Rows of each request, in `request_ids` order (their rows lie in that order in inputs and outputs)."""
 
 
 BatchHook = Callable[[BatchRecord], None]
@@ -452,7 +454,7 @@ class DynamicBatcher:
             failed=outcome is None, span_contexts=tuple(w.span_context for w in batch),
             started_ns=outcome.started_ns if outcome else time.time_ns(),
             ended_ns=outcome.ended_ns if outcome else time.time_ns(),
-            execution_provider=self.execution_provider,
+            execution_provider=self.execution_provider, request_rows=tuple(w.rows for w in batch),
         )
         for hook in self._hooks:
             try:

@@ -15,6 +15,7 @@ from server.registry import Model, ModelVersion, VersionState
 from server.requests import InferRequest, InferResult
 from server.sessions import Arrays
 from server.signature import TensorSpec
+from telemetry.quality import FeedbackResult
 
 
 def to_request(message: pb.PredictRequest) -> InferRequest:
@@ -52,16 +53,23 @@ def to_request_or_error(message: pb.PredictRequest) -> InferRequest | ServerErro
         return exc
 
 
+def item_status(error: ServerError) -> pb.ItemStatus:
+    """A batch item's status for the error it met."""
+    code, message = status_for(error)
+    return pb.ItemStatus(code=code.value[0], message=message)
+
+
 def to_batch_response(outcomes: list[InferResult | ServerError]) -> pb.BatchPredictResponse:
     """One result per item, in order: the response, or the status its error maps to."""
-    results = []
-    for outcome in outcomes:
-        if isinstance(outcome, ServerError):
-            code, message = status_for(outcome)
-            results.append(pb.BatchPredictResult(status=pb.ItemStatus(code=code.value[0], message=message)))
-        else:
-            results.append(pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=to_response(outcome)))
-    return pb.BatchPredictResponse(results=results)
+    return pb.BatchPredictResponse(results=[
+        pb.BatchPredictResult(status=item_status(o)) if isinstance(o, ServerError)
+        else pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=to_response(o)) for o in outcomes])
+
+
+def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
+    return pb.FeedbackResponse(request_id=result.request_id, model_name=result.model,
+                               model_version=int(result.version), predicted_labels=result.predicted,
+                               replaced=result.replaced)
 
 
 def _decode_text(name: str, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:

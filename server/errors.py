@@ -2,6 +2,7 @@
 
     ServerError
      ├── ModelNotFound      unknown model or version             NOT_FOUND
+     ├── PredictionNotFound feedback for an unknown or expired id NOT_FOUND
      ├── ModelNotReady      loading, failed or unloaded           UNAVAILABLE
      ├── InvalidInput       names, dtypes, shapes, bytes, limits  INVALID_ARGUMENT
      ├── Overloaded         a queue or limit is full              RESOURCE_EXHAUSTED
@@ -33,6 +34,10 @@ class ServerError(Exception):
 
 class ModelNotFound(ServerError):
     """The model, or the requested version of it, is not in the repository."""
+
+
+class PredictionNotFound(ServerError):
+    """Feedback names a request id with no recent prediction (never made, or older than predictions are kept)."""
 
 
 class ModelNotReady(ServerError):
@@ -69,6 +74,7 @@ class NotSupported(ServerError):
 
 STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    PredictionNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,

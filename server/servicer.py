@@ -14,9 +14,11 @@ from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 from server import convert
 from server.dataplane import DataPlane
-from server.errors import InvalidInput, NotSupported, maps_errors
+from server.errors import InvalidInput, NotSupported, ServerError, maps_errors
+from server.feedback import give_feedback
 from server.requests import InferRequest
 from telemetry.hub import TelemetryHub
+from telemetry.quality import QualityMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +61,12 @@ def add_inference_servicer(servicer: InferenceServicer, server: Any) -> None:
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Serves Predict, BatchPredict, ListModels and GetModelMetadata over one DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None,
+                 quality: QualityMonitor | None = None) -> None:
         self._dataplane = dataplane
         self._max_batch_items = max_batch_items
         self._hub = hub
+        self._quality = quality
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
@@ -93,6 +97,27 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 yield frame
         finally:
             subscription.close()
+
+    @maps_errors
+    async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
+        return convert.to_feedback_response(
+            give_feedback(self._quality, request.request_id, request.labels, request.subject_id))
+
+    @maps_errors
+    async def BatchFeedback(self, request: pb.BatchFeedbackRequest, context: Context) -> pb.BatchFeedbackResponse:
+        if len(request.items) > self._max_batch_items:
+            raise InvalidInput(f"BatchFeedback has {len(request.items)} items, over the limit "
+                               f"max_batch_items={self._max_batch_items}")
+        results = []
+        for item in request.items:
+            try:
+                response = convert.to_feedback_response(
+                    give_feedback(self._quality, item.request_id, item.labels, item.subject_id))
+            except ServerError as exc:
+                results.append(pb.BatchFeedbackResult(status=convert.item_status(exc)))
+            else:
+                results.append(pb.BatchFeedbackResult(status=pb.ItemStatus(code=0), response=response))
+        return pb.BatchFeedbackResponse(results=results)
 
     @maps_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:

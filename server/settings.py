@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
 """The model repository shipped with Vigil: the breast-cancer classifier."""
@@ -40,6 +47,195 @@ class TelemetrySettings(BaseModel):
     """JSON lines (with trace, span and request ids) or plain text."""
 
 
+class QualitySettings(BaseModel):
+    """Prediction monitoring, ground-truth feedback and drift, for classifiers (models with a probability output)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """Monitor predictions at all (needs telemetry enabled)."""
+    interval_seconds: float = Field(0.5, gt=0, le=60)
+    """How often finished batches are folded into the quality windows (off the request path)."""
+    max_pending_batches: int = Field(4096, ge=1)
+    """Finished batches waiting to be folded in; beyond it the oldest are skipped and counted."""
+    prediction_store_size: int = Field(100_000, ge=1)
+    """Recent predictions kept for feedback to join; the oldest go first."""
+    prediction_ttl_seconds: float = Field(86_400.0, gt=0)
+    """Seconds a prediction can still receive feedback."""
+    accuracy_window_rows: int = Field(1000, ge=1)
+    """Count window: accuracy and per-class metrics over the most recent labelled rows."""
+    accuracy_window_seconds: float = Field(3600.0, gt=0)
+    """Time window: accuracy over labelled rows received in this many seconds."""
+    max_labelled_rows: int = Field(100_000, ge=1)
+    """Most labelled rows the time window holds."""
+    expected_accuracy_rows: int = Field(1000, ge=1)
+    """Most recent predictions the label-free accuracy estimate averages over."""
+    drift_window_rows: int = Field(2000, ge=10)
+    """Live rows kept per version for drift checks (the most recent)."""
+    drift_window_seconds: float = Field(3600.0, gt=0)
+    """Rows older than this leave the drift window."""
+    drift_sample_ratio: float = Field(1.0, gt=0, le=1)
+    """Fraction of rows sampled into the drift window."""
+    drift_interval_seconds: float = Field(30.0, gt=0)
+    """How often drift is computed."""
+    drift_min_rows: int = Field(100, ge=1)
+    """Fewest live rows a drift check needs."""
+    psi_thresholds: tuple[float, float] = (0.1, 0.25)
+    """PSI at or above these means possible drift, drift."""
+    ks_pvalue_thresholds: tuple[float, float] = (0.05, 0.01)
+    """KS p-values below these mean possible drift, drift."""
+    chi2_pvalue_thresholds: tuple[float, float] = (0.05, 0.01)
+    """Chi-square p-values (predicted-class mix) below these mean possible drift, drift."""
+    subject_hash_key: SecretStr | None = None
+    """Secret for the keyed hash (HMAC-SHA256) of subject ids sent with feedback. Unset: a random key per process,
+    so hashes are comparable only within one run."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualitySettings:
+        possible, drift = self.psi_thresholds
+        if not 0 < possible <= drift:
+            raise ValueError("psi_thresholds must be (possible, drift) with 0 < possible <= drift")
+        for name in ("ks_pvalue_thresholds", "chi2_pvalue_thresholds"):
+            possible, drift = getattr(self, name)
+            if not 0 < drift <= possible < 1:
+                raise ValueError(f"{name} must be (possible, drift) with 0 < drift <= possible < 1")
+        return self
+
+
+SIGNALS = ("error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score", "accuracy",
+           "expected_accuracy", "error_budget_burn")
+"""What an alert rule can watch; `params` refine some (see `AlertRuleSettings.params`)."""
+
+
+class AlertRuleSettings(BaseModel):
+    """One alert rule: fires when `signal op threshold` has held for `for_seconds`, per model version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Alert name (the `alertname` label)."""
+    signal: Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score",
+                    "accuracy", "expected_accuracy", "error_budget_burn"]
+    """What to watch: error_ratio (failed / all calls over `window`), latency (the `quantile` of `stage` duration
+    over `window`, seconds), queue_depth, model_ready (1 or 0), drift_status (worst of `test`: 0, 1 or 2),
+    drift_score (highest PSI), accuracy (`window` = count or time), expected_accuracy, error_budget_burn (the
+    `slo`'s burn rate: the lowest over `windows`, so every window must exceed the threshold)."""
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    threshold: float
+    for_seconds: float = Field(0.0, ge=0)
+    """How long the condition must hold before the alert fires."""
+    severity: Literal["critical", "warning", "info"] = "warning"
+    labels: dict[str, str] = {}
+    """Extra labels sent with the alert (e.g. team)."""
+    summary: str = ""
+    """One line for people; {model}, {version}, {value} and {threshold} are filled in."""
+    model: str | None = None
+    """Only this model; unset watches every model."""
+    params: dict[str, str] = {}
+    """Signal parameters: window ("5m"), quantile ("0.99"), stage (request, queue, inference), test (psi, ks,
+    chi2, any), slo (an SLO name), windows ("1h,5m")."""
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("threshold must be a finite number")
+        return value
+
+
+def _rule(name: str, signal: str, op: str, threshold: float, minutes: float, severity: str, summary: str,
+          **params: str) -> AlertRuleSettings:
+    return AlertRuleSettings.model_validate({
+        "name": name, "signal": signal, "op": op, "threshold": threshold, "for_seconds": minutes * 60,
+        "severity": severity, "summary": summary, "params": params})
+
+
+DEFAULT_ALERT_RULES = (
+    _rule("VigilHighErrorRatio", "error_ratio", ">", 0.05, 5, "critical",
+          "{model} v{version}: error ratio {value} over 5 minutes", window="5m"),
+    _rule("VigilHighLatencyP99", "latency", ">", 0.5, 5, "warning",
+          "{model} v{version}: p99 latency {value} s over 5 minutes", quantile="0.99", window="5m"),
+    _rule("VigilQueueBacklog", "queue_depth", ">", 500, 2, "warning", "{model} v{version}: {value} requests queued"),
+    _rule("VigilInputDrift", "drift_status", ">=", 2, 10, "warning",
+          "{model} v{version}: input features drift from the reference", test="psi"),
+    _rule("VigilPredictionDrift", "drift_status", ">=", 2, 10, "warning",
+          "{model} v{version}: the predicted-class mix drifts from the reference", test="chi2"),
+    _rule("VigilLowAccuracy", "accuracy", "<", 0.9, 10, "critical",
+          "{model} v{version}: accuracy {value} over the recent labelled rows", window="count"),
+    _rule("VigilLowExpectedAccuracy", "expected_accuracy", "<", 0.9, 10, "warning",
+          "{model} v{version}: expected accuracy {value} (label-free estimate)"),
+    _rule("VigilErrorBudgetFastBurn", "error_budget_burn", ">", 14.4, 2, "critical",
+          "{model}: the availability error budget burns {value}x too fast", slo="availability", windows="1h,5m"),
+    _rule("VigilErrorBudgetSlowBurn", "error_budget_burn", ">", 6, 15, "warning",
+          "{model}: the availability error budget burns {value}x too fast", slo="availability", windows="6h,30m"),
+    _rule("VigilModelNotReady", "model_ready", "==", 0, 5, "warning", "{model} v{version} is not serving"),
+)
+"""Shipped rules; `deploy/prometheus/rules.yml` holds the same ones for Prometheus."""
+
+
+class SLOSettings(BaseModel):
+    """A service level objective per model: availability (calls not failed by the server) or latency (calls
+    answered within `latency_seconds`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: Literal["availability", "latency"]
+    objective: float = Field(gt=0, lt=1)
+    """Fraction of calls that must be good, e.g. 0.999."""
+    latency_seconds: float | None = Field(None, gt=0)
+    """For latency objectives: the bound a good call meets (one of the request-duration histogram's bounds)."""
+    period_days: float = Field(30.0, gt=0, le=90)
+    """The error budget's period."""
+
+    @model_validator(mode="after")
+    def _latency_bound(self) -> SLOSettings:
+        if (self.kind == "latency") != (self.latency_seconds is not None):
+            raise ValueError("latency_seconds is required for latency objectives and only for them")
+        return self
+
+
+DEFAULT_SLOS = (
+    SLOSettings(name="availability", kind="availability", objective=0.999),
+    SLOSettings(name="latency", kind="latency", objective=0.99, latency_seconds=0.25),
+)
+
+
+class AlertSettings(BaseModel):
+    """Alert rules evaluated by the server, and where fired and resolved alerts go besides the log and stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    interval_seconds: float = Field(5.0, gt=0)
+    """How often the rules are evaluated."""
+    rules: list[AlertRuleSettings] = list(DEFAULT_ALERT_RULES)
+    """The rules; the default set mirrors deploy/prometheus/rules.yml."""
+    alertmanager_url: str | None = None
+    """Alertmanager base URL (e.g. http://alertmanager:9093); alerts are posted to its v2 API."""
+    resend_seconds: float = Field(60.0, gt=0)
+    """Firing alerts are sent again this often, as Prometheus does."""
+    slos: list[SLOSettings] = list(DEFAULT_SLOS)
+    """Objectives whose error budget and burn rates are exported and usable in rules."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertSettings:
+        for kind, names in (("alert rule", [r.name for r in self.rules]), ("SLO", [s.name for s in self.slos])):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
+        slos = {s.name for s in self.slos}
+        for rule in self.rules:
+            if rule.signal == "error_budget_burn" and rule.params.get("slo", "") not in slos:
+                raise ValueError(f"alert rule {rule.name} watches SLO {rule.params.get('slo')!r}, which is not "
+                                 f"defined (SLOs: {', '.join(sorted(slos)) or 'none'})")
+        return self
+
+
+CONFIG_FILE_VARIABLE = "VIGIL_CONFIG_FILE"
+"""Environment variable naming a TOML file of settings (the same names as the fields; environment wins)."""
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up. Build once in `__main__` and pass it down.
 
@@ -69,3 +265,22 @@ class Settings(BaseSettings):
     """Request size limits."""
     telemetry: TelemetrySettings = TelemetrySettings()
     """Metrics, traces and logs."""
+    quality: QualitySettings = QualitySettings()
+    """Prediction quality, feedback and drift."""
+    alerts: AlertSettings = AlertSettings()
+    """Alert rules, Alertmanager and SLOs."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then `VIGIL_*` variables, then the TOML file `VIGIL_CONFIG_FILE` names, then defaults."""
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        path = os.environ.get(CONFIG_FILE_VARIABLE)
+        if path:
+            if not Path(path).is_file():
+                raise ValueError(f"{CONFIG_FILE_VARIABLE}={path} names no readable file")
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+        return sources

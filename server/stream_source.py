@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from protos.vigil.v1 import telemetry_pb2
 from server.health import HealthReporter
 from server.registry import Model, ModelRepository, VersionState
 from telemetry.aggregates import Aggregates
-from telemetry.frames import GpuState, Snapshot
+from telemetry.frames import AlertState, GpuState, Snapshot
 from telemetry.frames import VersionState as VersionSnapshot
 from telemetry.gauges import process_cpu_seconds, resident_bytes
 from telemetry.hub import TelemetryHub
@@ -20,8 +20,9 @@ _STATE_EVENTS = {VersionState.READY: Kind.MODEL_LOADED, VersionState.FAILED: Kin
 
 
 def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggregates: Aggregates, *,
-                    in_flight: Callable[[], int], gpus: Callable[[], list[GpuState]] | None
-                    ) -> Callable[[], Snapshot]:
+                    in_flight: Callable[[], int], gpus: Callable[[], list[GpuState]] | None,
+                    quality: Callable[[], Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry]] | None = None,
+                    alerts: Callable[[], Sequence[AlertState]] | None = None) -> Callable[[], Snapshot]:
     """A function taking one snapshot of the server (called once per tick, and once per new subscriber)."""
 
     def read() -> Snapshot:
@@ -36,7 +37,8 @@ def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggrega
                     batcher.statistics.inferences if batcher else 0))
         return Snapshot(time_ns=time.time_ns(), monotonic=time.monotonic(), reading=aggregates.read(),
                         versions=versions, server_state=health.state, cpu_seconds=sum(process_cpu_seconds()),
-                        memory_bytes=resident_bytes(), in_flight=in_flight(), gpus=gpus() if gpus else ())
+                        memory_bytes=resident_bytes(), in_flight=in_flight(), gpus=gpus() if gpus else (),
+                        quality=quality() if quality else {}, alerts=alerts() if alerts else ())
 
     return read
 

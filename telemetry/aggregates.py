@@ -13,7 +13,10 @@ import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -127,6 +130,21 @@ class Histogram:
             counts = series.counts
             for index in indexes:
                 counts[index] += 1
+            series.sum += total
+            series.min = min(series.min, low)
+            series.max = max(series.max, high)
+
+    def record_array(self, values: npt.NDArray[np.floating[Any]], labels: Labels) -> None:
+        """Add many observations of one label set, counted into buckets with numpy (e.g. a batch's confidences)."""
+        if len(values) == 0:
+            return
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1)
+        low, high, total = float(values.min()), float(values.max()), float(values.sum())
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = HistogramSeries([0] * (len(self.bounds) + 1))
+            series.counts = [a + int(b) for a, b in zip(series.counts, counts, strict=True)]
             series.sum += total
             series.min = min(series.min, low)
             series.max = max(series.max, high)

@@ -63,6 +63,8 @@ class Snapshot:
     in_flight: int = 0
     gpus: Sequence[GpuState] = ()
     alerts: Sequence[AlertState] = field(default_factory=tuple)
+    quality: Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry] = field(default_factory=dict)
+    """Per monitored classifier version: the parts of its quality section that are not interval counts."""
 
 
 def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float:
@@ -160,6 +162,7 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
                             bounds["vigil.inference.duration"])
     batches = _by_version(now.reading, then.reading if then else None, "vigil.batch.size", bounds["vigil.batch.size"])
     rows_then = {(v.model, v.version): v.rows_total for v in (then.versions if then else ())}
+    quality = _quality_counts(now, then, bounds) if now.quality else {}
     frames = []
     for state in sorted(now.versions, key=lambda v: (v.model, _version_order(v.version))):
         key = (state.model, state.version)
@@ -191,8 +194,40 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
             frame.batch_size.mean = batch.sum / runs if runs else 0.0
         else:
             frame.batch_size.counts.extend([0] * (len(bounds["vigil.batch.size"]) + 1))
+        section = now.quality.get(key)
+        if section is not None:
+            frame.quality.CopyFrom(section)
+            frame.quality.MergeFrom(quality.get(key, telemetry_pb2.QualityTelemetry()))
         frames.append(frame)
     return frames
+
+
+def _distribution(bounds: Sequence[float], merged: _Merged | None) -> telemetry_pb2.Distribution:
+    counts = merged.counts if merged is not None else [0] * (len(bounds) + 1)
+    total = sum(counts)
+    return telemetry_pb2.Distribution(bounds=bounds, counts=counts,
+                                      mean=merged.sum / total if merged is not None and total else 0.0)
+
+
+def _quality_counts(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequence[float]]
+                    ) -> dict[tuple[str, str], telemetry_pb2.QualityTelemetry]:
+    """Per version: predictions by class (interval and total), and confidence and margin over the interval."""
+    earlier = then.reading if then is not None else None
+    confidence = _by_version(now.reading, earlier, "vigil.prediction.confidence",
+                             bounds["vigil.prediction.confidence"])
+    margin = _by_version(now.reading, earlier, "vigil.prediction.margin", bounds["vigil.prediction.margin"])
+    predictions_then = counts(earlier, "vigil.predictions") if earlier is not None else {}
+    out: dict[tuple[str, str], telemetry_pb2.QualityTelemetry] = {}
+    for key in now.quality:
+        out[key] = telemetry_pb2.QualityTelemetry(
+            confidence=_distribution(bounds["vigil.prediction.confidence"], confidence.get(key)),
+            margin=_distribution(bounds["vigil.prediction.margin"], margin.get(key)))
+    for labels, total in counts(now.reading, "vigil.predictions").items():
+        section = out.get((labels[0], labels[1]))
+        if section is not None:
+            section.predictions_total[labels[2]] = total
+            section.predictions[labels[2]] = total - predictions_then.get(labels, 0)
+    return out
 
 
 def unattributed_errors(now: Snapshot) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -62,3 +62,31 @@ def register_process_gauges(instruments: Instruments) -> None:
 
     instruments.observe_counter("process.cpu.time", "s", "CPU seconds used by the server process", _observer(cpu))
     instruments.observe("process.memory.usage", "By", "Resident memory of the server process", _observer(memory))
+
+
+def register_quality_gauges(instruments: Instruments, readings: Mapping[str, Readings]) -> None:
+    """Accuracy, the label-free estimate, drift, SLOs and firing alerts, from the monitors' latest results
+    (`readings` keyed as `QUALITY_GAUGES` below; missing keys are not registered)."""
+    for key, (name, unit, description) in QUALITY_GAUGES.items():
+        if key in readings:
+            instruments.observe(name, unit, description, _observer(readings[key]))
+
+
+QUALITY_GAUGES = {
+    "accuracy": ("vigil.accuracy", "", "Fraction of labelled rows predicted right, over the count or time window"),
+    "expected_accuracy": ("vigil.accuracy.expected", "",
+                          "Label-free accuracy estimate: mean calibrated confidence of recent predictions"),
+    "psi": ("vigil.drift.psi", "", "Population stability index of a feature against the reference profile"),
+    "ks_statistic": ("vigil.drift.ks.statistic", "", "Two-sample Kolmogorov-Smirnov statistic of a feature"),
+    "ks_pvalue": ("vigil.drift.ks.pvalue", "", "Kolmogorov-Smirnov p-value of a feature"),
+    "chi2_statistic": ("vigil.drift.chi2.statistic", "", "Chi-square statistic of the predicted-class mix"),
+    "chi2_pvalue": ("vigil.drift.chi2.pvalue", "", "Chi-square p-value of the predicted-class mix"),
+    "drift_status": ("vigil.drift.status", "", "Drift status per feature and test: 0 none, 1 possible, 2 drift"),
+    "drift_window": ("vigil.drift.window.rows", "{row}", "Live rows the latest drift check compared"),
+    "slo_objective": ("vigil.slo.objective", "", "Target fraction of good calls"),
+    "slo_remaining": ("vigil.slo.error_budget.remaining", "",
+                      "Fraction of the period's error budget left (negative once overspent)"),
+    "slo_burn": ("vigil.slo.burn_rate", "", "Error-budget burn rate over a window (1 spends it exactly in the period)"),
+    "alerts": ("vigil.alerts.firing", "{alert}", "Alerts firing now, by name and severity"),
+}
+"""Key → (name, unit, description) of each quality gauge."""

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
-SECTIONS = frozenset({"models", "server", "events", "alerts"})
+SECTIONS = frozenset({"models", "quality", "server", "events", "alerts"})
 MAX_PENDING_EVENTS = 10_000
 """Events kept for one subscriber that is not reading."""
 
@@ -55,6 +55,8 @@ class Subscription:
         self._closed = False
         self.baseline: Snapshot | None = None
         """The server as it was when the subscriber arrived, for its first frame."""
+        self.previous: Snapshot | None = None
+        """The snapshot its first frame ended at, until its second frame is built."""
         self.sequence = 0
         self.dropped = 0
 
@@ -216,6 +218,12 @@ class TelemetryHub:
             if first is not None:  # its own first frame, from the snapshot taken when it subscribed
                 subscription.baseline = None
                 subscription.offer(self._serialize(now, self._parts(now, first), subscription))
+                subscription.previous = now
+                continue
+            previous, subscription.previous = subscription.previous, None
+            if self._baseline(tick, subscription.interval_ticks) is None and previous is not None:
+                # it arrived after the tick its interval starts from: this frame covers the time since its first
+                subscription.offer(self._serialize(now, self._parts(now, previous), subscription))
                 continue
             frame = frames.get(subscription.key)
             if frame is None:
@@ -250,6 +258,9 @@ class TelemetryHub:
         sections = subscription.sections
         if "models" in sections:
             frame.models.extend(m for m in models if not subscription.models or m.model in subscription.models)
+            if "quality" not in sections:
+                for model in frame.models:
+                    model.ClearField("quality")
         if "server" in sections:
             frame.server.CopyFrom(server)
             frame.server.subscribers = len(self._subscribers)

@@ -19,6 +19,10 @@ DURATION_BUCKETS = (
 """Seconds: from 100 µs (a tabular row) to 10 s (a large batch on a slow model)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 """Rows per ONNX Runtime run."""
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0)
+"""Top-class probability: finer near 1, where most confident predictions fall."""
+MARGIN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+"""Top-class minus runner-up probability."""
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
@@ -48,8 +52,21 @@ class Instruments:
             ("model", "version"))
         self.batch_size = Histogram(
             "vigil.batch.size", "{row}", "Rows per ONNX Runtime run", BATCH_BUCKETS, ("model", "version"))
+        self.predictions = Counter(
+            "vigil.predictions", "{row}", "Rows predicted by classifiers, by predicted class",
+            ("model", "version", "class"))
+        self.confidence = Histogram(
+            "vigil.prediction.confidence", "", "Top-class probability of each predicted row", CONFIDENCE_BUCKETS,
+            ("model", "version"))
+        self.margin = Histogram(
+            "vigil.prediction.margin", "", "Top-class minus runner-up probability of each predicted row",
+            MARGIN_BUCKETS, ("model", "version"))
+        self.feedback = Counter(
+            "vigil.feedback", "{row}", "Labelled rows received through Feedback (each request id counted once)",
+            ("model", "version"))
         self.aggregates = Aggregates(
-            [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size])
+            [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size,
+             self.predictions, self.confidence, self.margin, self.feedback])
         self._meter = meter
 
     def observe(self, name: str, unit: str, description: str, callback: Callback) -> None:

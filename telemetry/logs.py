@@ -1,4 +1,5 @@
-"""JSON log lines correlated with traces: time, level, logger, message, trace and span ids, request, model."""
+"""JSON log lines correlated with traces: time, level, logger, message, trace and span ids, request, model, and
+the `fields` a record carries (`extra={"fields": {...}}`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             if call.model:
                 line["model"] = call.model
                 line["version"] = call.version
+        fields = getattr(record, "fields", None)  # logger.info(..., extra={"fields": {...}})
+        if isinstance(fields, dict):
+            line.update((k, v) for k, v in fields.items() if k not in line)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

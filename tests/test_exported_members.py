@@ -8,8 +8,9 @@ import server
 
 def test_clients_exports() -> None:
     assert sorted(clients.__all__) == [
-        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "InvalidInput", "ModelInfo", "ModelNotFound",
-        "ModelSummary", "Overloaded", "PermissionDenied", "Prediction", "ServerError", "TensorInfo",
+        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "ModelInfo",
+        "ModelNotFound", "ModelSummary", "NotFound", "Overloaded", "PermissionDenied", "Prediction",
+        "PredictionNotFound", "ServerError", "TensorInfo",
         "Unauthenticated", "Unavailable", "Unimplemented", "VersionInfo", "VigilError",
     ]
     for name in clients.__all__:

@@ -1,4 +1,5 @@
-"""Train the bundled breast-cancer classifier and write it as ONNX with its config and a sample CSV.
+"""Train the bundled breast-cancer classifier and write it as ONNX with its config, a sample CSV and the
+reference profile of its training rows (the same profile `vigil profile` builds).
 
 Run from the repository root with the development dependencies installed:
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +69,26 @@ def main() -> None:
         writer.writerow(list(data.feature_names))
         for row in x_test[:8]:
             writer.writerow([f"{v:.6g}" for v in row])
+    write_profile(x_train, y_train, list(data.feature_names))
     summary = {"held_out_accuracy": round(accuracy, 4), "train_rows": len(x_train), "test_rows": len(x_test),
                "labels": LABELS, "seed": SEED}
     (HERE / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary))
+
+
+def write_profile(x_train: np.ndarray, y_train: np.ndarray, names: list[str]) -> None:
+    """Profile the training rows through the written ONNX model, as `vigil profile --label-column label` does."""
+    from server.profiling import profile_version, read_reference_csv
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([*names, "label"])
+            for row, target in zip(x_train, y_train, strict=True):
+                writer.writerow([*(f"{v:.9g}" for v in row), LABELS[int(target)]])
+        profile, target_path = profile_version(HERE.parent, HERE.name, 1, read_reference_csv(path, "label"))
+    profile.save(target_path)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,47 @@ class ModelMetadata(_message.Message):
     reason: str
     load_seconds: float
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., probability_output: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., load_seconds: _Optional[float] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "labels", "subject_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    subject_id: str
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("request_id", "model_name", "model_version", "predicted_labels", "replaced")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model_name: str
+    model_version: int
+    predicted_labels: _containers.RepeatedScalarFieldContainer[str]
+    replaced: bool
+    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., predicted_labels: _Optional[_Iterable[str]] = ..., replaced: _Optional[bool] = ...) -> None: ...
+
+class BatchFeedbackRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[FeedbackRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedbackRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchFeedbackResult(_message.Message):
+    __slots__ = ("status", "response")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    status: ItemStatus
+    response: FeedbackResponse
+    def __init__(self, status: _Optional[_Union[ItemStatus, _Mapping]] = ..., response: _Optional[_Union[FeedbackResponse, _Mapping]] = ...) -> None: ...
+
+class BatchFeedbackResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchFeedbackResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchFeedbackResult, _Mapping]]] = ...) -> None: ...

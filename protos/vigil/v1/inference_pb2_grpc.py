@@ -61,6 +61,16 @@ class InferenceStub:
                 request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
                 response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/vigil.v1.Inference/Feedback',
+                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.BatchFeedback = channel.unary_unary(
+                '/vigil.v1.Inference/BatchFeedback',
+                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -103,6 +113,21 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Attaches the true labels to an earlier prediction of a classifier, by the request id Predict returned.
+        Unknown or expired ids answer NOT_FOUND; feedback sent again for an id replaces the earlier one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchFeedback(self, request, context):
+        """Many Feedback items in one call, each answered with its own status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +155,16 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GetModelMetadata,
                     request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.FromString,
                     response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'BatchFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchFeedback,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +303,60 @@ class Inference:
             '/vigil.v1.Inference/GetModelMetadata',
             protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
             protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/Feedback',
+            protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/BatchFeedback',
+            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

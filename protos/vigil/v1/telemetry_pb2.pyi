@@ -64,7 +64,7 @@ class Distribution(_message.Message):
     def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., mean: _Optional[float] = ...) -> None: ...
 
 class ModelTelemetry(_message.Message):
-    __slots__ = ("model", "version", "state", "requests", "requests_total", "errors", "errors_total", "rows", "rows_total", "requests_per_second", "rows_per_second", "requests_per_second_since_start", "request_latency", "queue_latency", "inference_latency", "batch_size", "queue_depth", "running", "is_default")
+    __slots__ = ("model", "version", "state", "requests", "requests_total", "errors", "errors_total", "rows", "rows_total", "requests_per_second", "rows_per_second", "requests_per_second_since_start", "request_latency", "queue_latency", "inference_latency", "batch_size", "queue_depth", "running", "is_default", "quality")
     class ErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class ModelTelemetry(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     state: str
@@ -117,7 +118,118 @@ class ModelTelemetry(_message.Message):
     queue_depth: int
     running: int
     is_default: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., requests: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., errors_total: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., rows_total: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., rows_per_second: _Optional[float] = ..., requests_per_second_since_start: _Optional[float] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., queue_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., inference_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., batch_size: _Optional[_Union[Distribution, _Mapping]] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    quality: QualityTelemetry
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., requests: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., errors_total: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., rows_total: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., rows_per_second: _Optional[float] = ..., requests_per_second_since_start: _Optional[float] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., queue_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., inference_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., batch_size: _Optional[_Union[Distribution, _Mapping]] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., is_default: _Optional[bool] = ..., quality: _Optional[_Union[QualityTelemetry, _Mapping]] = ...) -> None: ...
+
+class QualityTelemetry(_message.Message):
+    __slots__ = ("predictions", "predictions_total", "confidence", "margin", "feedback_total", "recent", "timed", "confusion", "expected_accuracy", "expected_accuracy_rows", "drift")
+    class PredictionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class PredictionsTotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    TIMED_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACCURACY_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.ScalarMap[str, int]
+    predictions_total: _containers.ScalarMap[str, int]
+    confidence: Distribution
+    margin: Distribution
+    feedback_total: int
+    recent: AccuracyWindow
+    timed: AccuracyWindow
+    confusion: ConfusionMatrix
+    expected_accuracy: float
+    expected_accuracy_rows: int
+    drift: DriftTelemetry
+    def __init__(self, predictions: _Optional[_Mapping[str, int]] = ..., predictions_total: _Optional[_Mapping[str, int]] = ..., confidence: _Optional[_Union[Distribution, _Mapping]] = ..., margin: _Optional[_Union[Distribution, _Mapping]] = ..., feedback_total: _Optional[int] = ..., recent: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., timed: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., confusion: _Optional[_Union[ConfusionMatrix, _Mapping]] = ..., expected_accuracy: _Optional[float] = ..., expected_accuracy_rows: _Optional[int] = ..., drift: _Optional[_Union[DriftTelemetry, _Mapping]] = ...) -> None: ...
+
+class AccuracyWindow(_message.Message):
+    __slots__ = ("rows", "accuracy", "classes", "size")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    accuracy: float
+    classes: _containers.RepeatedCompositeFieldContainer[ClassMetrics]
+    size: float
+    def __init__(self, rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[ClassMetrics, _Mapping]]] = ..., size: _Optional[float] = ...) -> None: ...
+
+class ClassMetrics(_message.Message):
+    __slots__ = ("label", "precision", "recall", "f1", "support")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    def __init__(self, label: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., support: _Optional[int] = ...) -> None: ...
+
+class ConfusionMatrix(_message.Message):
+    __slots__ = ("labels", "counts")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DriftTelemetry(_message.Message):
+    __slots__ = ("has_reference", "computed_unix_nanos", "window_rows", "status", "features", "chi2_statistic", "chi2_pvalue", "chi2_status")
+    HAS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CHI2_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    CHI2_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    CHI2_STATUS_FIELD_NUMBER: _ClassVar[int]
+    has_reference: bool
+    computed_unix_nanos: int
+    window_rows: int
+    status: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    chi2_statistic: float
+    chi2_pvalue: float
+    chi2_status: str
+    def __init__(self, has_reference: _Optional[bool] = ..., computed_unix_nanos: _Optional[int] = ..., window_rows: _Optional[int] = ..., status: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., chi2_statistic: _Optional[float] = ..., chi2_pvalue: _Optional[float] = ..., chi2_status: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "psi", "psi_status", "ks_statistic", "ks_pvalue", "ks_status")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    PSI_STATUS_FIELD_NUMBER: _ClassVar[int]
+    KS_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    KS_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    KS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    psi: float
+    psi_status: str
+    ks_statistic: float
+    ks_pvalue: float
+    ks_status: str
+    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., psi_status: _Optional[str] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., ks_status: _Optional[str] = ...) -> None: ...
 
 class ServerTelemetry(_message.Message):
     __slots__ = ("state", "cpu_percent", "memory_bytes", "in_flight", "subscribers", "unattributed_errors_total", "gpus")
