@@ -68,7 +68,7 @@ $(BENCH_MODELS)/models.json: bench/build_models.py | $(EXPORT_VENV)/.installed
 
 bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost
+	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost --quality-cost
 
 protos: $(VENV)/.dev
 	$(BIN)/python -m protos.generate

@@ -25,6 +25,8 @@ SEQ_LEN = 64
 TABULAR_CONFIGS = {
     "tabular": "max_batch_size = 64\n",
     "tabular_nobatch": "max_batch_size = 1\n",
+    # the same model as a classifier with its reference profile: what quality monitoring watches
+    "tabular_quality": 'max_batch_size = 64\nlabels = ["malignant", "benign"]\nprobability_output = "probabilities"\n',
 }
 TEXT_CONFIGS = {
     "text": "max_batch_size = 8\n",
@@ -43,6 +45,7 @@ def build_tabular(out: Path, threads: int) -> None:
         (out / name / "1").mkdir(parents=True, exist_ok=True)
         shutil.copy(BUNDLED / "1" / "model.onnx", out / name / "1" / "model.onnx")
         (out / name / "config.toml").write_text(config + COMMON.format(threads=threads))
+    shutil.copy(BUNDLED / "1" / "profile.json", out / "tabular_quality" / "1" / "profile.json")
     rows = load_breast_cancer().data.astype(np.float32)
     np.savez(out / "tabular_inputs.npz", features=rows[:256])
 

@@ -52,6 +52,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                 loss = 1 - cost[mode] / cost["off"]
                 rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss",
                              f"{loss:.1%} loss ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
+    quality = {p["telemetry"]: p["inferences_per_s"] for p in results.get("quality_cost", [])}
+    if "quality off" in quality and "quality on" in quality:
+        loss = 1 - quality["quality on"] / quality["quality off"]
+        rows.append(("Quality monitoring, tabular classifier c=64: on vs off", "<= 5% loss",
+                     f"{loss:.1%} loss ({quality['quality on']:.0f} vs {quality['quality off']:.0f}/s)",
+                     loss <= 0.05))
     subscribed = {p["subscribers"]: p for p in results.get("subscriber_cost", [])}
     if 0 in subscribed and len(subscribed) > 1:
         count = max(subscribed)
@@ -123,6 +129,18 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {point['subscribers']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
                          f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} | "
                          f"{'–' if frames is None else f'{frames:.1f}'} |")
+    if results.get("quality_cost"):
+        off = next(p for p in results["quality_cost"] if p["telemetry"] == "quality off")
+        lines += ["", "### What quality monitoring costs (tabular classifier, c=64, batching on)", "",
+                  "The bundled classifier with its labels and reference profile; metrics on, tracing off in both "
+                  "modes. With quality on, every row is counted by class and confidence, every request's "
+                  "prediction is kept for feedback, rows are sampled into the drift window and drift is checked "
+                  "every 2 s. A fresh server per run, modes interleaved, medians of the runs.", "",
+                  "| quality | inferences/s | vs off | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
+        for point in results["quality_cost"]:
+            change = point["inferences_per_s"] / off["inferences_per_s"] - 1
+            lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
+                         f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
     if "profile" in results:
         profile = results["profile"]
         lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",

@@ -158,6 +158,34 @@ def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     return [median_point(runs[mode]) for mode in TELEMETRY_MODES]
 
 
+QUALITY_MODES = {
+    "quality off": {"VIGIL_TELEMETRY__TRACING": "false", "VIGIL_QUALITY__ENABLED": "false"},
+    "quality on": {"VIGIL_TELEMETRY__TRACING": "false", "VIGIL_QUALITY__DRIFT_INTERVAL_SECONDS": "2"},
+}
+"""Server environments for the quality-monitoring comparison: metrics on in both; with quality on, every row is
+counted, kept for feedback and sampled into the drift window, and drift is checked every 2 s (not 30) so several
+checks fall inside each run."""
+
+
+def quality_cost(models: Path, repeats: int, scale: float) -> list[Point]:
+    """The tabular classifier with its reference profile, c=64, batching on, quality monitoring off and on; a
+    fresh server per run, modes alternating."""
+    runs: dict[str, list[Point]] = defaultdict(list)
+    for repeat in range(repeats):
+        for mode, env in QUALITY_MODES.items():
+            server = Server(models, env=env)
+            try:
+                point = load(server, "tabular_quality", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
+                             4.0 * scale)
+            finally:
+                server.stop()
+            point.update(telemetry=mode)
+            runs[mode].append(point)
+            print(f"[{repeat + 1}/{repeats}] {mode}: {point['inferences_per_s']:.0f}/s "
+                  f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    return [median_point(runs[mode]) for mode in QUALITY_MODES]
+
+
 def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) -> list[Point]:
     """Tabular, c=64, batching on, with no Telemetry subscribers and with `count` at 100 ms; a fresh server per run.
     Each point also reports the frames each subscriber received per second (10 is every frame)."""
@@ -216,12 +244,21 @@ def main() -> None:
                         help="tabular, c=64, with telemetry off, metrics only, and 10%% and 100%% trace sampling")
     parser.add_argument("--cost-repeats", type=int, default=6,
                         help="runs per telemetry mode, each against a fresh server (medians are reported)")
+    parser.add_argument("--quality-cost", action="store_true",
+                        help="tabular classifier, c=64, with quality monitoring off and on")
+    parser.add_argument("--only-costs", action="store_true",
+                        help="skip the throughput grid and ceilings; run only the cost comparisons asked for")
     args = parser.parse_args()
     info = json.loads((args.models / "models.json").read_text())
     threads = int(info["threads"])
     scale = 0.3 if args.quick else 1.0
     repeats = 1 if args.quick else args.repeats
 
+    if args.only_costs:  # add the comparisons to the last full run's results
+        results = json.loads((args.out / "benchmark_results.json").read_text())
+        run_costs(args, results, scale)
+        write_outputs(args.out, results)
+        return
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "models": info, "ceiling": {}, "points": [],
@@ -269,15 +306,25 @@ def main() -> None:
         print(f"floor (bare grpc.aio, canned answer) c=64: {results['floor']['inferences_per_s']:.0f}/s "
               f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}", flush=True)
 
-    if args.telemetry_cost:
-        results["telemetry_cost"] = telemetry_cost(args.models, 1 if args.quick else args.cost_repeats, scale)
-        results["subscriber_cost"] = subscriber_cost(args.models, 1 if args.quick else args.cost_repeats, scale)
+    run_costs(args, results, scale)
+    write_outputs(args.out, results)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_plot(results, args.out / "benchmark.png")
-    write_section(results, args.out / "benchmarks.md")
-    print(f"wrote {args.out / 'benchmark_results.json'}, {args.out / 'benchmark.png'}, {args.out / 'benchmarks.md'}")
+
+def run_costs(args: argparse.Namespace, results: dict[str, object], scale: float) -> None:
+    repeats = 1 if args.quick else args.cost_repeats
+    if args.telemetry_cost:
+        results["telemetry_cost"] = telemetry_cost(args.models, repeats, scale)
+        results["subscriber_cost"] = subscriber_cost(args.models, repeats, scale)
+    if args.quality_cost:
+        results["quality_cost"] = quality_cost(args.models, repeats, scale)
+
+
+def write_outputs(out: Path, results: dict[str, object]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_plot(results, out / "benchmark.png")
+    write_section(results, out / "benchmarks.md")
+    print(f"wrote {out / 'benchmark_results.json'}, {out / 'benchmark.png'}, {out / 'benchmarks.md'}")
 
 
 if __name__ == "__main__":

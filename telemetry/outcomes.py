@@ -48,6 +48,11 @@ class StoredPrediction:
     stored_at: float
 
 
+_Entry = tuple[str, str, tuple[str, ...], Classes, float]
+"""A StoredPrediction's fields as a plain tuple: the garbage collector stops tracking such tuples, so a store of
+100,000 predictions does not lengthen every full collection."""
+
+
 class PredictionStore:
     """Recent predictions by request id, bounded in count and age; the oldest go first.
 
@@ -62,7 +67,7 @@ class PredictionStore:
             raise ValueError("PredictionStore needs size >= 1 and ttl_seconds > 0")
         self._size = size
         self._ttl = ttl_seconds
-        self._items: OrderedDict[str, StoredPrediction] = OrderedDict()
+        self._items: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0
         """Predictions dropped to stay within `size` before they expired."""
@@ -70,14 +75,15 @@ class PredictionStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_many(self, items: Sequence[tuple[str, StoredPrediction]], now: float) -> None:
-        """Store predictions (an id seen again is replaced and becomes the newest)."""
+    def put_many(self, items: Sequence[tuple[str, _Entry]], now: float) -> None:
+        """Store predictions given as (request id, (model, version, labels, predicted, stored_at)); an id seen
+        again is replaced and becomes the newest."""
         with self._lock:
             entries = self._items
-            for request_id, prediction in items:
+            for request_id, entry in items:
                 if request_id in entries:
                     del entries[request_id]
-                entries[request_id] = prediction
+                entries[request_id] = entry
             self._expire(now)
             overflow = len(entries) - self._size
             for _ in range(max(overflow, 0)):
@@ -85,7 +91,8 @@ class PredictionStore:
             self.evicted += max(overflow, 0)
 
     def put(self, request_id: str, prediction: StoredPrediction) -> None:
-        self.put_many([(request_id, prediction)], prediction.stored_at)
+        p = prediction
+        self.put_many([(request_id, (p.model, p.version, p.labels, p.predicted, p.stored_at))], p.stored_at)
 
     def get(self, request_id: str, now: float) -> StoredPrediction:
         """The prediction stored under `request_id`; UnknownPrediction when there is none or it expired."""
@@ -96,13 +103,13 @@ class PredictionStore:
             raise UnknownPrediction(
                 f"no recent prediction has request id {request_id!r} (unknown, or older than the "
                 f"{self._ttl:g} s predictions are kept for feedback)")
-        return found
+        return StoredPrediction(*found)
 
     def _expire(self, now: float) -> None:
         entries = self._items
         while entries:
             oldest = next(iter(entries.values()))
-            if now - oldest.stored_at <= self._ttl:
+            if now - oldest[4] <= self._ttl:
                 break
             entries.popitem(last=False)
 

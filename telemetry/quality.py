@@ -28,7 +28,6 @@ from telemetry.outcomes import (
     Labelled,
     LabelledWindow,
     PredictionStore,
-    StoredPrediction,
     WindowMetrics,
     subject_hash,
 )
@@ -203,66 +202,89 @@ class QualityMonitor:
         self._pending.append(record)
 
     def process(self) -> None:
-        """Fold every queued batch into the instruments, the prediction store and the windows."""
+        """Fold every queued batch into the instruments, the prediction store and the windows. Batches of one
+        version are folded together, so the array work is per fold, not per batch (batches are often one row)."""
         now = self._clock()
-        stored: list[tuple[str, StoredPrediction]] = []
+        by_version: dict[Key, list[Any]] = {}
         while self._pending:
             record = self._pending.popleft()
-            quality = self._versions.get((record.model, str(record.version)))
+            by_version.setdefault((record.model, str(record.version)), []).append(record)
+        stored: list[tuple[str, Any]] = []
+        for key, records in by_version.items():
+            quality = self._versions.get(key)
             if quality is None:
                 continue
             try:
-                self._fold(quality, record, now, stored)
+                self._fold(quality, records, now, stored)
             except Exception:
-                logger.exception("folding a batch of %s version %s into quality monitoring failed",
-                                 record.model, record.version)
+                logger.exception("folding batches of %s version %s into quality monitoring failed", *key)
         if stored:
             self.store.put_many(stored, now)
 
-    def _fold(self, quality: VersionQuality, record: Any, now: float,
-              stored: list[tuple[str, StoredPrediction]]) -> None:
-        probabilities = record.outputs.get(quality.probability_output)
-        if probabilities is None:
+    def _fold(self, quality: VersionQuality, records: list[Any], now: float, stored: list[tuple[str, Any]]) -> None:
+        classes = len(quality.labels)
+        profile = quality.profile if quality.rows is not None else None
+        parts: list[npt.NDArray[Any]] = []
+        requests: list[tuple[str, int, float]] = []
+        inputs: list[npt.NDArray[Any] | None] = []
+        for record in records:
+            p = record.outputs.get(quality.probability_output)
+            if p is None or p.ndim != 2 or p.shape[1] != classes or len(p) == 0:
+                continue
+            rows_per_request = record.request_rows
+            if sum(rows_per_request) != len(p):  # a model without a batch dimension runs one request at a time
+                if len(record.request_ids) != 1:
+                    continue
+                rows_per_request = (len(p),)
+            answered = record.ended_ns / 1e9 if record.ended_ns else now  # time to live runs from the answer
+            requests.extend((r, n, answered) for r, n in zip(record.request_ids, rows_per_request, strict=True))
+            parts.append(p)
+            if profile is not None:
+                inputs.append(self._feature_rows(quality, profile, record.inputs, len(p)))
+        if not parts:
             return
-        p = np.asarray(probabilities, np.float64)
-        if p.ndim != 2 or p.shape[1] != len(quality.labels) or len(p) == 0:
-            return
+        p = np.concatenate(parts).astype(np.float64, copy=False)
         top = p.argmax(axis=1)
         confidence = p[np.arange(len(p)), top]
-        runner_up = np.partition(p, -2, axis=1)[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
+        runner_up = np.partition(p, -2, axis=1)[:, -2] if classes > 1 else np.zeros(len(p))
         labels = (quality.model, quality.version)
         instruments = self._instruments
-        for index, count in enumerate(np.bincount(top, minlength=len(quality.labels))):
+        for index, count in enumerate(np.bincount(top, minlength=classes)):
             if count:
                 instruments.predictions.add((quality.model, quality.version, quality.labels[index]), int(count))
         instruments.confidence.record_array(confidence, labels)
         instruments.margin.record_array(confidence - runner_up, labels)
         quality.confidences.add(confidence)
-        answered = record.ended_ns / 1e9 if record.ended_ns else now  # its time to live runs from the answer
         offset = 0
-        rows_per_request = record.request_rows
-        if sum(rows_per_request) != len(p):  # a model without a batch dimension runs one request at a time
-            if len(record.request_ids) != 1:
-                return
-            rows_per_request = (len(p),)
-        for request_id, rows in zip(record.request_ids, rows_per_request, strict=True):
-            stored.append((request_id, StoredPrediction(quality.model, quality.version, quality.labels,
-                                                        top[offset:offset + rows], answered)))
+        model, version, names = quality.model, quality.version, quality.labels
+        for request_id, rows, answered in requests:
+            stored.append((request_id, (model, version, names, top[offset:offset + rows], answered)))
             offset += rows
-        if quality.rows is not None and quality.profile is not None:
-            self._sample_rows(quality, quality.profile, record.inputs, top, now)
+        if profile is not None and quality.rows is not None:
+            self._sample_rows(quality, inputs, [len(part) for part in parts], top, now)
 
-    def _sample_rows(self, quality: VersionQuality, profile: ReferenceProfile, inputs: Any,
-                     top: npt.NDArray[np.intp], now: float) -> None:
-        assert quality.rows is not None
+    def _feature_rows(self, quality: VersionQuality, profile: ReferenceProfile, inputs: Any,
+                      rows: int) -> npt.NDArray[Any] | None:
+        """The batch's rows of the profiled input, or None (logged once) when they do not fit the profile."""
         x = inputs.get(profile.input)
-        if x is None or x.ndim != 2 or x.shape[1] != len(profile.features) or len(x) != len(top):
+        if x is None or x.ndim != 2 or x.shape[1] != len(profile.features) or len(x) != rows:
             if not quality.input_problem_logged:
                 quality.input_problem_logged = True
                 logger.warning("input %r of %s version %s does not match its reference profile (%d features); "
                                "drift is not checked", profile.input, quality.model, quality.version,
                                len(profile.features))
+            return None
+        return np.asarray(x)
+
+    def _sample_rows(self, quality: VersionQuality, inputs: list[npt.NDArray[Any] | None], sizes: list[int],
+                     top: npt.NDArray[np.intp], now: float) -> None:
+        assert quality.rows is not None
+        present = [x for x in inputs if x is not None]
+        if not present:
             return
+        x: npt.NDArray[Any] = np.concatenate(present)
+        if len(present) < len(inputs):  # keep the predictions of the batches whose rows are kept
+            top = top[np.repeat([x is not None for x in inputs], sizes)]
         ratio = self._limits.drift_sample_ratio
         if ratio < 1.0:
             keep = self._rng.random(len(x)) < ratio

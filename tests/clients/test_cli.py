@@ -152,3 +152,38 @@ def test_watch_shows_frames_with_the_traffic(served: Served) -> None:
 def test_watch_rejects_an_interval_out_of_range(served: Served) -> None:
     shown = served.run("watch", "--interval", "0.01", "--frames", "1")
     assert shown.returncode != 0 and "interval_ms" in shown.stderr
+
+
+def test_profile_builds_a_reference_profile_from_a_csv(model_repo: Path, tmp_path: Path) -> None:
+    one_hot = {"red": "1,0,0", "green": "0,1,0", "blue": "0,0,1"}
+    # 30 rows of each class predicted right (the model predicts each row's one-hot class), then 30 rows it predicts
+    # red that are truly blue
+    rows = [f"{one_hot[t]},{t}\n" for t in ("red", "green", "blue") for _ in range(30)]
+    rows += [f"{one_hot['red']},blue\n"] * 30
+    data = tmp_path / "reference.csv"
+    data.write_text("a,b,c,label\n" + "".join(rows))
+    out = tmp_path / "profile.json"
+    result = subprocess.run([VIGIL, "profile", "--models", str(model_repo), "--model", "classifier", "--data",
+                             str(data), "--label-column", "label", "--output", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}: 120 rows, 3 features, reference accuracy 0.750" in result.stdout
+    profile = json.loads(out.read_text())
+    assert [f["name"] for f in profile["features"]] == ["a", "b", "c"] and profile["labels"] == ["red", "green", "blue"]
+    assert profile["predicted_prior"] == pytest.approx([60 / 120, 30 / 120, 30 / 120])
+    assert profile["label_prior"] == pytest.approx([30 / 120, 30 / 120, 60 / 120])
+    assert profile["calibration"] is not None and profile["accuracy"] == pytest.approx(0.75)
+
+
+def test_profile_errors_are_clear(model_repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "reference.csv"
+    data.write_text("a,b,c\n1,0,0\n")
+
+    def profile(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VIGIL, "profile", "--models", str(model_repo), "--data", str(data), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    missing = profile("--model", "classifier", "--label-column", "truth")
+    assert missing.returncode != 0 and "has no column 'truth'" in missing.stderr
+    not_classifier = profile("--model", "add")
+    assert not_classifier.returncode != 0 and "is not a classifier" in not_classifier.stderr
