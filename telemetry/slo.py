@@ -87,23 +87,26 @@ class SLOTracker:
         self._last: dict[tuple[str, str], tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._now = 0.0
+        self._observed = False
 
     def observe(self, reading: Reading, now: float) -> None:
         """Add the calls made since the previous reading to the current minute."""
         totals = {name: self._totals(o, reading) for name, o in self.objectives.items()}
         minute = int(now // BUCKET_SECONDS)
         with self._lock:
+            first, self._observed = not self._observed, True
             self._now = now
             for name, per_model in totals.items():
                 period_minutes = max(int(math.ceil(self.objectives[name].period_seconds / BUCKET_SECONDS)), 1)
                 for model, (good, total) in per_model.items():
                     key = (name, model)
-                    before = self._last.get(key)
+                    # calls before the first reading have no minute; a model first seen later starts from 0
+                    before = self._last.get(key, None if first else (0, 0))
                     self._last[key] = (good, total)
                     buckets = self._buckets.get(key)
                     if buckets is None:
                         buckets = self._buckets[key] = _Buckets(period_minutes)
-                    if before is None:  # calls before the first reading have no minute; count from here
+                    if before is None:
                         buckets.add(minute, 0, 0)
                         continue
                     buckets.add(minute, max(good - before[0], 0), max(total - before[1], 0))
