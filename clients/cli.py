@@ -134,6 +134,34 @@ def profile(model: str, data_file: Path, models_dir: Path | None, version: int, 
 
 
 @main.command()
+@click.option("--model", help="Only this model (default: every monitored classifier).")
+@click.option("--http", "http_target", default="127.0.0.1:8002", show_default=True, envvar="VIGIL_HTTP_TARGET",
+              help="The server's HTTP port, host:port.")
+@click.option("--json", "as_json", is_flag=True, help="Save the report as JSON instead of HTML.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to save it (default vigil-report.html, or .json with --json).")
+def report(model: str | None, http_target: str, as_json: bool, output: Path | None) -> None:
+    """Save the server's drift and accuracy report: every drift test, a reference-vs-live plot per feature, the
+    class mix, accuracy and the label-free estimate."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = f"?{urllib.parse.urlencode({'model': model})}" if model else ""
+    url = f"http://{http_target}/report{'.json' if as_json else ''}{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{url}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    target = output or Path("vigil-report.json" if as_json else "vigil-report.html")
+    target.write_bytes(body)
+    click.echo(f"wrote {target}")
+
+
+@main.command()
 @click.option("--service", default="", help="Health service name ('' for the server, model/NAME for a model).")
 @target_option
 @timeout_option

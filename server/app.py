@@ -181,7 +181,8 @@ class App:
             await self.monitoring.start()
         await self._grpc.start()
         self._web = WebServer(
-            build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub),
+            build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
+                          quality=self.monitoring.quality if self.monitoring is not None else None),
             self.settings.host,
             self.settings.http_port,
         )

@@ -1,5 +1,5 @@
 """The HTTP port: Prometheus `/metrics`, `/healthz` and `/readyz` for probes that cannot speak gRPC, and the web
-dashboard (`/`, fed by `/telemetry/stream`)."""
+dashboard (`/`, fed by `/telemetry/stream`), and the drift report (`/report`, `/report.json`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from server.dashboard import add_dashboard_routes
+from server.drift_report import add_report_routes
 from telemetry.hub import TelemetryHub
+from telemetry.quality import QualityMonitor
 
 logger = logging.getLogger(__name__)
 
 
 def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
-                  hub: TelemetryHub | None = None) -> web.Application:
+                  hub: TelemetryHub | None = None, quality: QualityMonitor | None = None) -> web.Application:
     """The aiohttp application served on the HTTP port."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -37,6 +39,7 @@ def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_dashboard_routes(app, hub)
+    add_report_routes(app, quality)
     return app
 
 
