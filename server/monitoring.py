@@ -160,7 +160,8 @@ class Monitoring:
 
 
 def _firing_counts(alerts: AlertLoop) -> list[tuple[dict[str, str], float]]:
-    counts: dict[tuple[str, str], int] = {}
+    """Firing instances per rule, 0 for the quiet ones (so a dashboard sees every rule)."""
+    counts = {(rule.name, str(rule.severity)): 0 for rule in alerts.engine.rules}
     for alert in alerts.firing():
         key = (alert.rule.name, str(alert.rule.severity))
         counts[key] = counts.get(key, 0) + 1
