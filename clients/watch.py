@@ -19,6 +19,56 @@ HISTORY = 30
 STATE_STYLES = {"READY": "green", "SERVING": "green", "FAILED": "red", "LOADING": "yellow", "STARTING": "yellow",
                 "DRAINING": "yellow", "UNLOADED": "dim"}
 SEVERITY_STYLES = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+DRIFT_STYLES = {"no_drift": "green", "possible_drift": "yellow", "drift": "bold red"}
+
+
+def class_mix(counts: dict[str, int], width: int = 10) -> Text:
+    """Each label's share of the rows as a short bar: `benign ███████░░░ 70%`."""
+    total = sum(counts.values())
+    text = Text()
+    for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        share = n / total if total else 0.0
+        filled = round(share * width)
+        if text:
+            text.append("  ")
+        text.append(f"{label} ").append("█" * filled, "cyan").append("░" * (width - filled), "dim")
+        text.append(f" {share:.0%}")
+    return text
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def quality_table(models: Iterable[telemetry_pb2.ModelTelemetry]) -> Table | None:
+    """Per classifier version: class mix, mean confidence, accuracy beside expected accuracy, drift; None when no
+    model reports quality."""
+    rows = [m for m in models if m.HasField("quality")]
+    if not rows:
+        return None
+    table = Table(expand=True, show_edge=False, pad_edge=False, title="quality", title_justify="left")
+    for column in ("model", "ver", "class mix (total)", "confidence", "accuracy", "expected", "drift",
+                   "top features (PSI)"):
+        table.add_column(column, no_wrap=column != "class mix (total)")
+    for model in rows:
+        q = model.quality
+        counts = dict(q.predictions) if sum(q.predictions.values()) else dict(q.predictions_total)
+        mix = class_mix(counts) if counts else Text("no predictions", "dim")
+        drift = q.drift
+        if not drift.has_reference:
+            status, top = Text("no profile", "dim"), ""
+        elif not drift.status:
+            status, top = Text("not checked yet", "dim"), ""
+        else:
+            status = Text(drift.status.replace("_", " "), DRIFT_STYLES.get(drift.status, ""))
+            worst = sorted(drift.features, key=lambda f: -f.psi)[:3]
+            top = ", ".join(f"{f.feature} {f.psi:.2f}" for f in worst)
+        accuracy = q.recent.accuracy if q.recent.HasField("accuracy") else None
+        expected = q.expected_accuracy if q.HasField("expected_accuracy") else None
+        confidence = q.confidence.mean if sum(q.confidence.counts) else None
+        table.add_row(model.model, model.version, mix, "–" if confidence is None else f"{confidence:.3f}",
+                      f"{_percent(accuracy)} ({q.recent.rows})", _percent(expected), status, top)
+    return table
 
 
 def sparkline(values: Sequence[float]) -> str:
@@ -76,8 +126,11 @@ class Dashboard:
             for a in frame.alerts) if frame.alerts else Text("none", "dim")
         events = Text("\n").join(Text(_describe(e)) for e in reversed(self.events)) if self.events \
             else Text("none yet", "dim")
-        return Group(header, table, Panel(alerts, title="alerts firing", title_align="left"),
-                     Panel(events, title="recent events", title_align="left"))
+        quality = quality_table(frame.models)
+        parts = [header, table, *([quality] if quality is not None else []),
+                 Panel(alerts, title="alerts firing", title_align="left"),
+                 Panel(events, title="recent events", title_align="left")]
+        return Group(*parts)
 
 
 def _describe(event: telemetry_pb2.TelemetryEvent) -> str:
