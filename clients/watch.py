@@ -127,7 +127,7 @@ class Dashboard:
         events = Text("\n").join(Text(_describe(e)) for e in reversed(self.events)) if self.events \
             else Text("none yet", "dim")
         quality = quality_table(frame.models)
-        parts = [header, table, *([quality] if quality is not None else []),
+        parts: list[Text | Table | Panel] = [header, table, *([quality] if quality is not None else []),
                  Panel(alerts, title="alerts firing", title_align="left"),
                  Panel(events, title="recent events", title_align="left")]
         return Group(*parts)
