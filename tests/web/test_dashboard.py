@@ -10,14 +10,18 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import numpy as np
 import pytest
 
+from clients import AsyncClient
 from protos.vigil.v1 import inference_pb2_grpc
 from tests.conftest import running_app
 from tests.server.test_telemetry_stream import request
 from tests.web.chromium import CHROMIUM, Browser
 
 TOTAL = "document.querySelector('#models tr[data-model=\"breast_cancer\"] .total')?.textContent"
+ACCURACY = "document.querySelector('#quality tr[data-model=\"classifier\"] .accuracy')?.textContent"
+DRIFT = "document.querySelector('#quality tr[data-model=\"breast_cancer\"] .drift-cell')?.textContent"
 
 
 async def wait_for_value(page: Browser, expression: str, accept: object, timeout: float = 15) -> object:
@@ -56,7 +60,8 @@ async def test_dashboard_page_shows_live_numbers(model_repo: Path, tmp_path: Pat
     async with running_app(model_repo) as app, Browser(height=900) as page, \
             grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
-        await page.goto(f"http://127.0.0.1:{app.http_port}/?interval_ms=200&models=breast_cancer,add,corrupt")
+        await page.goto(
+            f"http://127.0.0.1:{app.http_port}/?interval_ms=200&models=breast_cancer,classifier,add,corrupt")
         before = int(await wait_for_value(page, TOTAL, lambda v: v.isdigit()))  # type: ignore[arg-type]
         for round_ in range(6):  # some traffic over a few frames, so the charts have a shape
             await asyncio.gather(*(stub.Predict(request(1 + i % 4)) for i in range(20 + 15 * round_)))
@@ -66,6 +71,18 @@ async def test_dashboard_page_shows_live_numbers(model_repo: Path, tmp_path: Pat
         assert await page.evaluate("document.getElementById('state').textContent") == "SERVING"
         assert int(await page.evaluate("document.getElementById('frames').textContent")) >= 3
         assert "breast_cancer v1" in await page.evaluate("document.getElementById('throughput-legend').textContent")
+        # quality: the classifier's accuracy after feedback (one of two rows right), and the bundled model's drift
+        async with AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+            prediction = await client.predict("classifier", np.asarray([[1, 0, 0], [0, 1, 0]], np.float32))
+            await client.feedback(prediction.request_id, ["red", "blue"])
+        assert app.monitoring is not None and app.monitoring.quality is not None
+        app.monitoring.quality.process()
+        app.monitoring.quality.check_drift()
+        assert await wait_for_value(page, ACCURACY, lambda v: v == "50.0 %")
+        assert await wait_for_value(page, DRIFT, lambda v: v in ("no drift", "possible drift", "drift"))
+        mix = await page.evaluate("document.querySelector('#quality tr[data-model=\"classifier\"] .mix-cell')"
+                                  "?.textContent")
+        assert "red" in mix and "green" in mix
         out = Path(os.environ.get("VIGIL_SCREENSHOT_DIR", tmp_path))
         await page.screenshot(out / "dashboard.png")
     assert (out / "dashboard.png").stat().st_size > 10_000
