@@ -80,7 +80,10 @@ class DataPlane:
             prepared = self._prepare(request, request_id, version)
             ran = await version.run(request.inputs, prepared.to_compute, rows=prepared.rows,
                                     request_id=prepared.request_id, deadline=deadline)
-            result = _result(prepared, ran, _classify(version, ran.outputs))
+            classification = _classify(version, ran.outputs)
+            if classification is not None:
+                annotate_call(prediction=(classification.labels, classification.probabilities))
+            result = _result(prepared, ran, classification)
         except BaseException as exc:
             version.requests.record(time.perf_counter() - started, ok=False)
             if isinstance(exc, Exception) and not isinstance(exc, ServerError):

@@ -6,8 +6,10 @@ it resolved and how long validation took. Telemetry reads it for metric labels, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -22,13 +24,16 @@ class CallRecord:
     """Wall-clock start and end of validation, in nanoseconds."""
     error: BaseException | None = None
     """The error the call failed with, before it became a gRPC status."""
+    prediction: tuple[Sequence[str], Any] | None = None
+    """A classifier's predicted label and its probability per row (read only when the call's span is written)."""
 
 
 current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", default=None)
 
 
 def annotate_call(*, model: str | None = None, version: int | None = None, request_id: str | None = None,
-                  validation_ns: tuple[int, int] | None = None) -> None:
+                  validation_ns: tuple[int, int] | None = None,
+                  prediction: tuple[Sequence[str], Any] | None = None) -> None:
     """Record what the request path learned about the current call (no-op outside a call)."""
     record = current_call.get()
     if record is None:
@@ -41,6 +46,8 @@ def annotate_call(*, model: str | None = None, version: int | None = None, reque
         record.request_id = request_id
     if validation_ns is not None:
         record.validation_ns = validation_ns
+    if prediction is not None:
+        record.prediction = prediction
 
 
 def note_error(error: BaseException) -> None:

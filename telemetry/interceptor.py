@@ -155,6 +155,11 @@ class TelemetryInterceptor:
             attributes["vigil.model.version"] = record.version
         if record.request_id:
             attributes["vigil.request.id"] = record.request_id
+        if record.prediction is not None and len(record.prediction[0]):
+            labels, probabilities = record.prediction
+            attributes["vigil.prediction.rows"] = len(labels)
+            attributes["vigil.prediction.label"] = max(set(labels), key=list(labels).count)  # the most common
+            attributes["vigil.prediction.confidence.min"] = float(min(probabilities))
         peer = call.peer or (_peer(context) if context is not None else None)
         if peer:
             attributes["network.peer.address"], attributes["network.peer.port"] = peer

@@ -70,6 +70,8 @@ async def test_trace_continues_the_callers_trace_with_rpc_attributes(receiver: O
     assert attrs["rpc.method"] == "Predict" and attrs["rpc.grpc.status_code"] == 0
     assert attrs["vigil.model"] == "breast_cancer" and attrs["vigil.model.version"] == "1"
     assert attrs["network.peer.address"] == "127.0.0.1" and len(attrs["vigil.request.id"]) == 32
+    assert attrs["vigil.prediction.rows"] == 2 and attrs["vigil.prediction.label"] in ("benign", "malignant")
+    assert 0.5 <= attrs["vigil.prediction.confidence.min"] <= 1.0
     children = {s.name: s for s in ours if s.parent_span_id == server.span_id}
     assert set(children) == {"validate", "queue", "inference"}
     inference = attributes(children["inference"])
