@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from rich.console import Console, Group
@@ -19,56 +19,99 @@ HISTORY = 30
 STATE_STYLES = {"READY": "green", "SERVING": "green", "FAILED": "red", "LOADING": "yellow", "STARTING": "yellow",
                 "DRAINING": "yellow", "UNLOADED": "dim"}
 SEVERITY_STYLES = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 DRIFT_STYLES = {"no_drift": "green", "possible_drift": "yellow", "drift": "bold red"}
+EVENT_STYLES = {"ALERT_FIRED": "red", "ALERT_RESOLVED": "green", "MODEL_FAILED": "red", "SERVER_DRAINING": "yellow"}
+MIX_CLASSES = 5
+"""Classes shown in a class mix; the rest are counted on one line."""
+LABEL_WIDTH = 12
+TOP_FEATURES = 3
 
 
-def class_mix(counts: dict[str, int], width: int = 10) -> Text:
-    """Each label's share of the rows as a short bar: `benign ███████░░░ 70%`."""
+def class_mix(counts: Mapping[str, int], width: int = 10) -> Text:
+    """One line per label, most frequent first: the label, a bar of its share of the rows, the share and the rows
+    (`benign    ███████░░░  70% 7`)."""
     total = sum(counts.values())
-    text = Text()
-    for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ranked[:MIX_CLASSES]
+    pad = max((len(label) for label, _ in shown), default=0)
+    digits = max((len(f"{n:,}") for _, n in shown), default=0)
+    lines = []
+    for label, n in shown:
         share = n / total if total else 0.0
         filled = round(share * width)
-        if text:
-            text.append("  ")
-        text.append(f"{label} ").append("█" * filled, "cyan").append("░" * (width - filled), "dim")
-        text.append(f" {share:.0%}")
-    return text
+        name = label if len(label) <= LABEL_WIDTH else label[:LABEL_WIDTH - 1] + "…"
+        lines.append(Text.assemble(f"{name:<{min(pad, LABEL_WIDTH)}} ", ("█" * filled, "cyan"),
+                                   ("░" * (width - filled), "dim"), f" {share:>4.0%}",
+                                   (f" {n:>{digits},}", "dim")))
+    if len(ranked) > len(shown):
+        lines.append(Text(f"+{len(ranked) - len(shown)} more classes", "dim"))
+    return Text("\n").join(lines)
 
 
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
+def _mix_cell(quality: telemetry_pb2.QualityTelemetry) -> Text:
+    interval = sum(quality.predictions.values())
+    counts = quality.predictions if interval else quality.predictions_total
+    rows = sum(counts.values())
+    if not rows:
+        return Text("no predictions", "dim")
+    return Text("\n").join([class_mix(counts),
+                            Text(f"{rows:,} rows {'this interval' if interval else 'since start'}", "dim")])
+
+
+def _drift_cell(drift: telemetry_pb2.DriftTelemetry) -> Text:
+    if not drift.has_reference:
+        return Text("no profile", "dim")
+    if not drift.status:
+        return Text("not checked yet", "dim")
+    lines = [Text(drift.status.replace("_", " "), DRIFT_STYLES.get(drift.status, ""))]
+    for feature in sorted(drift.features, key=lambda f: -f.psi)[:TOP_FEATURES]:
+        lines.append(Text.assemble((f"{feature.psi:.2f}", DRIFT_STYLES.get(feature.psi_status, "")),
+                                   f" {feature.feature}"))
+    return Text("\n").join(lines)
+
+
 def quality_table(models: Iterable[telemetry_pb2.ModelTelemetry]) -> Table | None:
-    """Per classifier version: class mix, mean confidence, accuracy beside expected accuracy, drift; None when no
-    model reports quality."""
+    """Per classifier version: class mix, mean confidence, accuracy beside expected accuracy, drift status with the
+    features of highest PSI; None when no model reports quality."""
     rows = [m for m in models if m.HasField("quality")]
     if not rows:
         return None
     table = Table(expand=True, show_edge=False, pad_edge=False, title="quality", title_justify="left")
-    for column in ("model", "ver", "class mix (total)", "confidence", "accuracy", "expected", "drift",
-                   "top features (PSI)"):
-        table.add_column(column, no_wrap=column != "class mix (total)")
+    table.add_column("model", no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("ver", no_wrap=True)
+    table.add_column("class mix", no_wrap=True, overflow="ellipsis")
+    table.add_column("confidence", justify="right", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
+    table.add_column("expected", justify="right", no_wrap=True)
+    table.add_column("drift (top PSI)", no_wrap=True, overflow="ellipsis", min_width=16)
     for model in rows:
         q = model.quality
-        counts = dict(q.predictions) if sum(q.predictions.values()) else dict(q.predictions_total)
-        mix = class_mix(counts) if counts else Text("no predictions", "dim")
-        drift = q.drift
-        if not drift.has_reference:
-            status, top = Text("no profile", "dim"), ""
-        elif not drift.status:
-            status, top = Text("not checked yet", "dim"), ""
-        else:
-            status = Text(drift.status.replace("_", " "), DRIFT_STYLES.get(drift.status, ""))
-            worst = sorted(drift.features, key=lambda f: -f.psi)[:3]
-            top = ", ".join(f"{f.feature} {f.psi:.2f}" for f in worst)
-        accuracy = q.recent.accuracy if q.recent.HasField("accuracy") else None
-        expected = q.expected_accuracy if q.HasField("expected_accuracy") else None
-        confidence = q.confidence.mean if sum(q.confidence.counts) else None
-        table.add_row(model.model, model.version, mix, "–" if confidence is None else f"{confidence:.3f}",
-                      f"{_percent(accuracy)} ({q.recent.rows})", _percent(expected), status, top)
+        confidence = f"{q.confidence.mean:.3f}" if sum(q.confidence.counts) else "–"
+        accuracy = Text.assemble(_percent(q.recent.accuracy if q.recent.HasField("accuracy") else None),
+                                 (f"\n{q.recent.rows:,} labelled", "dim"))
+        expected = Text.assemble(_percent(q.expected_accuracy if q.HasField("expected_accuracy") else None),
+                                 (f"\n{q.expected_accuracy_rows:,} rows" if q.expected_accuracy_rows else "", "dim"))
+        table.add_row(model.model, model.version, _mix_cell(q), confidence, accuracy, expected, _drift_cell(q.drift))
     return table
+
+
+def alerts_panel(alerts: Sequence[telemetry_pb2.Alert]) -> Panel:
+    """Firing alerts, most severe first: severity (coloured), rule, model version, summary, value and start."""
+    lines = []
+    for alert in sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(a.severity, 3), a.since_unix_nanos, a.name)):
+        target = " ".join(p for p in (alert.model, f"v{alert.version}" if alert.version else "") if p)
+        since = (f" · since {datetime.fromtimestamp(alert.since_unix_nanos / 1e9):%H:%M:%S}"
+                 if alert.since_unix_nanos else "")
+        lines.append(Text.assemble((f"{alert.severity or '–':<8}", SEVERITY_STYLES.get(alert.severity, "")), " ",
+                                   (alert.name, "bold"), f"  {target}  " if target else "  ", alert.summary,
+                                   (f"  (value {alert.value:.4g}{since})", "dim")))
+    body = Text("\n").join(lines) if lines else Text("none", "dim")
+    return Panel(body, title=f"alerts firing ({len(lines)})", title_align="left")
 
 
 def sparkline(values: Sequence[float]) -> str:
@@ -121,15 +164,13 @@ class Dashboard:
                 sparkline(self.throughput[key]), f"{model.request_latency.p50_ms:.2f}",
                 f"{model.request_latency.p99_ms:.2f}", sparkline(self.p99[key]),
                 Text(str(errors), "red" if errors else ""), str(model.queue_depth), f"{model.batch_size.mean:.1f}")
-        alerts = Text("\n").join(
-            Text(f"{a.severity:<8} {a.name} {a.model} {a.summary}", SEVERITY_STYLES.get(a.severity, ""))
-            for a in frame.alerts) if frame.alerts else Text("none", "dim")
-        events = Text("\n").join(Text(_describe(e)) for e in reversed(self.events)) if self.events \
-            else Text("none yet", "dim")
+        events = Text("\n").join(
+            Text(_describe(e), EVENT_STYLES.get(telemetry_pb2.TelemetryEvent.Kind.Name(e.kind), ""))
+            for e in reversed(self.events)) if self.events else Text("none yet", "dim")
         quality = quality_table(frame.models)
         parts: list[Text | Table | Panel] = [header, table, *([quality] if quality is not None else []),
-                 Panel(alerts, title="alerts firing", title_align="left"),
-                 Panel(events, title="recent events", title_align="left")]
+                                             alerts_panel(frame.alerts),
+                                             Panel(events, title="recent events", title_align="left")]
         return Group(*parts)
 
 

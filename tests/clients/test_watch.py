@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from pathlib import Path
 
-from clients.watch import Dashboard, sparkline
+import numpy as np
+from rich.console import Console
+from sklearn.datasets import load_breast_cancer
+
+from clients import AsyncClient
+from clients.watch import Dashboard, class_mix, sparkline
 from protos.vigil.v1 import telemetry_pb2
+from tests.conftest import running_app
 
 
 def test_sparkline_scales_to_its_maximum() -> None:
@@ -41,14 +47,28 @@ def quality_model() -> telemetry_pb2.ModelTelemetry:
     model = telemetry_pb2.ModelTelemetry(model="clf", version="2", state="READY")
     q = model.quality
     q.predictions.update({"benign": 7, "malignant": 3})
+    q.predictions_total.update({"benign": 50, "malignant": 50})
     q.confidence.CopyFrom(telemetry_pb2.Distribution(bounds=[0.5, 1.0], counts=[0, 10, 0], mean=0.912))
     q.recent.CopyFrom(telemetry_pb2.AccuracyWindow(rows=40, accuracy=0.875))
-    q.expected_accuracy = 0.93
+    q.expected_accuracy, q.expected_accuracy_rows = 0.93, 120
     drift = q.drift
     drift.has_reference, drift.status = True, "drift"
     drift.features.extend([telemetry_pb2.FeatureDrift(feature=f"f{i}", psi=psi) for i, psi in
                            enumerate([0.02, 0.4, 0.11, 0.3])])
     return model
+
+
+def render(dashboard: Dashboard, width: int = 120) -> str:
+    console = Console(width=width, record=True)
+    console.print(dashboard.render())
+    return console.export_text()
+
+
+def test_class_mix_puts_the_most_frequent_first_and_folds_the_tail() -> None:
+    assert class_mix({"b": 1, "a": 3}).plain.splitlines() == ["a ████████░░  75% 3", "b ██░░░░░░░░  25% 1"]
+    many = class_mix({f"class{i}": i + 1 for i in range(7)}).plain.splitlines()
+    assert len(many) == 6 and many[0].startswith("class6 ") and many[-1] == "+2 more classes"
+    assert class_mix({"a_rather_long_label": 1200}).plain == "a_rather_lo… ██████████ 100% 1,200"
 
 
 def test_quality_shows_class_mix_accuracy_beside_the_estimate_and_the_worst_features() -> None:
@@ -58,18 +78,74 @@ def test_quality_shows_class_mix_accuracy_beside_the_estimate_and_the_worst_feat
     unprofiled = update.models.add(model="other", version="1", state="READY")
     unprofiled.quality.predictions_total.update({"red": 5})
     dashboard.update(update)
-    console = Console(width=160, record=True)
-    console.print(dashboard.render())
-    text = console.export_text()
-    assert "benign ███████░░░ 70%" in text and "malignant ███░░░░░░░ 30%" in text
-    assert "0.912" in text and "87.5% (40)" in text and "93.0%" in text
-    assert "drift" in text and "f1 0.40, f3 0.30, f2 0.11" in text
-    assert "red ██████████ 100%" in text and "no profile" in text  # totals when the interval had none
+    text = render(dashboard)
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "benign    ███████░░░  70% 7" in text and "malignant ███░░░░░░░  30% 3" in text
+    assert "10 rows this interval" in text
+    assert "0.912" in text and "87.5%" in text and "40 labelled" in text and "93.0%" in text and "120 rows" in text
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if "benign" in line and "│ drift" in line)
+    assert [line.rsplit("│", 1)[1].strip() for line in lines[first + 1:first + 4]] == ["0.40 f1", "0.30 f3",
+                                                                                      "0.11 f2"]
+    assert "0.02 f0" not in text
+    assert "red ██████████ 100% 5" in text and "5 rows since start" in text  # totals when the interval had none
+    assert "no profile" in text
+
+
+def test_quality_before_any_prediction_or_drift_check() -> None:
+    dashboard = Dashboard()
+    update = frame(1, 1.0)
+    model = update.models.add(model="clf", version="1", state="READY")
+    model.quality.drift.has_reference = True
+    dashboard.update(update)
+    text = render(dashboard)
+    assert "no predictions" in text and "not checked yet" in text and "0 labelled" in text
 
 
 def test_no_quality_table_without_classifiers() -> None:
-    console = Console(width=160, record=True)
     dashboard = Dashboard()
     dashboard.update(frame(1, 1.0))
-    console.print(dashboard.render())
-    assert "class mix" not in console.export_text()
+    text = render(dashboard)
+    assert "class mix" not in text and "alerts firing (0)" in text
+
+
+def test_alerts_are_listed_most_severe_first() -> None:
+    alerts = [telemetry_pb2.Alert(name="LowConfidence", severity="info", model="clf", version="2",
+                                  summary="confidence p10 under 0.6", value=0.55),
+              telemetry_pb2.Alert(name="ErrorBudgetBurn", severity="critical", model="clf",
+                                  summary="burning the budget 14x too fast", value=14.4,
+                                  since_unix_nanos=1_700_000_000 * 10**9),
+              telemetry_pb2.Alert(name="InputDrift", severity="warning", model="clf", version="2",
+                                  summary="3 features drifted", value=2)]
+    dashboard = Dashboard()
+    dashboard.update(frame(1, 1.0, alerts=alerts))
+    text = render(dashboard)
+    listed = [line for line in text.splitlines() if "clf" in line and "│" in line and "alerts" not in line]
+    assert [line.split()[1] for line in listed] == ["critical", "warning", "info"]
+    assert "ErrorBudgetBurn  clf  burning the budget 14x too fast  (value 14.4 · since " in listed[0]
+    assert "InputDrift  clf v2  3 features drifted  (value 2)" in listed[1]
+    assert "alerts firing (3)" in text
+
+
+async def test_live_frames_show_the_classifiers_quality_in_120_columns(model_repo: Path) -> None:
+    async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        assert app.monitoring is not None and app.monitoring.quality is not None
+        await client.predict("breast_cancer", load_breast_cancer().data[:150].astype(np.float32))
+        prediction = await client.predict("classifier", np.eye(3, dtype=np.float32))
+        await client.feedback(prediction.request_id, ["red", "green", "green"])
+        app.monitoring.quality.process()
+        app.monitoring.quality.check_drift()
+        dashboard = Dashboard()
+        async for update in client.telemetry(interval_ms=100, models=["breast_cancer", "classifier"]):
+            dashboard.update(update)
+            quality = {m.model: m.quality for m in update.models}
+            if quality["classifier"].recent.HasField("accuracy") and quality["breast_cancer"].drift.status:
+                break
+    text = render(dashboard)
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "red   ███░░░░░░░  33% 1" in text and "green ███░░░░░░░  33% 1" in text and "3 rows since start" in text
+    assert "66.7%" in text and "3 labelled" in text
+    assert "benign" in text and "malignant" in text and "150 rows since start" in text
+    drift = quality["breast_cancer"].drift
+    worst = max(drift.features, key=lambda f: f.psi)
+    assert drift.status.replace("_", " ") in text and f"{worst.psi:.2f} {worst.feature}"[:20] in text

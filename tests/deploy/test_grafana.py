@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
 import yaml
+from sklearn.datasets import load_breast_cancer
 
 from clients import AsyncClient
 from telemetry.prometheus import prometheus_name
 from tests.conftest import running_app
+from tests.deploy.test_configs import PROMTOOL, needs_promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "vigil.json"
 GPU_SOURCE = Path(__file__).resolve().parents[2] / "telemetry" / "gpu.py"
-REFERENCE_SCALE = np.asarray(
-    [14, 19, 92, 655, 0.1, 0.1, 0.09, 0.05, 0.18, 0.06, 0.4, 1.2, 2.9, 40, 0.007, 0.025, 0.03, 0.01, 0.02, 0.004,
-     16, 25, 107, 880, 0.13, 0.25, 0.27, 0.11, 0.29, 0.08], np.float32)
-"""Roughly the bundled model's feature means, so the drift check sees plausible rows."""
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s"}
+"""Values for the variables Grafana fills in, so promtool can parse the queries."""
+
+
+def panels() -> list[dict[str, Any]]:
+    return list(json.loads(DASHBOARD.read_text())["panels"])
+
+
+def row(title: str) -> list[dict[str, Any]]:
+    """The panels under the row of that title."""
+    ordered = sorted(panels(), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    start = next(i for i, p in enumerate(ordered) if p["type"] == "row" and p["title"] == title)
+    rest = ordered[start + 1:]
+    return rest[:next((i for i, p in enumerate(rest) if p["type"] == "row"), len(rest))]
 
 
 def queried_metrics() -> set[str]:
-    exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p.get("targets", [])]
+    exprs = [t["expr"] for p in panels() for t in p.get("targets", [])]
     assert exprs and all("{" in e for e in exprs), "every query selects its series with a label matcher"
     return {name for e in exprs for name in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", e)}
 
@@ -42,8 +56,7 @@ async def test_every_dashboard_query_names_an_exported_metric(model_repo: Path) 
         # drift check, and an evaluation of the alert rules (SLO gauges)
         assert app.monitoring is not None and app.monitoring.quality is not None and app.monitoring.alerts
         app.monitoring.alerts.evaluate()  # SLO budgets count from the first evaluation
-        rows = np.random.default_rng(0).normal(1.0, 0.1, (120, 30)).astype(np.float32) * REFERENCE_SCALE
-        await client.predict("breast_cancer", rows)
+        await client.predict("breast_cancer", load_breast_cancer().data[:120].astype(np.float32))
         prediction = await client.predict("classifier", np.eye(3, dtype=np.float32))
         await client.feedback(prediction.request_id, ["red", "green", "green"])
         app.monitoring.quality.process()
@@ -54,9 +67,41 @@ async def test_every_dashboard_query_names_an_exported_metric(model_repo: Path) 
     exported = {line.split("{")[0].split(" ")[0] for line in page.splitlines() if line and not line.startswith("#")}
     missing = queried_metrics() - exported - gpu_metrics() - {"up"}  # `up` is Prometheus's own
     assert not missing, f"the dashboard queries metrics /metrics does not have: {sorted(missing)}"
-    assert {"vigil_requests_total", "vigil_request_duration_seconds_bucket", "vigil_queue_depth",
-            "vigil_predictions_total", "vigil_accuracy", "vigil_drift_psi", "vigil_slo_burn_rate",
-            "vigil_alerts_firing"} <= queried_metrics()
+    assert {"vigil_requests_total", "vigil_request_duration_seconds_bucket", "vigil_queue_depth"} <= queried_metrics()
+
+
+def test_the_quality_and_slo_rows_query_what_the_quality_monitor_exports() -> None:
+    quality = {p["title"]: [t["expr"] for t in p["targets"]] for p in row("Model quality")}
+    assert any("vigil_predictions_total" in e and "by (model, class)" in e for e in quality["Predictions by class"])
+    assert [e.split(",")[0] for e in quality["Confidence p50 / p10"]] == ["histogram_quantile(0.5",
+                                                                           "histogram_quantile(0.1"]
+    assert all("vigil_prediction_confidence_bucket" in e for e in quality["Confidence p50 / p10"])
+    assert {e.split("{")[0] for e in quality["Accuracy and expected accuracy"]} == {"vigil_accuracy",
+                                                                                   "vigil_accuracy_expected"}
+    assert quality["Drift: top 5 features by PSI"] == ['topk by (model, version) (5, vigil_drift_psi{job="vigil"})']
+    tables = {p["title"]: p for p in panels() if p["type"] == "table"}
+    for title, metric in (("Drift status by feature and test", "vigil_drift_status"),
+                          ("Alerts firing now", "vigil_alerts_firing")):
+        target = tables[title]["targets"][0]
+        assert metric in target["expr"] and target["instant"] and target["format"] == "table"
+    slos = {t["expr"].split("{")[0] for p in row("SLOs and alerts") for t in p["targets"]}
+    assert {"vigil_slo_error_budget_remaining", "vigil_slo_burn_rate", "vigil_alerts_firing"} <= slos
+
+
+@needs_promtool
+def test_promtool_parses_every_query(tmp_path: Path) -> None:
+    rules = []
+    for panel in panels():
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            rules.append({"record": f"panel_{panel['id']}_{target['refId']}", "expr": expr})
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert PROMTOOL is not None
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dashboard_is_provisioned_from_the_folder_compose_mounts() -> None:
