@@ -55,6 +55,9 @@ class _Buckets:
         size = len(self.total)
         if self.minute < 0:
             self.minute = minute
+        if minute - self.minute >= size:  # the whole period skipped (e.g. a clock jump): clear it at once
+            self.good[:] = self.total[:] = 0
+            self.minute = minute
         while self.minute < minute:  # clear the minutes skipped since the last call
             self.minute += 1
             self.good[self.minute % size] = self.total[self.minute % size] = 0

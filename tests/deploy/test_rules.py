@@ -122,7 +122,7 @@ def test_recording_rules_are_named_level_metric_operations() -> None:
 def test_only_server_side_failures_spend_the_availability_budget() -> None:
     for name, expr in recordings().items():
         if name.startswith("model:vigil_slo_availability_errors:"):
-            assert 'code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|UNKNOWN"' in expr, name
+            assert 'code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|UNKNOWN|DATA_LOSS"' in expr, name
     assert 'code!="OK"' in recordings()["model_version:vigil_request_errors:rate5m"]
 
 
