@@ -158,7 +158,8 @@ class LabelledWindow:
     """One model version's labelled rows, keyed by request id, newest last, bounded by `max_rows` rows.
 
     The time window's confusion matrix is kept up to date as rows arrive and leave; the count window's is
-    recomputed from the newest entries when asked for.
+    recomputed from the newest entries when asked for after a change, and reused until the next one (the stream,
+    the gauges and the alert rules all ask, many times a second).
     """
 
     def __init__(self, classes: int, *, count_rows: int, seconds: float, max_rows: int) -> None:
@@ -172,6 +173,9 @@ class LabelledWindow:
         self._rows = 0
         self._timed = np.zeros((classes, classes), np.int64)
         self._lock = threading.Lock()
+        self._changes = 0
+        """Entries added or removed so far: the cached metrics hold while it stays the same."""
+        self._cached: tuple[int, WindowMetrics, WindowMetrics] | None = None
         self.received = 0
         """Labelled rows received, each request id counted once."""
 
@@ -184,6 +188,7 @@ class LabelledWindow:
             else:
                 self.received += len(labelled.true)
             self._entries[request_id] = labelled
+            self._changes += 1
             self._rows += len(labelled.true)
             self._timed += self._confusion(labelled)
             while self._rows > self._max_rows and len(self._entries) > 1:
@@ -194,6 +199,8 @@ class LabelledWindow:
         """(count window, time window) metrics as of `now`."""
         with self._lock:
             self._expire(now)
+            if self._cached is not None and self._cached[0] == self._changes:
+                return self._cached[1], self._cached[2]
             recent = np.zeros((self.classes, self.classes), np.int64)
             rows = 0
             for labelled in reversed(self._entries.values()):
@@ -202,7 +209,9 @@ class LabelledWindow:
                 take = min(len(labelled.true), self.count_rows - rows)
                 recent += self._confusion(labelled, take)
                 rows += take
-            return WindowMetrics(recent), WindowMetrics(self._timed.copy())
+            result = WindowMetrics(recent), WindowMetrics(self._timed.copy())
+            self._cached = (self._changes, *result)
+            return result
 
     def _expire(self, now: float) -> None:
         while self._entries:
@@ -212,6 +221,7 @@ class LabelledWindow:
             self._leave(self._entries.popitem(last=False)[1])
 
     def _leave(self, labelled: Labelled) -> None:
+        self._changes += 1
         self._rows -= len(labelled.true)
         self._timed -= self._confusion(labelled)
 
