@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -36,6 +37,7 @@ from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
 from telemetry.interceptor import TelemetryInterceptor
 from telemetry.providers import TelemetryProviders, build_providers
+from telemetry.quality_readings import quality_sections
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +102,6 @@ class App:
         tracing = providers.call_tracing if config.tracing else None
         interceptor = TelemetryInterceptor(instruments, tracing=tracing, slow_seconds=config.slow_request_seconds)
         self._interceptor = interceptor
-        batches = BatchTelemetry(instruments, tracing.sampled if tracing else None)
-        hooked: set[int] = set()
-
-        async def hook_batchers(model: Model) -> None:
-            for version in model.versions.values():
-                if version.batcher is not None and id(version.batcher) not in hooked:
-                    hooked.add(id(version.batcher))
-                    version.batcher.add_hook(batches.on_batch)
-
-        self.repository.add_listener(hook_batchers)
         register_serving_gauges(instruments, **self._serving_readings(),
                                 in_flight=lambda: [({"method": m}, float(n)) for m, n in interceptor.in_flight.items()])
         register_process_gauges(instruments)
@@ -124,10 +116,23 @@ class App:
             self.settings.quality, self.settings.alerts, instruments, self.repository, hub,
             duration_bounds=instruments.request_duration.bounds)
         self.repository.add_listener(monitoring.on_model_change)
+        hooks = [BatchTelemetry(instruments, tracing.sampled if tracing else None).on_batch]
+        if monitoring.quality is not None:
+            hooks.append(monitoring.quality.on_batch)
+        hooked: set[int] = set()
+
+        async def hook_batchers(model: Model) -> None:
+            for version in model.versions.values():
+                if version.batcher is not None and id(version.batcher) not in hooked:
+                    hooked.add(id(version.batcher))
+                    for hook in hooks:
+                        version.batcher.add_hook(hook)
+
+        self.repository.add_listener(hook_batchers)
         take_snapshot = snapshot_reader(
             self.repository, self.health, instruments.aggregates,
             in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader(),
-            quality=monitoring.quality.sections if monitoring.quality is not None else None,
+            quality=partial(quality_sections, monitoring.quality) if monitoring.quality is not None else None,
             alerts=monitoring.alert_states)
         self.repository.add_listener(ModelEvents(hub).on_model_change)
 

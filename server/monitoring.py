@@ -17,7 +17,8 @@ from telemetry.gauges import register_quality_gauges
 from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
 from telemetry.profile import PROFILE_FILE, ProfileError, load_profile
-from telemetry.quality import DriftThresholds, QualityLimits, QualityMonitor, quality_readings
+from telemetry.quality import DriftThresholds, QualityLimits, QualityMonitor
+from telemetry.quality_readings import quality_readings
 from telemetry.signals import ServingState, SignalReader, rule_window
 from telemetry.slo import Objective, SLOTracker
 
@@ -69,7 +70,6 @@ class Monitoring:
         self._repository = repository
         self._hub = hub
         self.quality = build_quality(quality_settings, instruments) if quality_settings.enabled else None
-        self._hooked: set[int] = set()
         readings = quality_readings(self.quality) if self.quality is not None else {}
         self.alerts: AlertLoop | None = None
         self.slo: SLOTracker | None = None
@@ -87,9 +87,9 @@ class Monitoring:
             slo = self.slo
             alerts = self.alerts
             readings.update({
-                "slo_objective": lambda: slo.readings()["objective"],
-                "slo_remaining": lambda: slo.readings()["remaining"],
-                "slo_burn": lambda: slo.readings()["burn"],
+                "slo_objective": slo.objective_readings,
+                "slo_remaining": slo.remaining_readings,
+                "slo_burn": slo.burn_readings,
                 "alerts": lambda: _firing_counts(alerts)})
         register_quality_gauges(instruments, readings)
 
@@ -125,9 +125,6 @@ class Monitoring:
             return
         for number, version in model.versions.items():
             key = str(number)
-            if version.batcher is not None and id(version.batcher) not in self._hooked:
-                self._hooked.add(id(version.batcher))
-                version.batcher.add_hook(monitor.on_batch)
             config = version.config
             if not (version.is_ready and config.probability_output and config.labels):
                 monitor.forget(model.name, key)

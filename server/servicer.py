@@ -68,6 +68,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._hub = hub
         self._quality = quality
 
+    def _check_items(self, method: str, items: int) -> None:
+        if items > self._max_batch_items:
+            raise InvalidInput(f"{method} has {items} items, over the limit max_batch_items={self._max_batch_items}")
+
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         result = await self._dataplane.infer(convert.to_request(request), deadline=deadline_of(context))
@@ -76,11 +80,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def BatchPredict(self, request: pb.BatchPredictRequest, context: Context) -> pb.BatchPredictResponse:
-        if len(request.requests) > self._max_batch_items:
-            raise InvalidInput(
-                f"BatchPredict has {len(request.requests)} items, over the limit "
-                f"max_batch_items={self._max_batch_items}"
-            )
+        self._check_items("BatchPredict", len(request.requests))
         decoded = [convert.to_request_or_error(item) for item in request.requests]
         requests = [d for d in decoded if isinstance(d, InferRequest)]
         outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context)))
@@ -105,9 +105,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def BatchFeedback(self, request: pb.BatchFeedbackRequest, context: Context) -> pb.BatchFeedbackResponse:
-        if len(request.items) > self._max_batch_items:
-            raise InvalidInput(f"BatchFeedback has {len(request.items)} items, over the limit "
-                               f"max_batch_items={self._max_batch_items}")
+        self._check_items("BatchFeedback", len(request.items))
         results = []
         for item in request.items:
             try:

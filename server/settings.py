@@ -102,8 +102,8 @@ class QualitySettings(BaseModel):
         return self
 
 
-SIGNALS = ("error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score", "accuracy",
-           "expected_accuracy", "error_budget_burn")
+Signal = Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score", "accuracy",
+                 "expected_accuracy", "error_budget_burn"]
 """What an alert rule can watch; `params` refine some (see `AlertRuleSettings.params`)."""
 
 
@@ -114,8 +114,7 @@ class AlertRuleSettings(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Alert name (the `alertname` label)."""
-    signal: Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score",
-                    "accuracy", "expected_accuracy", "error_budget_burn"]
+    signal: Signal
     """What to watch: error_ratio (failed / all calls over `window`), latency (the `quantile` of `stage` duration
     over `window`, seconds), queue_depth, model_ready (1 or 0), drift_status (worst of `test`: 0, 1 or 2),
     drift_score (highest PSI), accuracy (`window` = count or time), expected_accuracy, error_budget_burn (the

@@ -119,8 +119,8 @@ def counts(reading: Reading, name: str) -> dict[Labels, int]:
     return {labels: int(n) for labels, n in reading.get(name, {}).items() if isinstance(n, int)}
 
 
-def _by_version(now: Reading, then: Reading | None, name: str, bounds: Sequence[float]
-                ) -> dict[tuple[str, str], _Merged]:
+def by_version(now: Reading, then: Reading | None, name: str, bounds: Sequence[float]
+               ) -> dict[tuple[str, str], _Merged]:
     """Per (model, version): the interval's bucket counts of histogram `name`, summed over other labels."""
     series_now = now.get(name, {})
     series_then = (then or {}).get(name, {})
@@ -154,13 +154,13 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
             by_code = errors.setdefault((model, version), {}).setdefault(code, [0, 0])
             by_code[0] += total - earlier
             by_code[1] += total
-    request = _by_version(now.reading, then.reading if then else None, "vigil.request.duration",
+    request = by_version(now.reading, then.reading if then else None, "vigil.request.duration",
                           bounds["vigil.request.duration"])
-    queue = _by_version(now.reading, then.reading if then else None, "vigil.queue.duration",
+    queue = by_version(now.reading, then.reading if then else None, "vigil.queue.duration",
                         bounds["vigil.queue.duration"])
-    inference = _by_version(now.reading, then.reading if then else None, "vigil.inference.duration",
+    inference = by_version(now.reading, then.reading if then else None, "vigil.inference.duration",
                             bounds["vigil.inference.duration"])
-    batches = _by_version(now.reading, then.reading if then else None, "vigil.batch.size", bounds["vigil.batch.size"])
+    batches = by_version(now.reading, then.reading if then else None, "vigil.batch.size", bounds["vigil.batch.size"])
     rows_then = {(v.model, v.version): v.rows_total for v in (then.versions if then else ())}
     quality = _quality_counts(now, then, bounds) if now.quality else {}
     frames = []
@@ -213,9 +213,9 @@ def _quality_counts(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, S
                     ) -> dict[tuple[str, str], telemetry_pb2.QualityTelemetry]:
     """Per version: predictions by class (interval and total), and confidence and margin over the interval."""
     earlier = then.reading if then is not None else None
-    confidence = _by_version(now.reading, earlier, "vigil.prediction.confidence",
+    confidence = by_version(now.reading, earlier, "vigil.prediction.confidence",
                              bounds["vigil.prediction.confidence"])
-    margin = _by_version(now.reading, earlier, "vigil.prediction.margin", bounds["vigil.prediction.margin"])
+    margin = by_version(now.reading, earlier, "vigil.prediction.margin", bounds["vigil.prediction.margin"])
     predictions_then = counts(earlier, "vigil.predictions") if earlier is not None else {}
     out: dict[tuple[str, str], telemetry_pb2.QualityTelemetry] = {}
     for key in now.quality:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telemetry.aggregates import Aggregates, HistogramSeries, Reading
-from telemetry.frames import counts, quantile
+from telemetry.aggregates import Aggregates, Reading
+from telemetry.frames import by_version, counts, quantile
 from telemetry.quality import QualityMonitor
 from telemetry.slo import SLOTracker
 
@@ -124,19 +124,10 @@ class SignalReader:
         name = _STAGES[params.get("stage", "request")]
         q = float(params.get("quantile", "0.99"))
         bounds = self._bounds[name]
-        now = self._history[-1][1].get(name, {})
-        then = self._baseline(parse_duration(params.get("window", "5m"))).get(name, {})
-        merged: dict[tuple[str, str], list[int]] = {}
-        for labels, series in now.items():
-            if not isinstance(series, HistogramSeries) or not labels[0]:
-                continue
-            earlier = then.get(labels)
-            before = earlier.counts if isinstance(earlier, HistogramSeries) else [0] * len(series.counts)
-            entry = merged.setdefault((labels[0], labels[1]), [0] * len(series.counts))
-            for i, (a, b) in enumerate(zip(series.counts, before, strict=True)):
-                entry[i] += a - b
-        return [({"model": m, "version": v}, quantile(q, bounds, c)) for (m, v), c in sorted(merged.items())
-                if sum(c) > 0]
+        then = self._baseline(parse_duration(params.get("window", "5m")))
+        merged = by_version(self._history[-1][1], then, name, bounds)
+        return [({"model": m, "version": v}, quantile(q, bounds, part.counts))
+                for (m, v), part in sorted(merged.items()) if m and sum(part.counts) > 0]
 
     def _queue_depth(self, params: Mapping[str, str]) -> list[Series]:
         return [({"model": s.model, "version": s.version}, float(s.queue_depth)) for s in self._serving()]

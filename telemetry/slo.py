@@ -157,18 +157,23 @@ class SLOTracker:
         ratio = self.burn_rate(name, model, objective.period_seconds)
         return None if ratio is None else 1.0 - ratio
 
+    def objective_readings(self) -> list[tuple[dict[str, str], float]]:
+        """Each objective's target, labelled by slo."""
+        return [({"slo": name}, objective.objective) for name, objective in self.objectives.items()]
+
+    def remaining_readings(self) -> list[tuple[dict[str, str], float]]:
+        """Budget left per slo and model (models with calls in the period)."""
+        return [({"slo": name, "model": model}, remaining) for name in self.objectives for model in self.models(name)
+                if (remaining := self.budget_remaining(name, model)) is not None]
+
+    def burn_readings(self) -> list[tuple[dict[str, str], float]]:
+        """Burn rate per slo, model and window (where the window has calls)."""
+        return [({"slo": name, "model": model, "window": window}, rate)
+                for name in self.objectives for model in self.models(name)
+                for window, seconds in BURN_WINDOWS.items()
+                if (rate := self.burn_rate(name, model, seconds)) is not None]
+
     def readings(self) -> Mapping[str, list[tuple[dict[str, str], float]]]:
         """Gauge values: objective, budget remaining and burn rate per window, labelled by slo and model."""
-        out: dict[str, list[tuple[dict[str, str], float]]] = {"objective": [], "remaining": [], "burn": []}
-        for name, objective in self.objectives.items():
-            out["objective"].append(({"slo": name}, objective.objective))
-            for model in self.models(name):
-                labels = {"slo": name, "model": model}
-                remaining = self.budget_remaining(name, model)
-                if remaining is not None:
-                    out["remaining"].append((labels, remaining))
-                for window, seconds in BURN_WINDOWS.items():
-                    rate = self.burn_rate(name, model, seconds)
-                    if rate is not None:
-                        out["burn"].append(({**labels, "window": window}, rate))
-        return out
+        return {"objective": self.objective_readings(), "remaining": self.remaining_readings(),
+                "burn": self.burn_readings()}
