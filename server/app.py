@@ -119,12 +119,10 @@ class App:
         hooks = [BatchTelemetry(instruments, tracing.sampled if tracing else None).on_batch]
         if monitoring.quality is not None:
             hooks.append(monitoring.quality.on_batch)
-        hooked: set[int] = set()
 
-        async def hook_batchers(model: Model) -> None:
+        async def hook_batchers(model: Model) -> None:  # a reloaded version has a new batcher to hook
             for version in model.versions.values():
-                if version.batcher is not None and id(version.batcher) not in hooked:
-                    hooked.add(id(version.batcher))
+                if version.batcher is not None:
                     for hook in hooks:
                         version.batcher.add_hook(hook)
 

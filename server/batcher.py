@@ -225,7 +225,9 @@ class DynamicBatcher:
         return self._running
 
     def add_hook(self, hook: BatchHook) -> None:
-        self._hooks.append(hook)
+        """Call `hook(record)` after every run; adding the same hook again changes nothing."""
+        if hook not in self._hooks:
+            self._hooks.append(hook)
 
     async def submit(
         self, inputs: Arrays, outputs: tuple[str, ...], *, rows: int, request_id: str, deadline: float | None = None

@@ -95,6 +95,8 @@ class ModelConfig(BaseModel):
     """Which version folders to load."""
     optimization_level: Literal["disabled", "basic", "extended", "all"] = "all"
     """ONNX Runtime graph optimisation level."""
+    nonfinite_inputs: Literal["allow", "reject"] = "allow"
+    """Floating-point inputs holding NaN or infinity: passed to the model, or refused with INVALID_ARGUMENT."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -30,6 +30,56 @@ class LimitSettings(BaseModel):
     """Most items one BatchPredict call may carry."""
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     """Most elements one input tensor may hold."""
+    max_string_bytes: int = Field(1024 * 1024, ge=1)
+    """Most bytes one element of a STRING (BYTES) input may hold."""
+
+
+class SecuritySettings(BaseModel):
+    """TLS, mutual TLS and bearer tokens for the gRPC and HTTP ports. Nothing set: plaintext and open."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tls_cert_file: Path | None = None
+    """PEM server certificate (chain); with `tls_key_file`, both ports speak TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of the server certificate."""
+    client_ca_file: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS). Needs the server certificate."""
+    tokens_file: Path | None = None
+    """File of bearer tokens, one `identity: token` per line (`#` comments); callers send
+    `authorization: Bearer <token>`. With tokens set, every call needs one (or a client certificate under mTLS)."""
+    tokens: dict[str, SecretStr] = {}
+    """Bearer tokens by identity, e.g. `VIGIL_SECURITY__TOKENS='{"dashboard": "..."}'`; merged with `tokens_file`."""
+    open_services: list[str] = ["grpc.health.v1.Health"]
+    """gRPC services callable without credentials (health for probes; add reflection for tooling)."""
+    open_http_paths: list[str] = ["/healthz", "/readyz", "/metrics"]
+    """HTTP paths served without a token (probes and the Prometheus scrape)."""
+    admin_identities: list[str] = []
+    """Identities allowed to load and unload models; empty: any authenticated caller."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SecuritySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
+
+
+class AuditSettings(BaseModel):
+    """The audit log: one JSON line per prediction and per feedback, in a file of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = None
+    """Where audit lines go; unset: no audit log."""
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Size at which the file is rotated (renamed to `.1`, older ones shifted)."""
+    backup_count: int = Field(10, ge=1)
+    """Rotated files kept."""
+    identity_hash_key: SecretStr | None = None
+    """Secret for the keyed hash (HMAC-SHA256) of caller identities in audit lines. Unset: a random key per
+    process, so hashes are comparable only within one run."""
 
 
 class TelemetrySettings(BaseModel):
@@ -259,9 +309,15 @@ class Settings(BaseSettings):
     load_workers: int = Field(2, ge=1)
     """Threads that load and warm up models in parallel at start-up."""
     shutdown_grace_seconds: float = Field(10.0, ge=0)
-    """Seconds in-flight calls get to finish on shutdown."""
+    """Seconds queued and in-flight calls get to finish on shutdown (a second signal exits at once)."""
+    repository_poll_seconds: float = Field(0.0, ge=0)
+    """Check the model repository folder for added, changed and removed models this often; 0: never."""
     limits: LimitSettings = LimitSettings()
     """Request size limits."""
+    security: SecuritySettings = SecuritySettings()
+    """TLS, mutual TLS and bearer tokens."""
+    audit: AuditSettings = AuditSettings()
+    """The audit log."""
     telemetry: TelemetrySettings = TelemetrySettings()
     """Metrics, traces and logs."""
     quality: QualitySettings = QualitySettings()
