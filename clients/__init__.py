@@ -1,10 +1,12 @@
 """Vigil's Python client: `Client` and `AsyncClient` over the native gRPC API."""
 
+from clients.channel import TLS
 from clients.client import AsyncClient, Client
 from clients.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidInput,
+    LoadFailed,
     ModelNotFound,
     NotFound,
     Overloaded,
@@ -25,6 +27,7 @@ __all__ = [
     "DeadlineExceeded",
     "FeedbackReceipt",
     "InvalidInput",
+    "LoadFailed",
     "ModelInfo",
     "ModelNotFound",
     "ModelSummary",
@@ -34,6 +37,7 @@ __all__ = [
     "Prediction",
     "PredictionNotFound",
     "ServerError",
+    "TLS",
     "TensorInfo",
     "Unauthenticated",
     "Unavailable",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ import click
 import numpy as np
 import numpy.typing as npt
 
+from clients.channel import TLS
 from clients.client import DEFAULT_TARGET, Client
 from clients.errors import VigilError
-from clients.types import ModelInfo, Prediction
+from clients.types import ModelInfo, ModelSummary, Prediction
 from protos.tensors import NUMPY_DTYPES, DataType
 
 target_option = click.option(
@@ -24,10 +27,51 @@ target_option = click.option(
 timeout_option = click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline in seconds.")
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How client commands reach the server: TLS and the bearer token, from the group's options."""
+
+    tls: TLS | None = None
+    token: str | None = None
+
+    def client(self, target: str, timeout: float | None) -> Client:
+        return Client(target, timeout=timeout, tls=self.tls, token=self.token)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.ca_file) if self.tls.ca_file else None)
+        if self.tls.cert_file and self.tls.key_file:
+            context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        return context
+
+
+def _client(target: str, timeout: float | None) -> Client:
+    connection = click.get_current_context().find_object(Connection) or Connection()
+    return connection.client(target, timeout)
+
+
+path_type = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
 @click.group()
 @click.version_option(package_name="vigil")
-def main() -> None:
-    """Vigil: a gRPC model server for ONNX models with streaming telemetry."""
+@click.option("--token", envvar="VIGIL_TOKEN", help="Bearer token sent with every call (env VIGIL_TOKEN).")
+@click.option("--tls", is_flag=True, envvar="VIGIL_TLS",
+              help="Speak TLS, trusting the system's CAs (implied by --ca-file and --cert-file).")
+@click.option("--ca-file", type=path_type, envvar="VIGIL_TLS_CA", help="CA that signed the server's certificate.")
+@click.option("--cert-file", type=path_type, envvar="VIGIL_TLS_CERT", help="Client certificate, for mutual TLS.")
+@click.option("--key-file", type=path_type, envvar="VIGIL_TLS_KEY", help="Client certificate's key.")
+@click.pass_context
+def main(ctx: click.Context, token: str | None, tls: bool, ca_file: Path | None, cert_file: Path | None,
+         key_file: Path | None) -> None:
+    """Vigil: a gRPC model server for ONNX models with streaming telemetry.
+
+    The connection options go before the command: `vigil --ca-file ca.crt --token T models`."""
+    if (cert_file is None) != (key_file is None):
+        raise click.UsageError("--cert-file and --key-file go together")
+    secure = tls or ca_file is not None or cert_file is not None
+    ctx.obj = Connection(TLS(ca_file, cert_file, key_file) if secure else None, token or None)
 
 
 @main.command()
@@ -52,15 +96,47 @@ def serve(**options: Any) -> None:
 @timeout_option
 def models(target: str, timeout: float) -> None:
     """List the server's models and the state of each version."""
-    with Client(target, timeout=timeout) as client:
+    with _client(target, timeout) as client:
         summaries = _call(client.list_models)
     for model in summaries:
-        default = model.default_version or "-"
-        click.echo(f"{model.name}  (default version {default})" + (f"  {model.reason}" if model.reason else ""))
-        for v in model.versions:
-            providers = ",".join(v.execution_providers)
-            line = f"  {v.version:>4}  {v.state:<8} {providers}"
-            click.echo(line + (f"  {v.reason}" if v.reason else ""))
+        _echo_model(model)
+
+
+def _echo_model(model: ModelSummary) -> None:
+    default = model.default_version or "-"
+    click.echo(f"{model.name}  (default version {default})" + (f"  {model.reason}" if model.reason else ""))
+    for v in model.versions:
+        providers = ",".join(v.execution_providers)
+        line = f"  {v.version:>4}  {v.state:<8} {providers}"
+        click.echo(line + (f"  {v.reason}" if v.reason else ""))
+
+
+load_timeout_option = click.option(
+    "--timeout", type=float, default=300.0, show_default=True,
+    help="Deadline in seconds (the server finishes the operation even if it passes).")
+
+
+@main.command()
+@click.argument("model")
+@target_option
+@load_timeout_option
+def load(model: str, target: str, timeout: float) -> None:
+    """Load or reload MODEL from its folder on the server: new and changed versions load and warm up while the
+    loaded ones serve. A version that fails leaves what was serving in place; the command then exits 1."""
+    with _client(target, timeout) as client:
+        summary = _call(client.load_model, model)
+    _echo_model(summary)
+
+
+@main.command()
+@click.argument("model")
+@target_option
+@load_timeout_option
+def unload(model: str, target: str, timeout: float) -> None:
+    """Unload every version of MODEL once its queued requests have finished."""
+    with _client(target, timeout) as client:
+        summary = _call(client.unload_model, model)
+    _echo_model(summary)
 
 
 @main.command()
@@ -70,7 +146,7 @@ def models(target: str, timeout: float) -> None:
 @timeout_option
 def metadata(model: str, version: int, target: str, timeout: float) -> None:
     """Show a model version's inputs, outputs and configuration as JSON."""
-    with Client(target, timeout=timeout) as client:
+    with _client(target, timeout) as client:
         info = _call(client.model_metadata, model, version)
     click.echo(json.dumps(_jsonable(info.__dict__), indent=2))
 
@@ -90,7 +166,7 @@ def watch(models: tuple[str, ...], interval: float, frames: int, target: str) ->
     console = Console()
     if not console.is_terminal:  # piped: wide enough for every column
         console = Console(width=160)
-    with Client(target, timeout=None) as client:
+    with _client(target, None) as client:
         try:
             show(client.telemetry(interval_ms=round(interval * 1000), models=models), console, limit=frames)
         except VigilError as exc:
@@ -147,10 +223,15 @@ def report(model: str | None, http_target: str, as_json: bool, output: Path | No
     import urllib.parse
     import urllib.request
 
+    connection = click.get_current_context().find_object(Connection) or Connection()
     query = f"?{urllib.parse.urlencode({'model': model})}" if model else ""
-    url = f"http://{http_target}/report{'.json' if as_json else ''}{query}"
+    scheme = "https" if connection.tls is not None else "http"
+    url = f"{scheme}://{http_target}/report{'.json' if as_json else ''}{query}"
+    request = urllib.request.Request(url)
+    if connection.token:
+        request.add_header("Authorization", f"Bearer {connection.token}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=connection.ssl_context()) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         raise click.ClickException(f"{url}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
@@ -167,7 +248,7 @@ def report(model: str | None, http_target: str, as_json: bool, output: Path | No
 @timeout_option
 def health(service: str, target: str, timeout: float) -> None:
     """Print the server's (or a service's) health; exit 0 only when SERVING."""
-    with Client(target, timeout=timeout) as client:
+    with _client(target, timeout) as client:
         status = _call(client.health, service)
     click.echo(status)
     sys.exit(0 if status == "SERVING" else 1)
@@ -183,7 +264,7 @@ def health(service: str, target: str, timeout: float) -> None:
 @timeout_option
 def predict(model: str, input_file: Path, version: int, as_json: bool, target: str, timeout: float) -> None:
     """Predict from a file of rows; for classifiers, print each row's label and probability."""
-    with Client(target, timeout=timeout) as client:
+    with _client(target, timeout) as client:
         info = _call(client.model_metadata, model, version)
         inputs = read_inputs(input_file, info)
         result = _call(client.predict, model, inputs, version=version)

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients import convert
+from clients.channel import TLS, open_aio_channel, open_channel
 from clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
 from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction
 from protos.vigil.v1 import inference_pb2 as pb
@@ -54,6 +55,8 @@ class _Base:
 class Client(_Base):
     """A blocking client for one Vigil server.
 
+    `tls` (a `TLS`) turns on TLS or mutual TLS; `token` sends `authorization: Bearer <token>` on every call.
+
     >>> with Client("127.0.0.1:8001") as client:
     ...     result = client.predict("breast_cancer", rows)      # rows: float32 array [n, 30]
     ...     result.labels, result.probabilities
@@ -65,9 +68,11 @@ class Client(_Base):
         *,
         timeout: float | None = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TLS | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__(target, timeout)
-        self._channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._channel = open_channel(target, _channel_options(max_message_bytes), tls=tls, token=token)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -151,6 +156,24 @@ class Client(_Base):
             raise error_from_rpc(exc) from None
         return convert.model_summaries(response)
 
+    def load_model(self, model: str, *, timeout: float | None = None) -> ModelSummary:
+        """Load or reload a model from its folder on the server; the loaded versions serve until the new ones are
+        ready. Raises LoadFailed (with the reason; what served still serves) or ModelNotFound."""
+        try:
+            response = self._stub.LoadModel(pb.LoadModelRequest(model_name=model), timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summary(response.model)
+
+    def unload_model(self, model: str, *, timeout: float | None = None) -> ModelSummary:
+        """Unload every version of a model once its queued requests have finished."""
+        try:
+            response = self._stub.UnloadModel(pb.UnloadModelRequest(model_name=model),
+                                              timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summary(response.model)
+
     def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
         try:
@@ -195,9 +218,11 @@ class AsyncClient(_Base):
         *,
         timeout: float | None = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TLS | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__(target, timeout)
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._channel = open_aio_channel(target, _channel_options(max_message_bytes), tls=tls, token=token)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -284,6 +309,25 @@ class AsyncClient(_Base):
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.model_summaries(response)
+
+    async def load_model(self, model: str, *, timeout: float | None = None) -> ModelSummary:
+        """Load or reload a model from its folder on the server; the loaded versions serve until the new ones are
+        ready. Raises LoadFailed (with the reason; what served still serves) or ModelNotFound."""
+        try:
+            response = await self._stub.LoadModel(pb.LoadModelRequest(model_name=model),
+                                                  timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summary(response.model)
+
+    async def unload_model(self, model: str, *, timeout: float | None = None) -> ModelSummary:
+        """Unload every version of a model once its queued requests have finished."""
+        try:
+            response = await self._stub.UnloadModel(pb.UnloadModelRequest(model_name=model),
+                                                    timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.model_summary(response.model)
 
     async def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)

@@ -67,24 +67,25 @@ def model_info(message: pb.ModelMetadata) -> ModelInfo:
     )
 
 
+def model_summary(message: pb.ModelStatus) -> ModelSummary:
+    return ModelSummary(
+        name=message.name,
+        default_version=message.default_version,
+        reason=message.reason,
+        versions=[
+            VersionInfo(
+                version=v.version,
+                state=pb.ModelState.Name(v.state),
+                reason=v.reason,
+                execution_providers=list(v.execution_providers),
+            )
+            for v in message.versions
+        ],
+    )
+
+
 def model_summaries(message: pb.ListModelsResponse) -> list[ModelSummary]:
-    return [
-        ModelSummary(
-            name=m.name,
-            default_version=m.default_version,
-            reason=m.reason,
-            versions=[
-                VersionInfo(
-                    version=v.version,
-                    state=pb.ModelState.Name(v.state),
-                    reason=v.reason,
-                    execution_providers=list(v.execution_providers),
-                )
-                for v in m.versions
-            ],
-        )
-        for m in message.models
-    ]
+    return [model_summary(m) for m in message.models]
 
 
 def feedback_request(request_id: str, labels: Sequence[str] | str, subject_id: str = "") -> pb.FeedbackRequest:

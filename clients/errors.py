@@ -10,6 +10,7 @@
      ├── PermissionDenied   PERMISSION_DENIED
      ├── Cancelled          CANCELLED
      ├── Unimplemented      UNIMPLEMENTED
+     ├── LoadFailed         FAILED_PRECONDITION (LoadModel: what was serving still serves)
      └── ServerError        INTERNAL, UNKNOWN and anything else
 """
 
@@ -71,6 +72,10 @@ class Unimplemented(VigilError):
     """The server does not offer this call."""
 
 
+class LoadFailed(VigilError):
+    """Loading a model, or some of its versions, failed; the message says why and what still serves."""
+
+
 class ServerError(VigilError):
     """The server failed while handling the call."""
 
@@ -85,6 +90,7 @@ _ERRORS: dict[grpc.StatusCode, type[VigilError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.FAILED_PRECONDITION: LoadFailed,
 }
 
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}

@@ -87,6 +87,29 @@ def _element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
+_NARROW_INTEGERS: Final[dict[int, tuple[int, int]]] = {
+    DataType.INT8: (-(2**7), 2**7 - 1), DataType.UINT8: (0, 2**8 - 1),
+    DataType.INT16: (-(2**15), 2**15 - 1), DataType.UINT16: (0, 2**16 - 1),
+}
+"""Integer dtypes that travel in a wider contents field, and the range each holds."""
+
+
+def _narrow(values: Any, dtype: int, field: str) -> npt.NDArray[np.generic]:
+    """Typed integers from a wider field; numpy would wrap an out-of-range value silently, so refuse it."""
+    wide = np.asarray(values, dtype=np.int64)
+    low, high = _NARROW_INTEGERS[dtype]
+    if wide.size and (int(wide.min()) < low or int(wide.max()) > high):
+        raise TensorError(f"contents.{field} holds a value outside {dtype_name(dtype)}'s range {low}..{high}")
+    return wide.astype(NUMPY_DTYPES[dtype])
+
+
+def _reshape(array: npt.NDArray[np.generic], shape: list[int]) -> npt.NDArray[np.generic]:
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # numpy's own bounds, which even an empty array meets: dimensions, total bytes
+        raise TensorError(f"numpy cannot hold shape {shape}: {exc}") from None
+
+
 def _decode_strings(raw: bytes, count: int) -> npt.NDArray[np.object_]:
     items: list[bytes] = []
     offset = 0
@@ -126,17 +149,19 @@ def decode(dtype: int, shape: list[int], raw: bytes, contents: Any | None) -> np
         if dtype == _STRING:
             array = np.empty(count, dtype=object)
             array[:] = list(values)
+        elif dtype in _NARROW_INTEGERS:
+            array = _narrow(values, dtype, field)
         else:
             array = np.asarray(values, dtype=np_dtype)
-        return array.reshape(shape)
+        return _reshape(array, shape)
     if dtype == _STRING:
-        return _decode_strings(raw, count).reshape(shape)
+        return _reshape(_decode_strings(raw, count), shape)
     expected = count * np_dtype.itemsize
     if len(raw) != expected:
         raise TensorError(
             f"raw_data holds {len(raw)} bytes but shape {shape} of {dtype_name(dtype)} needs {expected}"
         )
-    return np.frombuffer(raw, dtype=np_dtype).reshape(shape)
+    return _reshape(np.frombuffer(raw, dtype=np_dtype), shape)
 
 
 def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from protos.vigil.v1 import inference_pb2
 from protos.vigil.v1.telemetry_pb2 import TelemetryEvent
+from server.audit import AuditLog
+from server.credentials import grpc_credentials, http_ssl_context, token_table
 from server.dataplane import DataPlane
+from server.gate import CallGate
+from server.handlers import HandlerWrap, WrappingServer
 from server.health import HealthReporter
 from server.monitoring import Monitoring
 from server.oip import OpenInferenceServicer, server_version
 from server.registry import Model, ModelRepository, ModelVersion
+from server.repository_watch import RepositoryWatcher
 from server.servicer import InferenceServicer, add_inference_servicer
 from server.settings import Settings
 from server.stream_source import ModelEvents, snapshot_reader
 from server.validation import Limits
-from server.web import WebServer, build_web_app
+from server.web import HttpAccess, WebServer, build_web_app
 from telemetry.aggregates import SCOPE, Histogram
 from telemetry.batches import BatchTelemetry
 from telemetry.frames import Snapshot
@@ -43,23 +53,32 @@ logger = logging.getLogger(__name__)
 
 
 def build_server(
-    settings: Settings, services: list[Any], interceptor: TelemetryInterceptor | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """A gRPC server with the given `(add_to_server, servicer)` pairs, bound to host:port; returns the real port."""
+    settings: Settings, services: list[Any], wraps: Sequence[HandlerWrap] = ()
+) -> tuple[grpc.aio.Server, WrappingServer, int]:
+    """A gRPC server with the given `(add_to_server, servicer)` pairs, their handlers wrapped by `wraps` (first
+    innermost), bound to host:port with TLS when configured; returns the server, the wrapping stand-in that
+    registers more services, and the real port."""
     limit = settings.limits.max_message_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            # Calls gRPC holds until the server takes them; past these, gRPC itself cancels calls (CANCELLED) before
+            # any queue bound can refuse them with a reason. The model queues are the bound that speaks.
+            ("grpc.server.max_pending_requests", settings.limits.max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", settings.limits.max_pending_calls),
         ]
     )
+    registrar = WrappingServer(server, wraps)
     for add, servicer in services:
-        add(servicer, server if interceptor is None else interceptor.instrument(server))
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        add(servicer, registrar)
+    address = f"{settings.host}:{settings.grpc_port}"
+    credentials = grpc_credentials(settings.security)
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if port == 0:
-        raise OSError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
-    return server, port
+        raise OSError(f"could not bind gRPC to {address}")
+    return server, registrar, port
 
 
 class App:
@@ -78,6 +97,7 @@ class App:
         limits = Limits(
             max_rows_per_request=settings.limits.max_rows_per_request,
             max_tensor_elements=settings.limits.max_tensor_elements,
+            max_string_bytes=settings.limits.max_string_bytes,
         )
         self.dataplane = DataPlane(self.repository, limits)
         self.metrics_registry = CollectorRegistry()
@@ -88,6 +108,10 @@ class App:
         self._interceptor: TelemetryInterceptor | None = None
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
+        self.gate = _build_gate(settings)
+        self.watcher = (RepositoryWatcher(self.repository, interval=settings.repository_poll_seconds)
+                        if settings.repository_poll_seconds > 0 else None)
+        self._stopping: asyncio.Future[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._web: WebServer | None = None
         self.grpc_port = 0
@@ -158,7 +182,10 @@ class App:
         servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items,
                                      hub=self.telemetry_hub,
                                      quality=self.monitoring.quality if self.monitoring is not None else None)
-        self._grpc, self.grpc_port = build_server(
+        wraps: list[HandlerWrap] = [self.gate.wrap]
+        if self._interceptor is not None:
+            wraps.append(self._interceptor.wrap)
+        self._grpc, registrar, self.grpc_port = build_server(
             self.settings,
             [
                 (add_inference_servicer, servicer),
@@ -166,16 +193,16 @@ class App:
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                  OpenInferenceServicer(self.dataplane, self.health)),
             ],
-            self._interceptor,
+            wraps,
         )
-        reflection.enable_server_reflection(
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
             [
                 inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
                 grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
-            ],
-            self._grpc,
+            ]),
+            registrar,
         )
         await self.health.set_loading()
         if self.telemetry_hub is not None:
@@ -183,11 +210,15 @@ class App:
         if self.monitoring is not None:
             await self.monitoring.start()
         await self._grpc.start()
+        security = self.settings.security
         self._web = WebServer(
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
-                          quality=self.monitoring.quality if self.monitoring is not None else None),
+                          quality=self.monitoring.quality if self.monitoring is not None else None,
+                          access=HttpAccess(token_table(security), frozenset(security.open_http_paths),
+                                            mutual_tls=security.client_ca_file is not None)),
             self.settings.host,
             self.settings.http_port,
+            ssl_context=http_ssl_context(security),
         )
         await self._web.start()
         self.http_port = self._web.port
@@ -197,39 +228,130 @@ class App:
     async def load_models(self) -> None:
         await self.repository.load_all()
         await self.health.set_started()
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace` seconds, then release everything."""
+        """Drain: NOT_SERVING and new calls refused with UNAVAILABLE at once; queued and in-flight calls get `grace`
+        seconds to finish; then telemetry is flushed and everything released."""
+        if self._stopping is None:  # a second stop waits for the first
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        if self.watcher is not None:  # first, so it starts no load or unload during shutdown
+            await self.watcher.stop()
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self.gate.draining = True
         await self.health.set_draining()
-        if self.monitoring is not None:
-            await self.monitoring.close()
         if self.telemetry_hub is not None:  # a last frame with the event, then the streams end
             self.telemetry_hub.publish(TelemetryEvent.SERVER_DRAINING, message="the server is shutting down")
             await self.telemetry_hub.close()
         if self._grpc is not None:
-            await self._grpc.stop(grace)
+            # New calls get the gate's UNAVAILABLE while admitted ones finish; only then does gRPC stop, which
+            # would answer calls still arriving with CANCELLED. Streams get what is left of the grace period.
+            # The port stays open for at least `shutdown_refuse_seconds`, so that callers and load balancers hear
+            # UNAVAILABLE rather than find calls cut off.
+            started = time.monotonic()
+            if not await self.gate.drain(grace):
+                logger.warning("%d calls were still running after the %.1fs grace period", self.gate.active, grace)
+            refuse_until = started + min(self.settings.shutdown_refuse_seconds, grace)
+            await asyncio.sleep(max(refuse_until - time.monotonic(), 0.0))
+            await self._grpc.stop(max(grace - (time.monotonic() - started), 0.0))
+        if self.monitoring is not None:  # after the last batches, so their predictions and alerts count
+            await self.monitoring.close()
         if self._web is not None:
             await self._web.stop()
         if self.telemetry is not None:  # flush while the models it reports on are still there
-            await asyncio.to_thread(self.telemetry.shutdown)
-        self.repository.close()
+            telemetry = self.telemetry
+            if not await _in_daemon_thread(lambda: telemetry.shutdown(TELEMETRY_FLUSH_SECONDS),
+                                           TELEMETRY_FLUSH_SECONDS * 3):
+                logger.warning("telemetry did not flush within %.0fs (is the collector reachable?); going on "
+                               "without it", TELEMETRY_FLUSH_SECONDS * 3)
+        await self.repository.close()
+        if self.gate.audit is not None:
+            self.gate.audit.close()
+
+
+def _build_gate(settings: Settings) -> CallGate:
+    security, audit = settings.security, settings.audit
+    key = audit.identity_hash_key.get_secret_value().encode() if audit.identity_hash_key is not None else None
+    return CallGate(
+        tokens=token_table(security), mutual_tls=security.client_ca_file is not None,
+        open_services=set(security.open_services), admins=set(security.admin_identities),
+        audit=AuditLog(audit.file, max_bytes=audit.max_bytes, backup_count=audit.backup_count, identity_key=key)
+        if audit.file is not None else None,
+    )
+
+
+TELEMETRY_FLUSH_SECONDS = 3.0
+"""On shutdown, how long each telemetry flush may wait for the collector."""
+
+
+async def _in_daemon_thread(work: Callable[[], object], timeout: float) -> bool:
+    """Run `work` in a daemon thread; True if it finished within `timeout` seconds. (A stuck thread of the default
+    executor would hold the process's exit; a daemon thread does not.)"""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=run, name="vigil-shutdown", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+SHUTDOWN_MARGIN_SECONDS = 15.0
+"""Beyond the grace period, how long flushing and releasing may take before the process exits regardless."""
+
+
+def _exit_now(reason: str, code: int) -> None:
+    """Leave at once, without waiting for calls, threads or exporters (a second signal, or a stuck shutdown)."""
+    sys.stderr.write(f"vigil: {reason}\n")
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def serve(settings: Settings, *, announce: bool = True) -> int:
-    """Run until SIGINT or SIGTERM; returns the process exit code."""
+    """Run until SIGINT or SIGTERM, then drain within the grace period and return 0; a second signal exits at once
+    (status 128 + signal number)."""
     app = App(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            _exit_now(f"{signal.Signals(signum).name} again: exiting without waiting for calls", 128 + signum)
+        logger.info("%s: draining for up to %.1fs (a second signal exits at once)", signal.Signals(signum).name,
+                    settings.shutdown_grace_seconds)
+        stop.set()
+        app.gate.draining = True  # refuse new calls from this moment, before the loop gets to `stop`
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await app.listen()
     if announce:
         # Printed, not only logged, so scripts and tests can read the ports chosen for port 0.
         print(f"vigil: gRPC listening on {settings.host}:{app.grpc_port}", flush=True)
         print(f"vigil: HTTP listening on {settings.host}:{app.http_port}", flush=True)
-    await app.load_models()
+    await app.load_models()  # a signal meanwhile is acted on once loading ends (calls are refused already)
     await stop.wait()
-    logger.info("shutting down")
-    await app.stop()
+    try:
+        await asyncio.wait_for(app.stop(), timeout=settings.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
+    except TimeoutError:
+        _exit_now(f"shutdown did not finish within the grace period plus {SHUTDOWN_MARGIN_SECONDS:.0f}s; "
+                  "exiting now", 1)
+    logger.info("stopped")
     return 0

@@ -11,6 +11,9 @@ batch goes at once (no timer at low load); a loop busy with other calls runs it 
 waits further loop turns — each of which brings in more requests — until the batch is full, the loop goes
 quiet, or the oldest request has waited `_SETTLE_LIMIT`.
 Inputs whose non-batch dimensions differ are never mixed in one run (no padding).
+
+A failed run of several requests fails none of them yet: each goes back to the front of the queue to run alone,
+so only a request whose own run fails gets InferenceFailed (one bad row must not cost its neighbours their answer).
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class _Work:
     deadline: float | None
     request_id: str
     span_context: SpanContext | None = None
+    alone: bool = False
+    """Set when a shared run failed: this request now runs as a batch of its own, never merged."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,7 @@ class DynamicBatcher:
         self._hooks: list[BatchHook] = []
         self._running = 0
         self._dispatch_scheduled = False
+        self._closed = False
 
     @property
     def is_batching(self) -> bool:
@@ -235,7 +241,7 @@ class DynamicBatcher:
         """Queue a request and wait for its share of a run. `deadline` is a `time.monotonic()` instant.
 
         Raises Overloaded when the queue is full, DeadlineExpired when the deadline passes before the run,
-        InferenceFailed when the run fails.
+        InferenceFailed when its own run fails (a failed shared run is retried one request at a time).
         """
         limit = self.max_batch_size if self.is_batching else rows
         if rows <= limit:
@@ -363,8 +369,9 @@ class DynamicBatcher:
             self._workers[instance].jobs.put((batch, outputs, asyncio.get_running_loop(), done))
 
     def _is_due(self) -> bool:
-        """Always without a queue delay; with one, when a batch is full or preferred, or the oldest waited enough."""
-        if self.max_queue_delay <= 0 or not self.is_batching:
+        """Always without a queue delay or for a retry; with one, when a batch is full or preferred, or the oldest
+        waited enough."""
+        if self.max_queue_delay <= 0 or not self.is_batching or self._queue[0].alone:
             return True
         waiting = sum(w.rows for w in self._queue)
         if waiting >= self.max_batch_size or waiting in self.preferred_batch_sizes:
@@ -396,7 +403,8 @@ class DynamicBatcher:
                 ))
                 continue
             fits = not batch or (
-                self.is_batching and work.key == batch[0].key and rows + work.rows <= self.max_batch_size
+                self.is_batching and not work.alone and not batch[0].alone
+                and work.key == batch[0].key and rows + work.rows <= self.max_batch_size
             )
             if fits:
                 batch.append(work)
@@ -425,8 +433,14 @@ class DynamicBatcher:
                 "inference failed on model %s version %d for requests %s",
                 self.model, self.version, ", ".join(w.request_id for w in batch), exc_info=error,
             )
-            for w in batch:
-                if not w.future.done():
+            waiting = [w for w in batch if not w.future.done()]
+            if len(batch) > 1 and not self._closed:
+                # Retried alone, at the front: they keep their enqueue time, deadline and future.
+                for w in waiting:
+                    w.alone = True
+                self._queue.extendleft(reversed(waiting))
+            else:
+                for w in waiting:
                     w.future.set_exception(InferenceFailed(w.request_id))
             self._run_hooks(batch, rows, dispatched, None)
         else:
@@ -465,7 +479,9 @@ class DynamicBatcher:
                 logger.exception("batch hook failed")
 
     def close(self) -> None:
-        """Fail whatever still waits and release the worker threads (after in-flight runs finish)."""
+        """Fail whatever still waits and release the worker threads (after in-flight runs finish). On the event
+        loop thread when one runs (futures and timers belong to it); `join` then waits for the threads."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         for work in self._queue:
@@ -474,6 +490,9 @@ class DynamicBatcher:
         self._queue.clear()
         for worker in self._workers:
             worker.jobs.put(None)
+
+    def join(self) -> None:
+        """Wait for the worker threads to end (after `close`). Blocks: run it off the event loop."""
         for worker in self._workers:
             worker.join()
 

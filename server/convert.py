@@ -15,6 +15,7 @@ from server.registry import Model, ModelVersion, VersionState
 from server.requests import InferRequest, InferResult
 from server.sessions import Arrays
 from server.signature import TensorSpec
+from telemetry.context import CallItem
 from telemetry.quality import FeedbackResult
 
 
@@ -64,6 +65,13 @@ def to_batch_response(outcomes: list[InferResult | ServerError]) -> pb.BatchPred
     return pb.BatchPredictResponse(results=[
         pb.BatchPredictResult(status=item_status(o)) if isinstance(o, ServerError)
         else pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=to_response(o)) for o in outcomes])
+
+
+def call_item(request: pb.PredictRequest, outcome: InferResult | ServerError) -> CallItem:
+    """What the audit log keeps of one BatchPredict item: never its tensors."""
+    if isinstance(outcome, ServerError):
+        return CallItem("", request.model_name, str(request.model_version or ""), outcome)
+    return CallItem(outcome.request_id, outcome.model_name, str(outcome.model_version))
 
 
 def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:

@@ -60,6 +60,7 @@ class DataPlane:
         rows = check_inputs(
             version.name, request.inputs, signature,
             batching=version.config.max_batch_size > 0, limits=self.limits,
+            nonfinite_inputs=version.config.nonfinite_inputs,
         )
         wanted = check_outputs(version.name, request.output_names, signature)
         probability_output = version.config.probability_output

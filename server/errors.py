@@ -7,6 +7,7 @@
      ├── InvalidInput       names, dtypes, shapes, bytes, limits  INVALID_ARGUMENT
      ├── Overloaded         a queue or limit is full              RESOURCE_EXHAUSTED
      ├── DeadlineExpired    the caller's deadline passed          DEADLINE_EXCEEDED
+     ├── ModelLoadFailed    a (re)load failed; the old one serves FAILED_PRECONDITION
      ├── InferenceFailed    ONNX Runtime failed                   INTERNAL (generic message)
      └── NotSupported       a feature this server does not offer  UNIMPLEMENTED
 
@@ -60,6 +61,11 @@ class DeadlineExpired(ServerError):
     """The caller's deadline passed before the request was computed."""
 
 
+class ModelLoadFailed(ServerError):
+    """Loading a model (or some of its versions) failed; the message names the model, the versions and why, and
+    which version, if any, keeps serving."""
+
+
 class InferenceFailed(ServerError):
     """ONNX Runtime failed. The caller sees a generic message; the details go to the log only."""
 
@@ -80,6 +86,7 @@ STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ModelLoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     NotSupported: grpc.StatusCode.UNIMPLEMENTED,
 }

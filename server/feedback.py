@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from server.errors import InvalidInput, NotSupported, PredictionNotFound
+from telemetry.context import annotate_call
 from telemetry.outcomes import InvalidFeedback, UnknownPrediction
 from telemetry.quality import FeedbackResult, QualityMonitor
 
@@ -24,9 +25,12 @@ def give_feedback(monitor: QualityMonitor | None, request_id: str, labels: Seque
         raise InvalidInput(f"feedback for {request_id} has no labels; give one true label per predicted row")
     if len(subject_id.encode("utf-8")) > MAX_SUBJECT_ID_BYTES:
         raise InvalidInput(f"subject_id is longer than {MAX_SUBJECT_ID_BYTES} bytes")
+    annotate_call(request_id=request_id)
     try:
-        return monitor.feedback(request_id, labels, subject_id)
+        result = monitor.feedback(request_id, labels, subject_id)
     except UnknownPrediction as exc:
         raise PredictionNotFound(str(exc)) from None
     except InvalidFeedback as exc:
         raise InvalidInput(str(exc)) from None
+    annotate_call(model=result.model, version=int(result.version))
+    return result

@@ -37,8 +37,10 @@ class HealthReporter:
         self._models: dict[str, bool] = {}
 
     async def on_model_change(self, model: Model) -> None:
-        self._models[model.name] = model.default_version is not None
-        await self.servicer.set(model_service(model.name), SERVING if self._models[model.name] else NOT_SERVING)
+        serving = model.default_version is not None
+        # A model unloaded on purpose reports NOT_SERVING itself but does not hold strict readiness down.
+        self._models[model.name] = serving or model.is_unloaded
+        await self.servicer.set(model_service(model.name), SERVING if serving else NOT_SERVING)
         for version in model.versions.values():
             await self.servicer.set(
                 model_service(model.name, version.version), SERVING if version.is_ready else NOT_SERVING

@@ -12,14 +12,18 @@ from protos.inference import grpc_service_pb2 as oip
 from protos.inference import grpc_service_pb2_grpc
 from server import oip_convert
 from server.dataplane import DataPlane, new_request_id
-from server.errors import ModelNotFound, ModelNotReady, maps_errors, status_for
+from server.errors import ModelNotFound, ModelNotReady, NotSupported, maps_errors, status_for
 from server.health import HealthReporter
 from server.servicer import Context, deadline_of
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = ["model_repository", "statistics"]
-"""Protocol extensions served: the repository index (read-only) and model statistics."""
+"""Protocol extensions served: the repository index, load and unload, and model statistics."""
+
+UNSUPPORTED_LOAD_PARAMETERS = ("config", "file:")
+"""RepositoryModelLoad parameters (by name or prefix) that send a config or files with the call: Vigil loads from
+the repository folder only."""
 
 STREAM_CONCURRENCY = 64
 """Requests of one ModelStreamInfer stream in flight at once; reading the stream waits beyond that."""
@@ -121,6 +125,24 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: oip.RepositoryIndexRequest, context: Context
     ) -> oip.RepositoryIndexResponse:
         return oip_convert.to_repository_index(self._dataplane.repository.models, ready_only=request.ready)
+
+    @maps_errors
+    async def RepositoryModelLoad(
+        self, request: oip.RepositoryModelLoadRequest, context: Context
+    ) -> oip.RepositoryModelLoadResponse:
+        sent = sorted(p for p in request.parameters if p.startswith(UNSUPPORTED_LOAD_PARAMETERS))
+        if sent:
+            raise NotSupported(f"RepositoryModelLoad parameters {', '.join(sent)} are not supported: Vigil loads "
+                               "models from their folder in the repository only")
+        await self._dataplane.repository.load_model(request.model_name)
+        return oip.RepositoryModelLoadResponse()
+
+    @maps_errors
+    async def RepositoryModelUnload(
+        self, request: oip.RepositoryModelUnloadRequest, context: Context
+    ) -> oip.RepositoryModelUnloadResponse:
+        await self._dataplane.repository.unload_model(request.model_name)
+        return oip.RepositoryModelUnloadResponse()
 
     @maps_errors
     async def ModelStatistics(

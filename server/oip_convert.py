@@ -31,7 +31,7 @@ def version_number(text: str) -> int:
     """The protocol carries versions as strings; empty means the default version."""
     if not text:
         return 0
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit also takes "²", which int() refuses
         raise InvalidInput(f"model_version must be a number, got '{text}'")
     return int(text)
 

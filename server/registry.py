@@ -1,184 +1,40 @@
-"""The model repository: finds models and versions on disk, loads them, and resolves requests to a version."""
+"""The model repository: finds models and versions on disk, loads, reloads and unloads them, and resolves requests
+to a version.
+
+A reload never interrupts serving: the new version loads and warms up in a thread while the old one serves, one
+assignment swaps it in, and the old one is closed only after its queued and running requests finished.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
-from server.batcher import BatchResult, DynamicBatcher
-from server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from server.errors import InvalidInput, ModelLoadFailed, ModelNotFound
 from server.model_config import ConfigError, ModelConfig, load_config
-from server.sessions import Arrays, ModelSession
-from server.signature import Signature
-from server.statistics import RequestStatistics
+from server.versions import MODEL_FILE, Model, ModelVersion, VersionState, file_stamp
+from telemetry.context import annotate_call
+
+__all__ = ["DRAIN_SECONDS", "MODEL_FILE", "Model", "ModelRepository", "ModelVersion", "StateListener",
+           "VersionState"]
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-
-
-class VersionState(enum.Enum):
-    """Lifecycle of one model version."""
-
-    LOADING = "LOADING"
-    READY = "READY"
-    FAILED = "FAILED"
-    UNLOADED = "UNLOADED"
-
-
-@dataclass
-class ModelVersion:
-    """One numbered version of a model: its session once loaded, or the reason it is not ready."""
-
-    name: str
-    version: int
-    path: Path
-    config: ModelConfig
-    state: VersionState = VersionState.LOADING
-    reason: str = ""
-    session: ModelSession | None = None
-    """The first instance's session (every instance has the same signature and providers)."""
-    batcher: DynamicBatcher | None = field(default=None, repr=False)
-    requests: RequestStatistics = field(default_factory=RequestStatistics)
-    """Requests that reached this version, succeeded or failed."""
-    load_seconds: float = 0.0
-
-    @property
-    def is_ready(self) -> bool:
-        return self.state is VersionState.READY
-
-    @property
-    def signature(self) -> Signature:
-        if self.session is None:
-            raise ModelNotReady(self.not_ready_message())
-        return self.session.signature
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.providers if self.session else []
-
-    def not_ready_message(self) -> str:
-        detail = f": {self.reason}" if self.reason else ""
-        return f"model '{self.name}' version {self.version} is {self.state.value.lower()}{detail}"
-
-    def load(self) -> None:
-        """Create the session, check it against the config, warm it up. Blocks; run in a thread."""
-        started = time.perf_counter()
-        config = self.config
-        try:
-            sessions = [ModelSession(self.path / MODEL_FILE, config) for _ in range(config.instances)]
-            _check_against_config(sessions[0].signature, config)
-            for session in sessions:
-                session.warm_up(
-                    rows=min(config.warmup.rows, max(config.max_batch_size, 1)),
-                    runs=config.warmup.runs,
-                    has_batch_dim=config.max_batch_size > 0,
-                )
-        except Exception as exc:  # any failure leaves this version FAILED and the server up
-            self.state = VersionState.FAILED
-            self.reason = _short_reason(exc)
-            logger.error("model %s version %d failed to load: %s", self.name, self.version, self.reason)
-            return
-        self.session = sessions[0]
-        self.batcher = DynamicBatcher(
-            sessions, model=self.name, version=self.version,
-            max_batch_size=config.max_batch_size, max_queue_size=config.max_queue_size,
-            max_queue_delay=config.max_queue_delay_ms / 1000.0, preferred_batch_sizes=config.preferred_batch_sizes,
-            execution_provider=sessions[0].providers[0] if sessions[0].providers else "",
-        )
-        self.load_seconds = time.perf_counter() - started
-        self.state = VersionState.READY
-        logger.info(
-            "model %s version %d ready in %.3fs on %s",
-            self.name, self.version, self.load_seconds, ",".join(self.session.providers),
-        )
-
-    async def run(
-        self, inputs: Arrays, output_names: tuple[str, ...], *, rows: int, request_id: str,
-        deadline: float | None = None,
-    ) -> BatchResult:
-        """Queue the request on this version's batcher; the run happens in a worker thread."""
-        if self.batcher is None:
-            raise ModelNotReady(self.not_ready_message())
-        return await self.batcher.submit(inputs, output_names, rows=rows, request_id=request_id, deadline=deadline)
-
-    async def run_many(
-        self, items: list[tuple[Arrays, int, str]], output_names: tuple[str, ...], *, deadline: float | None = None
-    ) -> list[BatchResult | BaseException]:
-        """Queue many (inputs, rows, request id) items at once; each gets its result or its own exception."""
-        if self.batcher is None:
-            raise ModelNotReady(self.not_ready_message())
-        return await self.batcher.submit_many(items, output_names, deadline=deadline)
-
-    def unload(self) -> None:
-        self.state = VersionState.UNLOADED
-        self.session = None
-        if self.batcher is not None:
-            self.batcher.close()
-            self.batcher = None
-
-
-@dataclass
-class Model:
-    """A model folder: its config and versions, or the reason it could not be read."""
-
-    name: str
-    path: Path
-    config: ModelConfig | None
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
-    reason: str = ""
-
-    @property
-    def default_version(self) -> ModelVersion | None:
-        """The highest-numbered version that is ready: requests without a version go there."""
-        ready = [v for v in self.versions.values() if v.is_ready]
-        return max(ready, key=lambda v: v.version) if ready else None
-
-    def find(self, version: int) -> ModelVersion:
-        """The version named, ready or not (0: the default, else the highest-numbered); raises ModelNotFound."""
-        if version == 0:
-            chosen = self.default_version or max(self.versions.values(), key=lambda v: v.version, default=None)
-            if chosen is None:
-                raise ModelNotReady(f"model '{self.name}' is not available: {self.reason or 'it has no versions'}")
-            return chosen
-        found = self.versions.get(version)
-        if found is None:
-            known = ", ".join(str(v) for v in sorted(self.versions)) or "none"
-            raise ModelNotFound(f"model '{self.name}' has no version {version} (versions served: {known})")
-        return found
-
-    def resolve(self, version: int) -> ModelVersion:
-        """The version a request names (0 means the default); raises ModelNotFound or ModelNotReady."""
-        if version < 0:
-            raise InvalidInput(f"model_version must be 0 (latest) or a positive number, got {version}")
-        if self.reason:
-            raise ModelNotReady(f"model '{self.name}' is not available: {self.reason}")
-        if version == 0:
-            chosen = self.default_version
-            if chosen is None:
-                states = ", ".join(f"{v.version}: {v.state.value.lower()}" for v in self.versions.values())
-                reasons = "; ".join(f"version {v.version}: {v.reason}" for v in self.versions.values() if v.reason)
-                raise ModelNotReady(
-                    f"model '{self.name}' has no ready version ({states})" + (f"; {reasons}" if reasons else "")
-                )
-            return chosen
-        found = self.find(version)
-        if not found.is_ready:
-            raise ModelNotReady(found.not_ready_message())
-        return found
-
+DRAIN_SECONDS = 30.0
+"""Longest a replaced or unloaded version waits for its queued and running requests before it is closed."""
 
 StateListener = Callable[[Model], Awaitable[None]]
 
+_T = TypeVar("_T")
+
 
 class ModelRepository:
-    """Every model under one folder, loaded in parallel threads at start-up.
+    """Every model under one folder, loaded in parallel threads at start-up and reloaded on request.
 
     >>> repository = ModelRepository(Path("models"))
     >>> await repository.load_all()
@@ -186,16 +42,23 @@ class ModelRepository:
     1
     """
 
-    def __init__(self, root: Path, *, load_workers: int = 2) -> None:
+    def __init__(self, root: Path, *, load_workers: int = 2, drain_seconds: float = DRAIN_SECONDS) -> None:
         if load_workers < 1:
             raise ValueError(f"load_workers must be at least 1, got {load_workers}")
+        if drain_seconds < 0:
+            raise ValueError(f"drain_seconds must be at least 0, got {drain_seconds}")
         self.root = root
         self._load_workers = load_workers
+        self._drain_seconds = drain_seconds
         self._models: dict[str, Model] = {}
         self._listeners: list[StateListener] = []
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        """One lifecycle operation per model at a time (start-up load, load, unload)."""
+        self._load_slots = asyncio.Semaphore(load_workers)
+        """Versions loading at once after start-up (the start-up load has its own pool of as many threads)."""
 
     def add_listener(self, listener: StateListener) -> None:
-        """Await `listener(model)` whenever a version of that model changes state."""
+        """Await `listener(model)` whenever a version of that model changes state or is replaced."""
         self._listeners.append(listener)
 
     @property
@@ -215,16 +78,41 @@ class ModelRepository:
             self.scan()
         for model in self._models.values():
             await self._notify(model)
-        pending = [(m, v) for m in self._models.values() for v in m.versions.values()
-                   if v.state is VersionState.LOADING]
-        if not pending:
-            return
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(max_workers=self._load_workers, thread_name_prefix="model-load") as pool:
-            async def load(model: Model, version: ModelVersion) -> None:
+            async def load(model: Model) -> None:
+                async with self._locks[model.name]:
+                    pending = [v for v in model.versions.values() if v.state is VersionState.LOADING]
+                    await asyncio.gather(*(load_version(model, v) for v in pending))
+
+            async def load_version(model: Model, version: ModelVersion) -> None:
                 await loop.run_in_executor(pool, version.load)
                 await self._notify(model)
-            await asyncio.gather(*(load(m, v) for m, v in pending))
+
+            await asyncio.gather(*(load(m) for m in list(self._models.values())))
+
+    async def load_model(self, name: str) -> Model:
+        """Bring a model in line with its folder: load new versions and versions whose files or config changed,
+        retire versions no longer selected, add the model if it is new.
+
+        Changed versions load and warm up while the loaded ones serve; each is swapped in once ready. Raises
+        ModelLoadFailed when the config or a version failed (what was serving goes on serving) and ModelNotFound
+        when the folder does not exist (a model whose folder was removed is unloaded). Finishes even if the caller
+        is cancelled.
+        """
+        annotate_call(model=name)
+        folder = self._folder(name)
+        return await _finish_anyway(self._locked(name, self._load(name, folder)))
+
+    async def unload_model(self, name: str, *, reason: str = "") -> Model:
+        """Unload every version of a model once its queued and running requests finished; the model stays listed
+        with its versions UNLOADED (requests get ModelNotReady) until `load_model` brings it back."""
+        if not name:
+            raise InvalidInput("model_name is empty; name the model to unload")
+        annotate_call(model=name)
+        model = self.get(name)
+        await _finish_anyway(self._locked(name, self._unload(model, reason)))
+        return model
 
     def get(self, name: str) -> Model:
         model = self._models.get(name)
@@ -244,10 +132,16 @@ class ModelRepository:
         """True when every model has a ready default version."""
         return all(m.default_version is not None for m in self._models.values())
 
-    def close(self) -> None:
-        for model in self._models.values():
-            for version in model.versions.values():
-                version.unload()
+    async def close(self) -> None:
+        """Unload every version (queued requests fail) and wait for the worker threads."""
+        batchers = [b for model in self._models.values() for v in model.versions.values()
+                    if (b := v.unload()) is not None]
+
+        def join() -> None:
+            for batcher in batchers:
+                batcher.join()
+
+        await asyncio.to_thread(join)
 
     async def _notify(self, model: Model) -> None:
         for listener in self._listeners:
@@ -255,6 +149,157 @@ class ModelRepository:
                 await listener(model)
             except Exception:
                 logger.exception("model state listener failed")
+
+    def _folder(self, name: str) -> Path:
+        if not name:
+            raise InvalidInput("model_name is empty; name the model folder to load")
+        if name != Path(name).name or name in (".", "..") or name[0] in "._":
+            raise InvalidInput(f"model_name '{name}' is not a model folder name (a plain name, not starting "
+                               "with '.' or '_')")
+        return self.root / name
+
+    async def _locked(self, name: str, operation: Coroutine[Any, Any, _T]) -> _T:
+        async with self._locks[name]:
+            return await operation
+
+    async def _load(self, name: str, folder: Path) -> Model:
+        if not await asyncio.to_thread(folder.is_dir):
+            if name in self._models:
+                await self._unload(self._models[name], "its folder was removed from the repository")
+                raise ModelNotFound(f"model '{name}' has no folder in the repository any more; it was unloaded")
+            raise ModelNotFound(f"model '{name}' has no folder in the repository {self.root}")
+        fresh = await asyncio.to_thread(_read_model, folder)
+        model = self._models.get(name)
+        if model is None:
+            model = self._models[name] = Model(name=name, path=folder, config=fresh.config)
+            logger.info("model %s added to the repository", name)
+        if fresh.config is None:
+            await self._config_failed(model, fresh.reason)
+        model.config = fresh.config
+        selected = fresh.versions
+        changed = [c for n, c in sorted(selected.items()) if _needs_load(model.versions.get(n), c)]
+        for candidate in changed:
+            current = model.versions.get(candidate.version)
+            if current is None or not current.is_ready:  # nothing to keep serving: show it LOADING meanwhile
+                model.versions[candidate.version] = ModelVersion(
+                    name=name, version=candidate.version, path=candidate.path, config=candidate.config)
+        if selected:
+            model.reason = ""
+        if changed:
+            await self._notify(model)
+        failures = [f for f in await asyncio.gather(*(self._swap_in(model, c) for c in changed)) if f]
+        await self._retire_unselected(model, selected)
+        if not selected:
+            model.reason = fresh.reason
+            await self._notify(model)
+            raise ModelLoadFailed(f"model '{name}' has nothing to serve: {fresh.reason}")
+        if failures:
+            raise ModelLoadFailed(f"model '{name}' " + "; ".join(failures) + f"; {_serving(model)}")
+        return model
+
+    async def _config_failed(self, model: Model, reason: str) -> NoReturn:
+        if model.default_version is not None:
+            raise ModelLoadFailed(f"model '{model.name}' was not reloaded: {reason}; {_serving(model)}")
+        model.config, model.reason = None, reason
+        await self._notify(model)
+        raise ModelLoadFailed(f"model '{model.name}' cannot be loaded: {reason}")
+
+    async def _swap_in(self, model: Model, candidate: ModelVersion) -> str:
+        """Load `candidate` and put it in place of the version it replaces; the reason it failed, or ''."""
+        if candidate.state is VersionState.LOADING:
+            async with self._load_slots:
+                await asyncio.to_thread(candidate.load)
+        number = candidate.version
+        current = model.versions.get(number)
+        was_serving = current is not None and current.is_ready
+        if was_serving and not candidate.is_ready:
+            logger.error("model %s version %d: the changed files failed to load (%s); the files loaded before "
+                         "keep serving", model.name, number, candidate.reason)
+            return f"version {number} failed to reload, its previous files keep serving: {candidate.reason}"
+        model.versions[number] = candidate  # the swap: requests resolved from now on get the new version
+        await self._notify(model)
+        if current is not None:
+            await self._retire(current)
+        if candidate.is_ready:
+            logger.info("model %s version %d %s", model.name, number, "reloaded" if was_serving else "loaded")
+            return ""
+        return f"version {number} failed to load: {candidate.reason}"
+
+    async def _retire_unselected(self, model: Model, selected: dict[int, ModelVersion]) -> None:
+        """Unload versions the folder and policy no longer select, unless they are all that can serve."""
+        gone = [v for n, v in model.versions.items() if n not in selected and v.state is not VersionState.UNLOADED]
+        if selected and not any(model.versions[n].is_ready for n in selected):
+            kept = [v for v in gone if v.is_ready]
+            if kept:
+                logger.warning("model %s: versions %s are no longer selected but keep serving, since no selected "
+                               "version is ready", model.name, ", ".join(str(v.version) for v in kept))
+            gone = [v for v in gone if not v.is_ready]
+        if not gone:
+            return
+        for version in gone:
+            why = ("its folder was removed" if not version.path.is_dir()
+                   else "the version policy no longer selects it")
+            model.versions[version.version] = _unloaded(version, why)
+        await self._notify(model)
+        await asyncio.gather(*(self._retire(v) for v in gone))
+
+    async def _unload(self, model: Model, reason: str) -> None:
+        old = [v for v in model.versions.values() if v.state is not VersionState.UNLOADED]
+        if not old:
+            return
+        for version in old:
+            model.versions[version.version] = _unloaded(version, reason)
+        await self._notify(model)
+        await asyncio.gather(*(self._retire(v) for v in old))
+        logger.info("model %s unloaded%s", model.name, f": {reason}" if reason else "")
+
+    async def _retire(self, version: ModelVersion) -> None:
+        """Close a version that requests can no longer resolve, once those already holding it are done."""
+        if version.batcher is None:
+            version.unload()
+            return
+        if not await version.drain(self._drain_seconds):
+            logger.warning("model %s version %d still had requests after %.1fs; closing it anyway (they fail)",
+                           version.name, version.version, self._drain_seconds)
+        batcher = version.unload()
+        if batcher is not None:
+            await asyncio.to_thread(batcher.join)
+
+
+async def _finish_anyway(operation: Coroutine[Any, Any, _T]) -> _T:
+    """Await `operation` in a task that runs to the end even if the caller is cancelled (a call's deadline, a
+    client gone): stopped halfway, a swap would leave a replaced version unclosed or a version LOADING for ever."""
+    task = asyncio.ensure_future(operation)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("model lifecycle operation ended with: %s", task.exception())
+
+
+def _serving(model: Model) -> str:
+    default = model.default_version
+    return f"requests without a version go to version {default.version}" if default else "no version is ready"
+
+
+def _needs_load(current: ModelVersion | None, candidate: ModelVersion) -> bool:
+    """True unless `current` is ready and loaded from the same model.onnx with the same serving config."""
+    return (
+        current is None or not current.is_ready or current.stamp != candidate.stamp
+        or _serving_config(current.config) != _serving_config(candidate.config)
+    )
+
+
+def _serving_config(config: ModelConfig) -> dict[str, Any]:
+    """The config a loaded version depends on (the version policy only selects versions)."""
+    return config.model_dump(exclude={"version_policy"})
+
+
+def _unloaded(version: ModelVersion, reason: str) -> ModelVersion:
+    return ModelVersion(name=version.name, version=version.version, path=version.path, config=version.config,
+                        state=VersionState.UNLOADED, reason=reason)
 
 
 def _read_model(model_dir: Path) -> Model:
@@ -271,42 +316,11 @@ def _read_model(model_dir: Path) -> Model:
         return model
     for number in config.version_policy.select(numbered):
         version = ModelVersion(name=model.name, version=number, path=model_dir / str(number), config=config)
-        if not (version.path / MODEL_FILE).is_file():
+        version.stamp = file_stamp(version.path / MODEL_FILE)
+        if version.stamp is None:
             version.state = VersionState.FAILED
             version.reason = f"{number}/{MODEL_FILE} is missing"
         model.versions[number] = version
     if not model.versions:
         model.reason = f"version_policy selects none of the versions present ({sorted(numbered)})"
     return model
-
-
-def _check_against_config(signature: Signature, config: ModelConfig) -> None:
-    if config.max_batch_size > 0:
-        for spec in (*signature.inputs, *signature.outputs):
-            if spec.shape and spec.shape[0] is not None:
-                kind = "input" if spec in signature.inputs else "output"
-                raise ValueError(
-                    f"max_batch_size is {config.max_batch_size} but {kind} '{spec.name}' has shape "
-                    f"{spec.shape_text} without a dynamic first (batch) dimension; set max_batch_size = 0"
-                )
-        for spec in signature.inputs:
-            if not spec.shape:
-                raise ValueError(f"max_batch_size is {config.max_batch_size} but input '{spec.name}' is a scalar")
-    if config.probability_output is not None:
-        out = signature.output(config.probability_output)
-        if out is None:
-            raise ValueError(
-                f"probability_output '{config.probability_output}' is not an output "
-                f"(outputs: {', '.join(signature.output_names)})"
-            )
-        if len(out.shape) != 2:
-            raise ValueError(f"probability_output '{out.name}' must have shape [rows, classes], not {out.shape_text}")
-        classes = out.shape[1]
-        if config.labels and classes is not None and classes != len(config.labels):
-            raise ValueError(f"{len(config.labels)} labels given but '{out.name}' has {classes} classes")
-
-
-def _short_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    return first if len(first) <= 500 else first[:497] + "..."

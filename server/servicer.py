@@ -17,6 +17,7 @@ from server.dataplane import DataPlane
 from server.errors import InvalidInput, NotSupported, ServerError, maps_errors
 from server.feedback import give_feedback
 from server.requests import InferRequest
+from telemetry.context import CallItem, annotate_items
 from telemetry.hub import TelemetryHub
 from telemetry.quality import QualityMonitor
 
@@ -59,7 +60,7 @@ def add_inference_servicer(servicer: InferenceServicer, server: Any) -> None:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    """Serves Predict, BatchPredict, ListModels and GetModelMetadata over one DataPlane."""
+    """Serves Predict, BatchPredict, ListModels, LoadModel, UnloadModel and GetModelMetadata over one DataPlane."""
 
     def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None,
                  quality: QualityMonitor | None = None) -> None:
@@ -84,7 +85,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         decoded = [convert.to_request_or_error(item) for item in request.requests]
         requests = [d for d in decoded if isinstance(d, InferRequest)]
         outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context)))
-        return convert.to_batch_response([next(outcomes) if isinstance(d, InferRequest) else d for d in decoded])
+        results = [next(outcomes) if isinstance(d, InferRequest) else d for d in decoded]
+        annotate_items([convert.call_item(item, result) for item, result in zip(request.requests, results,
+                                                                                 strict=True)])
+        return convert.to_batch_response(results)
 
     @maps_errors
     async def Telemetry(self, request: telemetry_pb2.TelemetryRequest, context: Context) -> AsyncIterator[bytes]:
@@ -107,19 +111,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def BatchFeedback(self, request: pb.BatchFeedbackRequest, context: Context) -> pb.BatchFeedbackResponse:
         self._check_items("BatchFeedback", len(request.items))
         results = []
+        items = []
         for item in request.items:
             try:
-                response = convert.to_feedback_response(
-                    give_feedback(self._quality, item.request_id, item.labels, item.subject_id))
+                given = give_feedback(self._quality, item.request_id, item.labels, item.subject_id)
             except ServerError as exc:
                 results.append(pb.BatchFeedbackResult(status=convert.item_status(exc)))
+                items.append(CallItem(item.request_id, "", "", exc))
             else:
-                results.append(pb.BatchFeedbackResult(status=pb.ItemStatus(code=0), response=response))
+                results.append(pb.BatchFeedbackResult(status=pb.ItemStatus(code=0),
+                                                      response=convert.to_feedback_response(given)))
+                items.append(CallItem(item.request_id, given.model, given.version))
+        annotate_items(items)
         return pb.BatchFeedbackResponse(results=results)
 
     @maps_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[convert.to_model_status(m) for m in self._dataplane.repository.models])
+
+    @maps_errors
+    async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
+        model = await self._dataplane.repository.load_model(request.model_name)
+        return pb.LoadModelResponse(model=convert.to_model_status(model))
+
+    @maps_errors
+    async def UnloadModel(self, request: pb.UnloadModelRequest, context: Context) -> pb.UnloadModelResponse:
+        model = await self._dataplane.repository.unload_model(request.model_name)
+        return pb.UnloadModelResponse(model=convert.to_model_status(model))
 
     @maps_errors
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest, context: Context) -> pb.ModelMetadata:

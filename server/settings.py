@@ -30,6 +30,9 @@ class LimitSettings(BaseModel):
     """Most items one BatchPredict call may carry."""
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     """Most elements one input tensor may hold."""
+    max_pending_calls: int = Field(20_000, ge=100)
+    """Calls gRPC may hold before the server takes them up. Beyond it gRPC cancels calls itself (CANCELLED, no
+    reason); below it a burst reaches the model queues, which refuse the excess with RESOURCE_EXHAUSTED."""
     max_string_bytes: int = Field(1024 * 1024, ge=1)
     """Most bytes one element of a STRING (BYTES) input may hold."""
 
@@ -310,6 +313,9 @@ class Settings(BaseSettings):
     """Threads that load and warm up models in parallel at start-up."""
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     """Seconds queued and in-flight calls get to finish on shutdown (a second signal exits at once)."""
+    shutdown_refuse_seconds: float = Field(1.0, ge=0)
+    """On shutdown, the least time new calls are answered UNAVAILABLE before the gRPC port closes (within the grace
+    period): callers that send again at once hear UNAVAILABLE instead of having calls cut off as CANCELLED."""
     repository_poll_seconds: float = Field(0.0, ge=0)
     """Check the model repository folder for added, changed and removed models this often; 0: never."""
     limits: LimitSettings = LimitSettings()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from protos.vigil.v1 import telemetry_pb2
 from server.health import HealthReporter
-from server.registry import Model, ModelRepository, VersionState
+from server.registry import Model, ModelRepository, ModelVersion, VersionState
 from telemetry.aggregates import Aggregates
 from telemetry.frames import AlertState, GpuState, Snapshot
 from telemetry.frames import VersionState as VersionSnapshot
@@ -48,16 +48,21 @@ class ModelEvents:
 
     def __init__(self, hub: TelemetryHub) -> None:
         self._hub = hub
-        self._states: dict[tuple[str, int], VersionState] = {}
+        self._seen: dict[tuple[str, int], tuple[VersionState, ModelVersion]] = {}
         self._defaults: dict[str, int | None] = {}
 
     async def on_model_change(self, model: Model) -> None:
         for number, version in sorted(model.versions.items()):
-            before = self._states.get((model.name, number))
-            self._states[(model.name, number)] = version.state
+            before = self._seen.get((model.name, number))
+            self._seen[(model.name, number)] = (version.state, version)
             kind = _STATE_EVENTS.get(version.state)
-            if kind is not None and version.state is not before:
+            if kind is None:
+                continue
+            if before is None or before[0] is not version.state:
                 self._hub.publish(kind, model=model.name, version=str(number), message=version.reason)
+            elif before[1] is not version and version.state is not VersionState.UNLOADED:  # loaded again
+                self._hub.publish(kind, model=model.name, version=str(number),
+                                  message=version.reason or "reloaded from changed files")
         default = model.default_version.version if model.default_version else None
         if model.name in self._defaults and self._defaults[model.name] != default:
             self._hub.publish(Kind.DEFAULT_VERSION_CHANGED, model=model.name, version=str(default or ""),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from protos.tensors import dtype_name, wire_dtype
+from protos.tensors import DataType, dtype_name, wire_dtype
 from server.errors import InvalidInput
 from server.sessions import Arrays
 from server.signature import Signature, TensorSpec
@@ -18,10 +19,19 @@ class Limits:
 
     max_rows_per_request: int
     max_tensor_elements: int
+    max_string_bytes: int
 
 
-def check_inputs(model: str, inputs: Arrays, signature: Signature, *, batching: bool, limits: Limits) -> int:
-    """Raise InvalidInput for any missing, extra or ill-typed input; return the number of rows (1 if unbatched)."""
+NonfinitePolicy = Literal["allow", "reject"]
+"""What a model does with NaN or infinite floating-point inputs (ModelConfig.nonfinite_inputs)."""
+
+
+def check_inputs(
+    model: str, inputs: Arrays, signature: Signature, *, batching: bool, limits: Limits,
+    nonfinite_inputs: NonfinitePolicy = "allow",
+) -> int:
+    """Raise InvalidInput for any missing, extra, ill-typed or oversized input, or one holding NaN or infinity
+    when `nonfinite_inputs` is "reject"; return the number of rows (1 if unbatched)."""
     expected = set(signature.input_names)
     missing = [n for n in signature.input_names if n not in inputs]
     if missing:
@@ -40,6 +50,8 @@ def check_inputs(model: str, inputs: Arrays, signature: Signature, *, batching: 
     for spec in signature.inputs:
         array = inputs[spec.name]
         _check_tensor(spec, array, limits)
+        if nonfinite_inputs == "reject":
+            _check_finite(model, spec.name, array)
         if batching:
             if array.shape[0] == 0:
                 raise InvalidInput(f"input '{spec.name}' has 0 rows; send at least one")
@@ -87,6 +99,42 @@ def _check_tensor(spec: TensorSpec, array: np.ndarray, limits: Limits) -> None:
             f"input '{spec.name}' has {array.size} elements, over the limit "
             f"max_tensor_elements={limits.max_tensor_elements}"
         )
+    if got == DataType.STRING:
+        _check_string_bytes(spec.name, array, limits.max_string_bytes)
+
+
+def _check_string_bytes(name: str, array: np.ndarray, limit: int) -> None:
+    """Each element's UTF-8 size; elements short enough to fit whatever their characters are never encoded."""
+    if array.dtype.kind in ("S", "U") and array.dtype.itemsize <= limit:  # fixed width bounds every element
+        return
+    items = array.reshape(-1).tolist()
+    try:
+        longest = max(map(len, items), default=0)
+    except TypeError:  # not all str or bytes: each is measured below
+        longest = limit
+    if 4 * longest <= limit:  # UTF-8 takes at most 4 bytes a character
+        return
+    for index, item in enumerate(items):
+        if isinstance(item, str) and 4 * len(item) <= limit:
+            continue
+        size = len(item) if isinstance(item, bytes) else len(str(item).encode())
+        if size > limit:
+            raise InvalidInput(
+                f"input '{name}' element {index} has {size} bytes, over the limit max_string_bytes={limit}"
+            )
+
+
+def _check_finite(model: str, name: str, array: np.ndarray) -> None:
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    count = finite.size - int(np.count_nonzero(finite))
+    raise InvalidInput(
+        f"input '{name}' holds {count} NaN or infinite values; "
+        f"model '{model}' refuses them (nonfinite_inputs = \"reject\")"
+    )
 
 
 def _describe(specs: tuple[TensorSpec, ...]) -> str:

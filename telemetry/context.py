@@ -26,6 +26,20 @@ class CallRecord:
     """The error the call failed with, before it became a gRPC status."""
     prediction: tuple[Sequence[str], Any] | None = None
     """A classifier's predicted label and its probability per row (read only when the call's span is written)."""
+    identity: str = ""
+    """Who called, once the call gate authenticated them."""
+    items: list[CallItem] | None = None
+    """BatchPredict and BatchFeedback: what each item resolved to and how it ended (for the audit log)."""
+
+
+@dataclass(frozen=True)
+class CallItem:
+    """One item of a batch call: its request id, model and version where known, and its error if it failed."""
+
+    request_id: str
+    model: str
+    version: str
+    error: BaseException | None = None
 
 
 current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", default=None)
@@ -48,6 +62,13 @@ def annotate_call(*, model: str | None = None, version: int | None = None, reque
         record.validation_ns = validation_ns
     if prediction is not None:
         record.prediction = prediction
+
+
+def annotate_items(items: list[CallItem]) -> None:
+    """Record the items of the current batch call (no-op outside a call)."""
+    record = current_call.get()
+    if record is not None:
+        record.items = items
 
 
 def note_error(error: BaseException) -> None:

@@ -1,6 +1,6 @@
 """The one call interceptor: a span per call (OpenTelemetry RPC conventions) and the per-call metrics.
 
-It wraps each method handler once, when services are registered (`instrument`), rather than running as a
+It wraps each method handler once, when services are registered (`wrap`), rather than running as a
 `grpc.aio.ServerInterceptor`: the aio interceptor chain costs tens of microseconds on every call, which is more
 than the telemetry itself. A call the sampler passes over gets a non-recording span (its stages record nothing),
 and only failed or slow ones are written after the fact.
@@ -38,7 +38,7 @@ class TelemetryInterceptor:
     """Continues the caller's trace from gRPC metadata, traces the call, counts and times it.
 
     >>> interceptor = TelemetryInterceptor(instruments, tracing=CallTracing(...), slow_seconds=1.0)
-    >>> add_InferenceServicer_to_server(servicer, interceptor.instrument(server))
+    >>> handler = interceptor.wrap("/vigil.v1.Inference/Predict", handler)   # as services register
     """
 
     def __init__(self, instruments: Instruments, *, tracing: CallTracing | None, slow_seconds: float) -> None:
@@ -48,11 +48,6 @@ class TelemetryInterceptor:
         self._propagated = frozenset(propagate.get_global_textmap().fields)
         self.in_flight: dict[str, int] = {}
         """Calls being handled now, by method (read by an observable gauge)."""
-
-    def instrument(self, server: grpc.aio.Server) -> Any:
-        """A stand-in for `server` to hand to a generated `add_*Servicer_to_server`: every handler it registers
-        is wrapped once, here."""
-        return _InstrumentedServer(server, self)
 
     def wrap(self, full_method: str, handler: Any) -> Any:
         """The handler with telemetry around it (the handler itself for probes and tooling)."""
@@ -198,38 +193,6 @@ class _Call:
         self.exception: BaseException | None = None
         self.record_token: Any = None
         self.span_token: Any = None
-
-
-class _InstrumentedServer:
-    """Forwards service registration to a server, wrapping the handlers on the way."""
-
-    def __init__(self, server: grpc.aio.Server, interceptor: TelemetryInterceptor) -> None:
-        self._server = server
-        self._interceptor = interceptor
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(tuple(_WrappedGenericHandler(h, self._interceptor) for h in handlers))
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self._server.add_registered_method_handlers(
-            service, {name: self._interceptor.wrap(f"/{service}/{name}", h) for name, h in handlers.items()})
-
-
-class _WrappedGenericHandler(grpc.GenericRpcHandler):
-    def __init__(self, inner: grpc.GenericRpcHandler, interceptor: TelemetryInterceptor) -> None:
-        self._inner = inner
-        self._interceptor = interceptor
-        self._wrapped: dict[tuple[str, int], Any] = {}
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = self._inner.service(handler_call_details)
-        if handler is None:
-            return None
-        key = (handler_call_details.method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrapped[key] = self._interceptor.wrap(handler_call_details.method, handler)
-        return wrapped
 
 
 def _status_code(context: grpc.aio.ServicerContext, exception: BaseException | None) -> grpc.StatusCode:

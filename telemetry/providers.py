@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -55,13 +56,16 @@ class TelemetryProviders:
         for reader in self.readers:
             reader.include(aggregates, self.resource)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
         """Flush and stop exporters; never raises. Every span queue flushes before any stops, because the queues
-        share exporters and stopping one stops the exporter for the others."""
+        share exporters and stopping one stops the exporter for the others. Flushes wait `timeout_seconds` at most
+        each (an unreachable collector must not hold the process)."""
         keep = self.keep_processors
-        steps: list[Callable[[], object]] = [self.tracer_provider.force_flush, *(p.force_flush for p in keep),
-                                             self.tracer_provider.shutdown, *(p.shutdown for p in keep),
-                                             self.meter_provider.shutdown]
+        millis = int(timeout_seconds * 1000)
+        steps: list[Callable[[], object]] = [
+            lambda: self.tracer_provider.force_flush(millis), *(partial(p.force_flush, millis) for p in keep),
+            self.tracer_provider.shutdown, *(p.shutdown for p in keep),
+            lambda: self.meter_provider.shutdown(timeout_millis=millis)]
         for shut in steps:
             try:
                 shut()

@@ -74,7 +74,8 @@ def make_settings(models_dir: Path, **overrides: object) -> Settings:
     limits = LimitSettings(max_message_bytes=4 * 1024 * 1024, max_rows_per_request=1000,
                            max_batch_items=50, max_tensor_elements=1_000_000)
     values: dict[str, object] = dict(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models_dir,
-                                     limits=limits, shutdown_grace_seconds=1.0)
+                                     limits=limits, shutdown_grace_seconds=1.0,
+                                     shutdown_refuse_seconds=0.0)
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

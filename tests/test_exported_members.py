@@ -8,9 +8,10 @@ import server
 
 def test_clients_exports() -> None:
     assert sorted(clients.__all__) == [
-        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "ModelInfo",
+        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "LoadFailed",
+        "ModelInfo",
         "ModelNotFound", "ModelSummary", "NotFound", "Overloaded", "PermissionDenied", "Prediction",
-        "PredictionNotFound", "ServerError", "TensorInfo",
+        "PredictionNotFound", "ServerError", "TLS", "TensorInfo",
         "Unauthenticated", "Unavailable", "Unimplemented", "VersionInfo", "VigilError",
     ]
     for name in clients.__all__:

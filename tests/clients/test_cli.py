@@ -132,6 +132,19 @@ def test_models_metadata_and_health(served: Served) -> None:
     assert corrupt.returncode == 1 and corrupt.stdout.strip() == "NOT_SERVING"
 
 
+def test_load_and_unload(served: Served) -> None:
+    # the shared server's `corrupt` model: it ends as it began, FAILED
+    failed = served.run("load", "corrupt")
+    assert failed.returncode == 1 and "FAILED_PRECONDITION: model 'corrupt' version 1 failed to load" in failed.stderr
+    unloaded = served.run("unload", "corrupt")
+    assert unloaded.returncode == 0 and re.search(r"corrupt .*\n\s+1\s+UNLOADED", unloaded.stdout)
+    assert served.run("load", "corrupt").returncode == 1
+    loaded = served.run("load", "breast_cancer")  # unchanged: nothing to do
+    assert loaded.returncode == 0 and re.search(r"breast_cancer +\(default version 1\)\n\s+1\s+READY", loaded.stdout)
+    absent = served.run("unload", "absent")
+    assert absent.returncode == 1 and "NOT_FOUND" in absent.stderr
+
+
 def test_health_of_an_unreachable_server_fails() -> None:
     result = subprocess.run([VIGIL, "health", "--target", "127.0.0.1:1", "--timeout", "2"],
                             capture_output=True, text=True, timeout=30)

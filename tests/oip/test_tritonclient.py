@@ -78,3 +78,11 @@ async def test_tritonclient_against_vigil(app: App, model_repo: Path, tritonclie
     index = {(m["name"], m.get("version")): m for m in report["index"]["models"]}
     assert index[("breast_cancer", "1")]["state"] == "READY"
     assert index[("corrupt", "1")]["state"] == "UNAVAILABLE" and index[("corrupt", "1")]["reason"]
+
+    assert not report["unloaded_ready"] and report["loaded_ready"] and report["still_ready"]
+    assert [(m["version"], m["state"]) for m in report["unloaded_index"]] == [("1", "UNLOADED"), ("2", "UNLOADED")]
+    assert report["unloaded_infer_code"] == "StatusCode.UNAVAILABLE"
+    np.testing.assert_array_equal(out["reloaded_add_sum"], added["sum"])
+    assert report["load_corrupt_code"] == "StatusCode.FAILED_PRECONDITION"
+    assert report["load_absent_code"] == "StatusCode.NOT_FOUND"
+    assert report["load_config_code"] == "StatusCode.UNIMPLEMENTED"

@@ -107,6 +107,20 @@ def main() -> None:
     statistics = client.get_inference_statistics("breast_cancer", as_json=True)
     report["statistics"] = statistics
     report["index"] = client.get_model_repository_index(as_json=True)
+
+    # the repository extension's load and unload
+    client.unload_model("add")
+    report["unloaded_ready"] = client.is_model_ready("add")
+    report["unloaded_index"] = [m for m in client.get_model_repository_index(as_json=True)["models"]
+                                if m["name"] == "add"]
+    report["unloaded_infer_code"] = code_of(lambda: client.infer("add", [a, b], model_version="1"))
+    client.load_model("add")
+    report["loaded_ready"] = client.is_model_ready("add")
+    outputs["reloaded_add_sum"] = client.infer("add", [a, b], model_version="1").as_numpy("sum")
+    report["load_corrupt_code"] = code_of(lambda: client.load_model("corrupt"))
+    report["load_absent_code"] = code_of(lambda: client.load_model("absent"))
+    report["load_config_code"] = code_of(lambda: client.load_model("add", config='{"max_batch_size": 4}'))
+    report["still_ready"] = client.is_model_ready("breast_cancer")
     np.savez(out_path, **outputs)
     print(json.dumps(report))
 

@@ -19,7 +19,7 @@ from protos.timing import SERVER_TIMING_KEY, parse_timing
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc
 from server.app import App
-from server.batcher import BatchRecord, DynamicBatcher
+from server.batcher import BatchRecord, BatchResult, DynamicBatcher
 from server.errors import DeadlineExpired, InferenceFailed, Overloaded
 from server.model_config import ModelConfig
 from server.sessions import Arrays, ModelSession
@@ -36,12 +36,16 @@ def batch_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_models.sequence_model(root / "sequence" / "1" / "model.onnx")
     onnx_models.slow_model(root / "slow" / "1" / "model.onnx")
     onnx_models.gather_model(root / "gather" / "1" / "model.onnx")
+    onnx_models.gather_model(root / "gather_held" / "1" / "model.onnx")
     onnx_models.chain_model(root / "chain" / "1" / "model.onnx")
     (root / "chain" / "config.toml").write_text("max_batch_size = 64\n")
     (root / "add" / "config.toml").write_text("max_batch_size = 16\n")
     (root / "sequence" / "config.toml").write_text("max_batch_size = 64\n")
     (root / "slow" / "config.toml").write_text("max_batch_size = 1000\nmax_queue_size = 4\n[warmup]\nruns = 0\n")
     (root / "gather" / "config.toml").write_text("max_batch_size = 64\n[warmup]\nruns = 0\n")
+    # Waits until 40 rows are queued (or half a second): 40 concurrent calls share one run.
+    (root / "gather_held" / "config.toml").write_text(
+        "max_batch_size = 40\nmax_queue_delay_ms = 500\n[warmup]\nruns = 0\n")
     return root
 
 
@@ -103,22 +107,45 @@ async def test_item_larger_than_max_batch_size_is_split_and_reassembled(served, 
     assert sorted(r.rows for r in records) == [8, 16, 16]
 
 
-async def test_failing_batch_fails_only_its_requests(served) -> None:  # type: ignore[no-untyped-def]
+async def test_onnxruntime_failure_fails_only_the_bad_request(served) -> None:  # type: ignore[no-untyped-def]
+    app, stub = served
+    records = records_of(app, "gather_held")
+    indices = [np.array([[i % 5]], np.int64) for i in range(40)]
+    indices[17] = np.array([[9]], np.int64)  # out of the table: ONNX Runtime raises for any run holding it
+    calls = [stub.Predict(request("gather_held", index=i)) for i in indices]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, grpc.aio.AioRpcError)]
+    assert failed == [17]
+    error = outcomes[17]
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == Code.INTERNAL and "inference failed" in (error.details() or "")
+    for i, outcome in enumerate(outcomes):
+        if i != 17:
+            assert to_array(outcome.outputs[0])[0, 0] == 10.0 + i % 5  # type: ignore[union-attr]
+    bad_id = (error.details() or "").split("request id ")[1].split(")")[0]
+    shared, *alone = records
+    assert shared.failed and len(shared.request_ids) == 40 and bad_id in shared.request_ids
+    assert [r.request_ids[0] for r in alone] == list(shared.request_ids)  # each retried alone, in order
+    assert [(r.failed, r.rows) for r in alone] == [(rid == bad_id, 1) for rid in shared.request_ids]
+    after = await stub.Predict(request("gather_held", index=np.array([[3]], np.int64)))  # keeps serving
+    assert to_array(after.outputs[0])[0, 0] == 13.0
+
+
+async def test_onnxruntime_failure_in_a_shared_run_over_the_wire(served) -> None:  # type: ignore[no-untyped-def]
     app, stub = served
     records = records_of(app, "gather")
-    indices = [np.array([[i % 5]], np.int64) for i in range(40)]
-    indices[17] = np.array([[9]], np.int64)  # out of the table: ONNX Runtime raises for its whole run
-    calls = [stub.Predict(request("gather", index=i)) for i in indices]
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    failed = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert all(f.code() == Code.INTERNAL and "inference failed" in (f.details() or "") for f in failed)
-    failed_runs = [r for r in records if r.failed]
-    assert len(failed_runs) == 1 and len(failed) == len(failed_runs[0].request_ids)
-    assert isinstance(outcomes[17], grpc.aio.AioRpcError)
-    for i, outcome in enumerate(outcomes):
-        if not isinstance(outcome, grpc.aio.AioRpcError):
-            assert to_array(outcome.outputs[0])[0, 0] == 10.0 + i % 5
-    after = await stub.Predict(request("gather", index=np.array([[3]], np.int64)))  # keeps serving
+    items = [request("gather", index=np.array([[i % 5]], np.int64)) for i in range(40)]
+    items[17] = request("gather", index=np.array([[9]], np.int64))
+    response = await stub.BatchPredict(pb.BatchPredictRequest(requests=items))  # queued at once: one shared run
+    codes = [r.status.code for r in response.results]
+    assert codes == [Code.INTERNAL.value[0] if i == 17 else 0 for i in range(40)]
+    assert "inference failed" in response.results[17].status.message
+    for i, result in enumerate(response.results):
+        if i != 17:
+            assert to_array(result.response.outputs[0])[0, 0] == 10.0 + i % 5
+    assert [(r.failed, len(r.request_ids)) for r in records] == [(True, 40)] + [(i == 17, 1) for i in range(40)]
+    assert records[0].request_ids == tuple(r.request_ids[0] for r in records[1:])  # each retried alone, in order
+    after = await stub.Predict(request("gather", index=np.array([[3]], np.int64)))
     assert to_array(after.outputs[0])[0, 0] == 13.0
 
 
@@ -258,7 +285,7 @@ async def test_cancelled_request_leaves_the_queue(gated: GatedSession) -> None:
     batcher.close()
 
 
-async def test_failure_fails_exactly_the_batch(batch_repo: Path) -> None:
+async def test_onnxruntime_failure_fails_only_the_request_whose_own_run_fails(batch_repo: Path) -> None:
     session = ModelSession(batch_repo / "gather" / "1" / "model.onnx", ModelConfig(execution_providers=["cpu"]))
     gated = GatedSession(session)
     batcher = DynamicBatcher([gated], model="gather", version=1, max_batch_size=4)
@@ -272,9 +299,103 @@ async def test_failure_fails_exactly_the_batch(batch_repo: Path) -> None:
     gated.gate.set()
     assert float((await first).outputs["value"][0, 0]) == 10.0
     outcomes = await asyncio.gather(*batch_with_bad, return_exceptions=True)
-    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert isinstance(outcomes[1], InferenceFailed) and "b9" in str(outcomes[1])
+    assert [float(o.outputs["value"][0, 0]) for o in outcomes if not isinstance(o, BaseException)] == [11, 12, 13]
     assert float((await next_batch[0]).outputs["value"][0, 0]) == 14.0
-    assert gated.calls == [1, 4, 1] and batcher.statistics.failures == 1
+    assert gated.calls == [1, 4, 1, 1, 1, 1, 1] and batcher.statistics.failures == 2
+    batcher.close()
+
+
+POISON = -1.0
+
+
+class PoisonRunner:
+    """y = 2 * x after a gate; a run holding POISON in any row raises, as ONNX Runtime does on bad data."""
+
+    def __init__(self, poison_seconds: float = 0.0) -> None:
+        self.gate = threading.Event()
+        self.poison_seconds = poison_seconds
+        self.runs: list[list[float]] = []
+
+    def run(self, inputs: Arrays, output_names: Sequence[str]) -> Arrays:
+        self.gate.wait(timeout=10)
+        x = inputs["x"]
+        self.runs.append(x[:, 0].tolist())
+        if (x == POISON).any():
+            time.sleep(self.poison_seconds)
+            raise RuntimeError("poisoned row")
+        return {"y": x * 2}
+
+
+def x_of(value: float, width: int = 2) -> Arrays:
+    return {"x": np.full((1, width), value, np.float32)}
+
+
+async def test_failed_shared_run_retries_each_request_alone() -> None:
+    runner = PoisonRunner()
+    batcher = DynamicBatcher([runner], model="poison", version=1, max_batch_size=3)
+    records: list[BatchRecord] = []
+    batcher.add_hook(records.append)
+
+    def submit(value: float, request_id: str, width: int = 2) -> asyncio.Task[BatchResult]:
+        return asyncio.create_task(batcher.submit(x_of(value, width), ("y",), rows=1, request_id=request_id))
+
+    blocker = submit(0, "blocker")
+    await wait_until(lambda: batcher.in_flight == 1)
+    started = time.monotonic()
+    shared = [submit(1, "good1"), submit(POISON, "bad"), submit(2, "good2")]  # one full batch of 3
+    behind = submit(3, "behind")  # the same shapes, queued behind the full batch
+    other = submit(4, "other", width=5)  # other shapes: a batch of its own
+    await wait_until(lambda: batcher.queue_depth == 5)
+    await asyncio.sleep(0.02)
+    runner.gate.set()
+    await blocker
+    good1, bad, good2 = await asyncio.gather(*shared, return_exceptions=True)
+    assert isinstance(bad, InferenceFailed) and "bad" in str(bad)
+    assert isinstance(good1, BatchResult) and isinstance(good2, BatchResult)
+    np.testing.assert_array_equal(good1.outputs["y"], [[2, 2]])
+    np.testing.assert_array_equal(good2.outputs["y"], [[4, 4]])
+    assert good1.batch_size == good2.batch_size == 1
+    assert good2.queue_seconds >= 0.02 and good2.queue_seconds <= time.monotonic() - started  # kept its enqueue time
+    np.testing.assert_array_equal((await behind).outputs["y"], [[6, 6]])
+    np.testing.assert_array_equal((await other).outputs["y"], [[8] * 5])
+    # The retries run alone, first, and never merge with what waits behind them.
+    assert runner.runs == [[0], [1, POISON, 2], [1], [POISON], [2], [3], [4]]
+    assert [(r.failed, r.request_ids) for r in records] == [
+        (False, ("blocker",)), (True, ("good1", "bad", "good2")), (False, ("good1",)), (True, ("bad",)),
+        (False, ("good2",)), (False, ("behind",)), (False, ("other",)),
+    ]
+    assert batcher.statistics.failures == 2 and batcher.statistics.inferences == 5
+    batcher.close()
+
+
+async def test_failed_run_of_one_request_is_not_retried() -> None:
+    runner = PoisonRunner()
+    runner.gate.set()
+    batcher = DynamicBatcher([runner], model="poison", version=1, max_batch_size=3)
+    with pytest.raises(InferenceFailed, match="lone"):
+        await batcher.submit(x_of(POISON), ("y",), rows=1, request_id="lone")
+    assert runner.runs == [[POISON]] and batcher.statistics.failures == 1
+    assert (await batcher.submit(x_of(5), ("y",), rows=1, request_id="next")).outputs["y"][0, 0] == 10
+    batcher.close()
+
+
+async def test_retry_keeps_the_request_deadline() -> None:
+    runner = PoisonRunner(poison_seconds=0.3)
+    batcher = DynamicBatcher([runner], model="poison", version=1, max_batch_size=3)
+    blocker = asyncio.create_task(batcher.submit(x_of(0), ("y",), rows=1, request_id="blocker"))
+    await wait_until(lambda: batcher.in_flight == 1)
+    bad = asyncio.create_task(batcher.submit(x_of(POISON), ("y",), rows=1, request_id="bad"))
+    late = asyncio.create_task(batcher.submit(x_of(1), ("y",), rows=1, request_id="late",
+                                              deadline=time.monotonic() + 0.15))
+    await wait_until(lambda: batcher.queue_depth == 2)
+    runner.gate.set()
+    await blocker
+    with pytest.raises(InferenceFailed):
+        await bad
+    with pytest.raises(DeadlineExpired):  # its deadline passed during the failed shared run
+        await late
+    assert runner.runs == [[0], [POISON, 1], [POISON]]
     batcher.close()
 
 

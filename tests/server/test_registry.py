@@ -85,7 +85,7 @@ async def test_load_failures_are_reported_with_their_reason(tmp_path: Path) -> N
     with pytest.raises(ModelNotFound):
         repository.resolve("absent", 0)
     assert not repository.is_ready
-    repository.close()
+    await repository.close()
 
 
 async def test_latest_ready_version_serves_when_the_newest_fails(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ async def test_latest_ready_version_serves_when_the_newest_fails(tmp_path: Path)
         repository.resolve("m", 3)
     with pytest.raises(InvalidInput):
         repository.resolve("m", -3)
-    repository.close()
+    await repository.close()
 
 
 async def test_version_policy_latest_and_specific(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ async def test_version_policy_latest_and_specific(tmp_path: Path) -> None:
     assert sorted(repository.get("specific").versions) == [1, 3]
     with pytest.raises(ModelNotFound, match="versions served: 1, 3"):
         repository.resolve("specific", 2)
-    repository.close()
+    await repository.close()
 
 
 def test_version_policy_select() -> None:

@@ -71,6 +71,16 @@ class InferenceStub:
                 request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
                 response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/vigil.v1.Inference/LoadModel',
+                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/vigil.v1.Inference/UnloadModel',
+                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -128,6 +138,25 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Loads a model from its folder in the repository, or reloads it: loads new and changed versions (model.onnx or
+        config.toml changed) and keeps serving the old until the new is loaded and warmed up, then switches traffic
+        without dropping a request. Versions the folder or version policy no longer selects are unloaded. A version
+        that fails leaves what was serving in place and answers FAILED_PRECONDITION with the reason; a model with no
+        folder answers NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Unloads every version of a model once the requests already queued for it have finished. The model stays
+        listed with its versions UNLOADED and requests for it answer UNAVAILABLE until LoadModel loads it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +194,16 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.BatchFeedback,
                     request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.FromString,
                     response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +396,60 @@ class Inference:
             '/vigil.v1.Inference/BatchFeedback',
             protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
             protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/LoadModel',
+            protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/UnloadModel',
+            protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
