@@ -71,7 +71,7 @@ bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
 	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost --quality-cost
 
 # The soak benchmark (bench/soak.py): ten minutes of mixed load on the bundled model, the server's resident
-# memory sampled throughout; writes docs/soak_results.json.
+# memory sampled throughout (the baseline after a 240 s warm-up); writes docs/soak_results.json.
 # A short run: $(BIN)/python -m bench.soak --duration 60 --warmup 15 --out /tmp/soak.json
 .PHONY: soak
 soak: $(VENV)/.dev

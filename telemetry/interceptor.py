@@ -127,12 +127,15 @@ class TelemetryInterceptor:
         except Exception:  # telemetry never makes a call fail
             logger.exception("recording telemetry for %s failed", call.method)
         finally:
-            try:
-                if call.span_token is not None:
-                    otel_context.detach(call.span_token)
-                current_call.reset(call.record_token)
-            except ValueError:  # a stream closed from another task: its context is discarded anyway
-                pass
+            # A stream closed from another task (GeneratorExit) ends in a context that is not its own, and that
+            # context is discarded anyway: resetting there would fail (OpenTelemetry would log it as an error).
+            if not isinstance(call.exception, GeneratorExit):
+                try:
+                    if call.span_token is not None:
+                        otel_context.detach(call.span_token)
+                    current_call.reset(call.record_token)
+                except ValueError:
+                    pass
 
     def _write_span(self, call: _Call, span: CallSpan, code: grpc.StatusCode,
                     context: grpc.aio.ServicerContext | None, end_ns: int) -> None:
