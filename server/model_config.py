@@ -95,6 +95,12 @@ class ModelConfig(BaseModel):
     """Which version folders to load."""
     optimization_level: Literal["disabled", "basic", "extended", "all"] = "all"
     """ONNX Runtime graph optimisation level."""
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    """ONNX Runtime IOBinding: each run's inputs go to the device in one copy and its outputs come back in one, with
+    no staging in between. `auto`: on when the version runs on a GPU provider; `on`: always; `off`: never."""
+    cuda_graph: bool = False
+    """Run from fixed input and output buffers bound once, and on the CUDA provider capture the graph on the first run
+    and replay it after (fewer kernel launches). Needs every input and output shape fixed (so max_batch_size = 0)."""
     nonfinite_inputs: Literal["allow", "reject"] = "allow"
     """Floating-point inputs holding NaN or infinity: passed to the model, or refused with INVALID_ARGUMENT."""
 

@@ -52,12 +52,17 @@ class ModelSession:
         if not requested:
             requested = ["CPUExecutionProvider"]
         providers: list[str | tuple[str, dict[str, object]]] = [
-            (name, {"device_id": config.gpu_device_id}) if name in _GPU_PROVIDERS else name for name in requested
+            (name, _gpu_options(name, config)) if name in _GPU_PROVIDERS else name for name in requested
         ]
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         # Only the session tells which providers really run it (see _unavailable_providers).
         self.providers: list[str] = list(self._session.get_providers())
         self.signature = Signature.from_session(self._session)
+        on_gpu = bool(self.providers) and self.providers[0] in _GPU_PROVIDERS
+        self.device = ("cuda", config.gpu_device_id) if on_gpu else ("cpu", 0)
+        """Where IOBinding leaves outputs until they are copied back: the GPU's memory when one runs the model."""
+        self.io_binding = config.io_binding == "on" or (config.io_binding == "auto" and on_gpu)
+        self._fixed = FixedBuffers(self._session, self.signature, self.device) if config.cuda_graph else None
         missing = [p for p in requested if p in _GPU_PROVIDERS and p not in self.providers]
         if missing:
             _unavailable_providers.update(missing)
@@ -68,8 +73,23 @@ class ModelSession:
 
     def run(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]) -> Arrays:
         """Run the graph once; returns the named outputs. Blocks; raises what ONNX Runtime raises."""
+        if self._fixed is not None:
+            return self._fixed.run(inputs, output_names)
+        if self.io_binding and not any(a.dtype == np.dtype(object) for a in inputs.values()):
+            return self._run_bound(inputs, output_names)
         results = self._session.run(list(output_names), dict(inputs))
         return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
+
+    def _run_bound(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]) -> Arrays:
+        """One copy of each input to the device, the run, one copy of each output back."""
+        binding = self._session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        device_type, device_id = self.device
+        for name in output_names:
+            binding.bind_output(name, device_type, device_id)
+        self._session.run_with_iobinding(binding)
+        return dict(zip(output_names, binding.copy_outputs_to_cpu(), strict=True))
 
     def warm_up(self, *, rows: int, runs: int, has_batch_dim: bool) -> None:
         """Run zero-filled inputs `runs` times so the first real request does not pay for lazy set-up."""
@@ -87,3 +107,44 @@ class ModelSession:
                 inputs[spec.name] = np.zeros(dims, dtype=dtype)
         for _ in range(runs):
             self.run(inputs, self.signature.output_names)
+
+
+def _gpu_options(provider: str, config: ModelConfig) -> dict[str, object]:
+    options: dict[str, object] = {"device_id": config.gpu_device_id}
+    if config.cuda_graph and provider == "CUDAExecutionProvider":
+        options["enable_cuda_graph"] = "1"
+    return options
+
+
+class FixedBuffers:
+    """Inputs and outputs in buffers allocated and bound once, for models whose every shape is fixed: each run
+    copies the inputs into the same memory and reads the same outputs. On the CUDA provider with `enable_cuda_graph`
+    ONNX Runtime captures the graph on the first run and replays it after, which needs exactly this."""
+
+    def __init__(self, session: ort.InferenceSession, signature: Signature, device: tuple[str, int]) -> None:
+        shapes: dict[str, list[int]] = {}
+        for spec in (*signature.inputs, *signature.outputs):
+            if any(d is None for d in spec.shape):
+                raise ValueError(f"cuda_graph needs fixed shapes, but '{spec.name}' has shape {spec.shape_text}")
+            if NUMPY_DTYPES[spec.dtype] == np.dtype(object):
+                raise ValueError(f"cuda_graph cannot bind STRING tensor '{spec.name}'")
+            shapes[spec.name] = [int(d) for d in spec.shape if d is not None]
+        device_type, device_id = device
+        self._session = session
+        self._binding = session.io_binding()
+
+        def allocate(name: str, dtype: int) -> ort.OrtValue:
+            return ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], NUMPY_DTYPES[dtype], device_type, device_id)
+
+        self._inputs = {spec.name: allocate(spec.name, spec.dtype) for spec in signature.inputs}
+        self._outputs = {spec.name: allocate(spec.name, spec.dtype) for spec in signature.outputs}
+        for name, value in self._inputs.items():
+            self._binding.bind_ortvalue_input(name, value)
+        for name, value in self._outputs.items():
+            self._binding.bind_ortvalue_output(name, value)
+
+    def run(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]) -> Arrays:
+        for name, buffer in self._inputs.items():
+            buffer.update_inplace(np.ascontiguousarray(inputs[name]))
+        self._session.run_with_iobinding(self._binding)
+        return {name: np.array(self._outputs[name].numpy()) for name in output_names}
