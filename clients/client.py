@@ -55,7 +55,9 @@ class _Base:
 class Client(_Base):
     """A blocking client for one Vigil server.
 
-    `tls` (a `TLS`) turns on TLS or mutual TLS; `token` sends `authorization: Bearer <token>` on every call.
+    `tls` (a `TLS`) turns on TLS or mutual TLS; `token` sends `authorization: Bearer <token>` on every call;
+    `channel_options` go to the gRPC channel, e.g. `[("grpc.lb_policy_name", "round_robin")]` with a target of
+    `dns:///vigil-headless.default.svc.cluster.local:8001` to spread calls over every replica.
 
     >>> with Client("127.0.0.1:8001") as client:
     ...     result = client.predict("breast_cancer", rows)      # rows: float32 array [n, 30]
@@ -70,9 +72,11 @@ class Client(_Base):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         tls: TLS | None = None,
         token: str | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(target, timeout)
-        self._channel = open_channel(target, _channel_options(max_message_bytes), tls=tls, token=token)
+        self._channel = open_channel(target, [*_channel_options(max_message_bytes), *channel_options], tls=tls,
+                             token=token)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -220,9 +224,11 @@ class AsyncClient(_Base):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         tls: TLS | None = None,
         token: str | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         super().__init__(target, timeout)
-        self._channel = open_aio_channel(target, _channel_options(max_message_bytes), tls=tls, token=token)
+        self._channel = open_aio_channel(target, [*_channel_options(max_message_bytes), *channel_options], tls=tls,
+                             token=token)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

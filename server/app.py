@@ -68,6 +68,7 @@ def build_server(
             # any queue bound can refuse them with a reason. The model queues are the bound that speaks.
             ("grpc.server.max_pending_requests", settings.limits.max_pending_calls),
             ("grpc.server.max_pending_requests_hard_limit", settings.limits.max_pending_calls),
+            *_connection_age_options(settings.max_connection_age_seconds),
         ]
     )
     registrar = WrappingServer(server, wraps)
@@ -79,6 +80,13 @@ def build_server(
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
     return server, registrar, port
+
+
+def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
+    if seconds <= 0:
+        return []
+    milliseconds = round(seconds * 1000)
+    return [("grpc.max_connection_age_ms", milliseconds), ("grpc.max_connection_age_grace_ms", milliseconds)]
 
 
 class App:

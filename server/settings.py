@@ -313,6 +313,9 @@ class Settings(BaseSettings):
     """Threads that load and warm up models in parallel at start-up."""
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     """Seconds queued and in-flight calls get to finish on shutdown (a second signal exits at once)."""
+    max_connection_age_seconds: float = Field(0.0, ge=0)
+    """Close each client connection (gracefully: GOAWAY, its calls finish) after this long, so that clients that
+    balance over DNS find replicas added since they connected; 0: connections live as long as clients keep them."""
     shutdown_refuse_seconds: float = Field(1.0, ge=0)
     """On shutdown, the least time new calls are answered UNAVAILABLE before the gRPC port closes (within the grace
     period): callers that send again at once hear UNAVAILABLE instead of having calls cut off as CANCELLED."""

@@ -100,3 +100,18 @@ async def test_dead_collector_alertmanager_and_stalled_subscribers_do_not_slow_i
             started = time.monotonic()
         # stopping with the collector still dead is bounded: the flushes give up instead of waiting for it
         assert time.monotonic() - started < 20
+
+
+async def test_connections_closed_for_age_do_not_fail_calls(model_repo: Path) -> None:
+    from clients import AsyncClient
+
+    async with running_app(model_repo, max_connection_age_seconds=0.3) as app:
+        options = [("grpc.lb_policy_name", "round_robin")]
+        async with AsyncClient(f"dns:///127.0.0.1:{app.grpc_port}", timeout=10, channel_options=options) as client:
+            answered = 0
+            deadline = time.monotonic() + 2.0  # several connection lifetimes
+            while time.monotonic() < deadline:
+                result = await client.predict("breast_cancer", ROWS)
+                answered += len(result.labels) == len(ROWS)
+                await asyncio.sleep(0.02)
+    assert answered > 20
