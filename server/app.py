@@ -222,7 +222,7 @@ class App:
         self._web = WebServer(
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
                           quality=self.monitoring.quality if self.monitoring is not None else None,
-                          access=HttpAccess(token_table(security), frozenset(security.open_http_paths),
+                          access=HttpAccess(self.gate.tokens, frozenset(security.open_http_paths),
                                             mutual_tls=security.client_ca_file is not None)),
             self.settings.host,
             self.settings.http_port,

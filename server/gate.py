@@ -25,6 +25,7 @@ from server.credentials import TokenTable, bearer_token, certificate_identity
 from server.errors import status_for
 from server.handlers import Undecodable, rewrap, safe_deserializer
 from telemetry.context import CallRecord, current_call
+from telemetry.interceptor import call_peer, call_status
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
@@ -40,7 +41,6 @@ ANONYMOUS = "anonymous"
 UNAUTHENTICATED = "unauthenticated"
 """The identity audit lines give a call refused for missing or wrong credentials."""
 
-_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class Refused(Exception):
@@ -63,7 +63,8 @@ class CallGate:
 
     def __init__(self, *, tokens: TokenTable, mutual_tls: bool, open_services: set[str] | frozenset[str],
                  admins: set[str] | frozenset[str], audit: AuditLog | None) -> None:
-        self._tokens = tokens
+        self.tokens = tokens
+        """The bearer tokens (the HTTP port checks the same ones)."""
         self._mutual_tls = mutual_tls
         self._open = frozenset(open_services)
         self._admins = frozenset(admins)
@@ -99,10 +100,7 @@ class CallGate:
                         self._audit(method, CallRecord(method=method, identity=record.identity), context, None,
                                     time.perf_counter() - started, status=record.code.name)
                     await context.abort(record.code, str(record))
-                if isinstance(request, Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(method, request))
-                elif not isinstance(request, (bytes, Message)):  # a request stream: refuse a message that did not parse
-                    request = _checked_stream(request, method, context)
+                request = await _parsed(request, method, context)
                 failure: BaseException | None = None
                 self.active += 1
                 try:
@@ -123,10 +121,7 @@ class CallGate:
                 record = self._admit(method, authenticate, drains, context)
                 if isinstance(record, Refused):
                     await context.abort(record.code, str(record))
-                if isinstance(request, Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(method, request))
-                elif not isinstance(request, (bytes, Message)):
-                    request = _checked_stream(request, method, context)
+                request = await _parsed(request, method, context)
                 async for item in behaviour(request, context):
                     yield item
             return stream
@@ -155,7 +150,7 @@ class CallGate:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 token = bearer_token(value)
-                identity = self._tokens.identify(token) if token is not None and self._tokens else None
+                identity = self.tokens.identify(token) if token is not None and self.tokens else None
                 if identity is None:
                     return Refused(grpc.StatusCode.UNAUTHENTICATED, "the bearer token is not valid")
                 return identity
@@ -173,8 +168,8 @@ class CallGate:
         assert audit is not None
         span = trace.get_current_span().get_span_context()
         trace_id = format(span.trace_id, "032x") if span.is_valid else ""
-        peer = _peer_address(context)
-        status = status or _status_name(context, failure)
+        peer = (call_peer(context) or ("", 0))[0]
+        status = status or call_status(context, failure).name
         if record.items is None:
             audit.write(method=method, identity=record.identity, status=status, latency_seconds=seconds,
                         model=record.model, version=record.version, request_id=record.request_id,
@@ -191,6 +186,16 @@ def _undecodable_message(method: str, request: Undecodable) -> str:
     return f"the {method} request is not a valid message of this method: {request.error}"
 
 
+async def _parsed(request: Any, method: str, context: grpc.aio.ServicerContext) -> Any:
+    """The request, or INVALID_ARGUMENT when its bytes did not parse; a request stream is checked message by
+    message as the handler reads it."""
+    if isinstance(request, Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(method, request))
+    if isinstance(request, bytes | Message):
+        return request
+    return _checked_stream(request, method, context)
+
+
 async def _checked_stream(requests: AsyncIterator[Any], method: str,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
     async for request in requests:
@@ -199,27 +204,3 @@ async def _checked_stream(requests: AsyncIterator[Any], method: str,
         yield request
 
 
-def _status_name(context: grpc.aio.ServicerContext, failure: BaseException | None) -> str:
-    try:
-        code = context.code()
-    except Exception:
-        code = None
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    if isinstance(code, int):
-        return str(_STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN).name)
-    if failure is None:
-        return "OK"
-    if isinstance(failure, GeneratorExit) or type(failure).__name__ == "CancelledError":
-        return "CANCELLED"
-    return "UNKNOWN"
-
-
-def _peer_address(context: grpc.aio.ServicerContext) -> str:
-    """The caller's address without its port (e.g. 127.0.0.1)."""
-    try:
-        peer = context.peer() or ""
-    except Exception:
-        return ""
-    address = peer.partition(":")[2]
-    return address.rpartition(":")[0].strip("[]") if ":" in address else address

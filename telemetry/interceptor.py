@@ -81,7 +81,7 @@ class TelemetryInterceptor:
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = self._begin(name, service, method, context)
-            call.peer = _peer(context)  # a stream may end after its call is gone, when asking would be unsafe
+            call.peer = call_peer(context)  # a stream may end after its call is gone, when asking would be unsafe
             try:
                 async for item in streaming(request, context):
                     yield item
@@ -112,7 +112,7 @@ class TelemetryInterceptor:
         try:
             # A cancelled call (a stream the client closed) may already be released: do not ask its context.
             gone = isinstance(call.exception, GeneratorExit | asyncio.CancelledError)
-            code = grpc.StatusCode.CANCELLED if gone else _status_code(context, call.exception)
+            code = grpc.StatusCode.CANCELLED if gone else call_status(context, call.exception)
             record = call.record
             instruments = self._instruments
             span = call.span
@@ -158,7 +158,7 @@ class TelemetryInterceptor:
             attributes["vigil.prediction.rows"] = len(labels)
             attributes["vigil.prediction.label"] = max(set(labels), key=list(labels).count)  # the most common
             attributes["vigil.prediction.confidence.min"] = float(min(probabilities))
-        peer = call.peer or (_peer(context) if context is not None else None)
+        peer = call.peer or (call_peer(context) if context is not None else None)
         if peer:
             attributes["network.peer.address"], attributes["network.peer.port"] = peer
         status = UNSET
@@ -198,7 +198,8 @@ class _Call:
         self.span_token: Any = None
 
 
-def _status_code(context: grpc.aio.ServicerContext, exception: BaseException | None) -> grpc.StatusCode:
+def call_status(context: grpc.aio.ServicerContext, exception: BaseException | None) -> grpc.StatusCode:
+    """The status a call ended with: the one its handler set, else OK, CANCELLED or UNKNOWN from its exception."""
     try:
         code = context.code()
     except Exception:
@@ -221,7 +222,8 @@ def _details(context: grpc.aio.ServicerContext) -> str:
         return ""
 
 
-def _peer(context: grpc.aio.ServicerContext) -> tuple[str, int] | None:
+def call_peer(context: grpc.aio.ServicerContext) -> tuple[str, int] | None:
+    """The caller's address and port, or None when gRPC does not say."""
     try:
         peer = context.peer()  # e.g. "ipv4:127.0.0.1:50412" or "ipv6:[::1]:50412"
     except Exception:
