@@ -106,3 +106,14 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> inference_pb2_grpc.InferenceStub:
     return inference_pb2_grpc.InferenceStub(channel)
+
+
+async def expect(call: object, code: grpc.StatusCode, *fragments: str) -> str:
+    """Await a call that must fail with `code` and details holding every fragment; returns the details."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    assert info.value.code() == code, info.value.details()
+    details = info.value.details() or ""
+    for fragment in fragments:
+        assert fragment in details, f"{fragment!r} not in {details!r}"
+    return details

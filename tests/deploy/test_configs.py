@@ -26,7 +26,17 @@ def test_every_pipeline_component_of_the_collector_is_defined() -> None:
     config = load(ROOT / "otel-collector.yaml")
     pipelines = config["service"]["pipelines"]
     assert {"traces", "metrics"} <= set(pipelines)
-    for name, pipeline in pipelines.items():
+    check_collector_pipelines(config)
+    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    assert "prometheus" in pipelines["metrics"]["exporters"]
+    jaeger = [e for e in pipelines["traces"]["exporters"] if e.startswith("otlp")]
+    assert jaeger and config["exporters"][jaeger[0]]["endpoint"].startswith("jaeger:")
+
+
+def check_collector_pipelines(config: dict[str, Any]) -> None:
+    """Every component a collector pipeline names is defined, memory_limiter comes first and batch is there;
+    every extension in use is defined."""
+    for name, pipeline in config["service"]["pipelines"].items():
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline.get(kind, []):
                 assert component in config[kind], f"{name} pipeline names undefined {kind[:-1]} {component}"
@@ -34,10 +44,6 @@ def test_every_pipeline_component_of_the_collector_is_defined() -> None:
         assert "batch" in pipeline["processors"]
     for extension in config["service"].get("extensions", []):
         assert extension in config["extensions"]
-    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
-    assert "prometheus" in pipelines["metrics"]["exporters"]
-    jaeger = [e for e in pipelines["traces"]["exporters"] if e.startswith("otlp")]
-    assert jaeger and config["exporters"][jaeger[0]]["endpoint"].startswith("jaeger:")
 
 
 def test_compose_stack_wires_vigil_to_the_collector_and_prometheus_to_both() -> None:

@@ -24,7 +24,7 @@ from clients import AsyncClient
 from server.app import SHUTDOWN_MARGIN_SECONDS
 from server.settings import Settings
 from tests.conftest import running_app
-from tests.deploy.test_configs import PROMTOOL, needs_promtool
+from tests.deploy.test_configs import PROMTOOL, check_collector_pipelines, needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -380,15 +380,9 @@ def test_the_agents_pipelines_name_only_defined_components(base: list[dict[str, 
 
     pipelines = config["service"]["pipelines"]
     assert set(pipelines) == {"traces", "metrics"}
-    for name, pipeline in pipelines.items():
-        for kind in ("receivers", "processors", "exporters"):
-            for component in pipeline.get(kind, []):
-                assert component in config[kind], f"{name} pipeline names undefined {kind[:-1]} {component}"
-        assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter must come first"
-        assert "batch" in pipeline["processors"]
+    check_collector_pipelines(config)
+    for pipeline in pipelines.values():
         assert all(e.startswith("otlp") for e in pipeline["exporters"]), "an agent forwards OTLP"
-    for extension in config["service"].get("extensions", []):
-        assert extension in config["extensions"]
     # The same processors as the repository's collector, and listening where the hostPorts forward.
     assert config["processors"] == yaml.safe_load((ROOT / "otel-collector.yaml").read_text())["processors"]
     ports = {p["name"]: p for p in container["ports"]}

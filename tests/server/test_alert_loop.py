@@ -3,7 +3,6 @@ stream, the log, /metrics, and a real Alertmanager receiving the firing alert an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from server.settings import DEFAULT_ALERT_RULES, AlertRuleSettings, AlertSetting
 from telemetry.alerts import TransitionKind
 from tests.conftest import running_app
 from tests.deploy.test_rules import SERVER_DEFAULT_ALERTS
-from tests.telemetry.test_alertmanager import ALERTMANAGER, Receiver, alertmanager_process, wait_until
+from tests.telemetry.test_alertmanager import ALERTMANAGER, Receiver, alertmanager_process, wait_ready, wait_until
 
 RULE = AlertRuleSettings(name="TooManyErrors", signal="error_ratio", op=">", threshold=0.2, for_seconds=60,
                          severity="critical", summary="{model} v{version}: error ratio {value}",
@@ -99,19 +98,8 @@ async def test_a_real_alertmanager_gets_the_servers_alert_and_its_resolution(mod
     hook = Receiver()
     await hook.start()
     try:
-        with alertmanager_process(tmp_path, hook.port) as (process, url, _log):
-            async with aiohttp.ClientSession() as session:
-                async def ready() -> bool:
-                    try:
-                        async with session.get(f"{url}/-/ready") as response:
-                            return response.status == 200
-                    except aiohttp.ClientError:
-                        return False
-
-                deadline = time.monotonic() + 30
-                while not await ready():
-                    assert process.poll() is None and time.monotonic() < deadline, "alertmanager did not start"
-                    await asyncio.sleep(0.1)
+        with alertmanager_process(tmp_path, hook.port) as (process, url, log_path):
+            await wait_ready(process, url, log_path)
             async with running_app(model_repo, alerts=settings(alertmanager_url=url)) as app, \
                     AsyncClient(f"127.0.0.1:{app.grpc_port}") as c:
                 loop = loop_of(app)

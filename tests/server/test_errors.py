@@ -11,20 +11,10 @@ import pytest
 from protos.tensors import DataType, from_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2, tensor_pb2
-from tests.conftest import running_app
+from tests.conftest import expect, running_app
 
 Stub = inference_pb2_grpc.InferenceStub
 Code = grpc.StatusCode
-
-
-async def expect(call: object, code: grpc.StatusCode, *fragments: str) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    assert info.value.code() == code, info.value.details()
-    details = info.value.details() or ""
-    for fragment in fragments:
-        assert fragment in details, f"{fragment!r} not in {details!r}"
-    return details
 
 
 def request(model: str = "add", version: int = 0, **arrays: np.ndarray) -> pb.PredictRequest:

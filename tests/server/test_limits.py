@@ -19,7 +19,7 @@ from server.settings import DEFAULT_MODELS_DIR, LimitSettings
 from server.signature import Signature, TensorSpec
 from server.validation import Limits, check_inputs
 from tests import onnx_models
-from tests.conftest import running_app
+from tests.conftest import expect, running_app
 
 Stub = inference_pb2_grpc.InferenceStub
 OipStub = grpc_service_pb2_grpc.GRPCInferenceServiceStub
@@ -28,16 +28,6 @@ Code = grpc.StatusCode
 STRING_LIMIT = LimitSettings().max_string_bytes  # the default, 1 MiB: under the test servers' 4 MiB messages
 NAN_ROW = np.zeros((1, 30), np.float32)
 NAN_ROW[0, 3], NAN_ROW[0, 7] = np.nan, -np.inf
-
-
-async def expect(call: object, code: grpc.StatusCode, *fragments: str) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    assert info.value.code() == code, info.value.details()
-    details = info.value.details() or ""
-    for fragment in fragments:
-        assert fragment in details, f"{fragment!r} not in {details!r}"
-    return details
 
 
 def predict(model: str, typed: bool = False, **arrays: np.ndarray) -> pb.PredictRequest:

@@ -410,25 +410,37 @@ def alertmanager_process(tmp_path: Path, hook_port: int) -> Any:
                 process.wait(timeout=10)
 
 
+def alertmanager_log(log_path: Path) -> str:
+    return f"\n--- alertmanager log ---\n{log_path.read_text(errors='replace')[-4000:]}"
+
+
+async def wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    """Until the Alertmanager of `alertmanager_process` answers /-/ready (30 s at most; its log on failure)."""
+    def diagnose() -> str:
+        return alertmanager_log(log_path)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        async def ready() -> bool:
+            try:
+                async with session.get(f"{url}/-/ready") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        deadline = time.monotonic() + 30
+        while not await ready():
+            assert process.poll() is None, "alertmanager exited" + diagnose()
+            assert time.monotonic() < deadline, "alertmanager not ready within 30s" + diagnose()
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not installed")
 async def test_a_real_alertmanager_notifies_firing_then_resolved(tmp_path: Path, receiver: Receiver) -> None:
     with alertmanager_process(tmp_path, receiver.port) as (process, url, log_path):
         def diagnose() -> str:
-            return f"\n--- alertmanager log ---\n{log_path.read_text(errors='replace')[-4000:]}"
+            return alertmanager_log(log_path)
 
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"{url}/-/ready") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            deadline = time.monotonic() + 30
-            while not await ready():
-                assert process.poll() is None, "alertmanager exited" + diagnose()
-                assert time.monotonic() < deadline, "alertmanager not ready within 30s" + diagnose()
-                await asyncio.sleep(0.1)
+        await wait_ready(process, url, log_path)
 
         notifier = AlertmanagerNotifier(url, timeout_seconds=2, resend_seconds=60,
                                         generator_url="http://vigil.test/alerts")
