@@ -8,18 +8,19 @@ import os
 
 from protos.vigil.v1 import telemetry_pb2
 from server.registry import Model, ModelRepository
-from server.settings import AlertSettings, QualitySettings
+from server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings
 from telemetry.alerting import AlertLoop
 from telemetry.alertmanager import AlertmanagerNotifier
 from telemetry.alerts import AlertEngine, AlertRule, AlertTransition, TransitionKind
 from telemetry.frames import AlertState
+from telemetry.detectors import Anomaly, Direction, Method, Trend
 from telemetry.gauges import register_quality_gauges
 from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
 from telemetry.profile import PROFILE_FILE, ProfileError, load_profile
 from telemetry.quality import DriftThresholds, QualityLimits, QualityMonitor
 from telemetry.quality_readings import quality_readings
-from telemetry.signals import ServingState, SignalReader, rule_window
+from telemetry.signals import ServingState, SignalReader, parse_duration, rule_window
 from telemetry.slo import Objective, SLOTracker
 
 logger = logging.getLogger(__name__)
@@ -53,14 +54,48 @@ def alert_rules(settings: AlertSettings) -> list[AlertRule]:
         try:
             rule_window(rule.signal, rule.params)
         except ValueError as exc:
+            detection = _detection(rule)
             raise ValueError(f"alert rule {rule.name}: {exc}") from None
         rules.append(AlertRule(name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold,
                                for_seconds=rule.for_seconds, severity=rule.severity, labels=rule.labels,
-                               summary=rule.summary, model=rule.model, params=rule.params))
+                               summary=rule.summary, model=rule.model, params=rule.params, detection=detection))
+        _warn_if_too_few_points(rule.name, detection, settings.interval_seconds)
     return rules
 
 
 class Monitoring:
+def _detection(rule: AlertRuleSettings) -> Anomaly | Trend | None:
+    """An anomaly or trend rule's parameters for the engine, windows in seconds or points."""
+    if rule.kind == "anomaly":
+        band = rule.anomaly or AnomalySettings()
+        seconds, points = (None, band.window) if isinstance(band.window, int) else (parse_duration(band.window), None)
+        return Anomaly(method=Method(band.method), k=band.k, window_seconds=seconds, window_points=points,
+                       min_points=band.min_points, direction=Direction(band.direction),
+                       min_half_width=band.min_half_width, min_half_width_ratio=band.min_half_width_ratio,
+                       alpha=band.alpha)
+    if rule.kind == "trend":
+        assert rule.trend is not None  # the settings require it
+        return Trend(window_seconds=parse_duration(rule.trend.window),
+                     horizon_seconds=parse_duration(rule.trend.horizon), min_points=rule.trend.min_points)
+    return None
+
+
+def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interval_seconds: float) -> None:
+    """A time window that holds fewer evaluations than the rule needs points can never fire on the schedule (tests
+    that evaluate by hand may still drive it, so this is a warning, not an error). An EWMA band keeps no window of
+    values, so its warm-up does not depend on the window."""
+    if detection is None or (isinstance(detection, Anomaly) and detection.method is Method.EWMA):
+        return
+    window = detection.window_seconds
+    if window is None:
+        return
+    evaluations = int(window // interval_seconds)
+    if evaluations < detection.min_points:
+        logger.warning("alert rule %s: its %gs window holds about %d evaluations (every %gs), fewer than the %d "
+                       "points it needs, so it cannot fire", name, window, evaluations, interval_seconds,
+                       detection.min_points)
+
+
     """Quality monitoring (when enabled) and alert rules over the server's signals."""
 
     def __init__(self, quality_settings: QualitySettings, alert_settings: AlertSettings, instruments: Instruments,

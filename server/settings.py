@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -160,8 +173,74 @@ Signal = Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_
 """What an alert rule can watch; `params` refine some (see `AlertRuleSettings.params`)."""
 
 
+_DURATION = re.compile(r"\d+(\.\d+)?[smhd]")
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a duration like 30s, 10m, 1h or 1d")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""A duration such as "30s", "10m", "1h" or "1d"."""
+
+
+class AnomalySettings(BaseModel):
+    """An anomaly rule's band: the series' own recent values, centre ± k × spread, judged before the value joins.
+
+    Values outside the band stay out of it (a sustained spike keeps firing); a band that took nothing in for a
+    whole `window` is learnt again, so a lasting change of level becomes the new normal after about a window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["mad", "ewma"] = "mad"
+    """mad: rolling median ± k × MAD (scaled by 1.4826 to estimate a standard deviation) over `window`; ewma: an
+    EWMA control chart, EWMA mean ± k × EWMA standard deviation, smoothed by `alpha`."""
+    k: float = Field(4.0, gt=0, allow_inf_nan=False)
+    """Half-width of the band in standard deviations (4: with one evaluation every 5 s, 3 would fire about every
+    half hour on perfectly normal noise)."""
+    window: str | int = "10m"
+    """History as a duration ("10m") or a number of evaluations (120): the values a mad band is built from, and
+    for both methods how long a band may take nothing in before it is learnt again."""
+    min_points: int = Field(20, ge=2)
+    """Values the band needs before the rule can fire (no firing during this warm-up)."""
+    direction: Literal["above", "below", "both"] = "both"
+    """Which side of the band fires."""
+    min_half_width: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Least half-width of the band, in the signal's unit (e.g. 0.01 s), for series that are nearly constant."""
+    min_half_width_ratio: float = Field(0.1, ge=0, allow_inf_nan=False)
+    """Least half-width of the band as a fraction of its centre."""
+    alpha: float = Field(0.05, gt=0, le=1)
+    """ewma only: the weight of each new value in the EWMA mean and variance."""
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | int) -> str | int:
+        if isinstance(value, int):
+            if value < 2:
+                raise ValueError(f"a window of evaluations must hold at least 2, not {value}")
+            return value
+        return _duration(value)
+
+
+class TrendSettings(BaseModel):
+    """A trend rule's prediction: a least-squares line through the last `window` of values, extended `horizon`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: Duration
+    """The recent values the line is fitted to, e.g. "15m"."""
+    horizon: Duration
+    """How far ahead the line is read: the rule fires when `value op threshold` holds on it within this."""
+    min_points: int = Field(10, ge=2)
+    """Values the fit needs before the rule can fire."""
+
+
 class AlertRuleSettings(BaseModel):
-    """One alert rule: fires when `signal op threshold` has held for `for_seconds`, per model version."""
+    """One alert rule, per model version: fires when its condition has held for `for_seconds`. The condition
+    is `signal op threshold` (kind threshold), the signal leaving its own normal band (anomaly) or a line fitted
+    to the signal reaching `op threshold` within a horizon (trend)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -172,27 +251,90 @@ class AlertRuleSettings(BaseModel):
     over `window`, seconds), queue_depth, model_ready (1 or 0), drift_status (worst of `test`: 0, 1 or 2),
     drift_score (highest PSI), accuracy (`window` = count or time), expected_accuracy, error_budget_burn (the
     `slo`'s burn rate: the lowest over `windows`, so every window must exceed the threshold)."""
+    kind: Literal["threshold", "anomaly", "trend"] = "threshold"
+    """threshold: `signal op threshold`; anomaly: the signal leaves its own band (`anomaly`, no threshold or op);
+    trend: the fitted line meets `op threshold` (op <, <=, > or >=) within the horizon (`trend`)."""
     op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
-    threshold: float
+    threshold: float | None = None
+    """Required for threshold and trend rules; anomaly rules take none."""
     for_seconds: float = Field(0.0, ge=0)
     """How long the condition must hold before the alert fires."""
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = {}
     """Extra labels sent with the alert (e.g. team)."""
     summary: str = ""
-    """One line for people; {model}, {version}, {value} and {threshold} are filled in."""
+    """One line for people; {model}, {version} and {value} are filled in, plus {threshold} (threshold and trend
+    rules), {baseline}, {lower} and {upper} (anomaly: the band) and {current}, {predicted} and {eta} (trend: the
+    observed value, the value at the horizon, which {value} also shows, and the time to the crossing)."""
     model: str | None = None
     """Only this model; unset watches every model."""
     params: dict[str, str] = {}
     """Signal parameters: window ("5m"), quantile ("0.99"), stage (request, queue, inference), test (psi, ks,
     chi2, any), slo (an SLO name), windows ("1h,5m")."""
+    anomaly: AnomalySettings | None = None
+    """The band of an anomaly rule; unset: the defaults."""
+    trend: TrendSettings | None = None
+    """The window and horizon of a trend rule (required for it)."""
 
     @field_validator("threshold")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError("threshold must be a finite number")
         return value
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> AlertRuleSettings:
+        if self.kind != "anomaly" and self.threshold is None:
+            raise ValueError(f"a {self.kind} rule needs a threshold")
+        if self.kind == "anomaly":
+            if self.threshold is not None:
+                raise ValueError("an anomaly rule compares the signal with its own band and takes no threshold")
+            if "op" in self.model_fields_set:
+                raise ValueError("an anomaly rule takes no op: `anomaly.direction` says which side fires")
+            anomaly = self.anomaly or AnomalySettings()
+            if isinstance(anomaly.window, int) and anomaly.min_points > anomaly.window:
+                raise ValueError(f"anomaly.min_points ({anomaly.min_points}) exceeds the {anomaly.window}-point "
+                                 "window: the band could never be built")
+        if self.kind == "trend":
+            if self.trend is None:
+                raise ValueError("a trend rule needs `trend` settings (window and horizon)")
+            if self.op not in (">", ">=", "<", "<="):
+                raise ValueError(f"a trend rule's op must be <, <=, > or >=, not {self.op}")
+        for kind in ("anomaly", "trend"):
+            if kind != self.kind and getattr(self, kind) is not None:
+                raise ValueError(f"`{kind}` settings apply to kind = \"{kind}\" rules only, not {self.kind}")
+        return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_the_rule(cls, data: Any, handler: ModelWrapValidatorHandler[AlertRuleSettings]) -> AlertRuleSettings:
+        """Errors start with the rule's name, so that a long list of rules points at the bad one."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            name = data.get("name") if isinstance(data, dict) else None
+            if not isinstance(name, str) or not name:
+                raise
+            problems = []
+            for error in exc.errors():
+                place = ".".join(str(part) for part in error["loc"])
+                message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+                problems.append(f"{place}: {message}" if place else message)
+            raise ValueError(f"alert rule {name}: {'; '.join(problems)}") from None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the fields the rule's kind uses, so a dump validates again; a threshold rule dumps as it did before
+        rule kinds existed."""
+        data: dict[str, Any] = handler(self)
+        for key in _UNUSED_FIELDS[self.kind]:
+            data.pop(key, None)
+        return data
+
+
+_UNUSED_FIELDS = {"threshold": ("kind", "anomaly", "trend"), "anomaly": ("op", "threshold", "trend"),
+                  "trend": ("anomaly",)}
 
 
 def _rule(name: str, signal: str, op: str, threshold: float, minutes: float, severity: str, summary: str,

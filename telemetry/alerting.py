@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,8 @@ class AlertLoop:
         fields: dict[str, object] = {"alert": alert.rule.name, "severity": str(alert.rule.severity),
                                      "state": "firing" if fired else "resolved", "value": alert.value,
                                      "labels": alert.label_dict}
+        if alert.details:  # an anomaly rule's band, a trend rule's prediction; NaN is not JSON
+            fields["details"] = {name: None if math.isnan(v) else v for name, v in alert.details}
         logger.log(logging.WARNING if fired else logging.INFO, "alert %s %s: %s", alert.rule.name,
                    "firing" if fired else "resolved", alert.summary, extra={"fields": fields})
         if self._publish is not None:
