@@ -32,6 +32,8 @@ from server.health import HealthReporter
 from server.monitoring import Monitoring
 from server.oip import OpenInferenceServicer, server_version
 from server.registry import Model, ModelRepository, ModelVersion
+from server.reports import SAVE_SECONDS as REPORT_SAVE_SECONDS
+from server.reports import alert_listener, build_recorder
 from server.repository_watch import RepositoryWatcher
 from server.servicer import InferenceServicer, add_inference_servicer
 from server.settings import Settings
@@ -45,6 +47,7 @@ from telemetry.gauges import register_process_gauges, register_serving_gauges
 from telemetry.gpu import gpu_reader, register_gpu_gauges
 from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
+from telemetry.history_recorder import HistoryRecorder
 from telemetry.interceptor import TelemetryInterceptor
 from telemetry.providers import TelemetryProviders, build_providers
 from telemetry.quality_readings import quality_sections
@@ -119,6 +122,7 @@ class App:
         self.gate = _build_gate(settings)
         self.watcher = (RepositoryWatcher(self.repository, interval=settings.repository_poll_seconds)
                         if settings.repository_poll_seconds > 0 else None)
+        self.reports: HistoryRecorder | None = None
         self._stopping: asyncio.Future[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._web: WebServer | None = None
@@ -154,6 +158,8 @@ class App:
 
         async def hook_batchers(model: Model) -> None:  # a reloaded version has a new batcher to hook
             for version in model.versions.values():
+        self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
+        monitoring.alert_listeners.append(alert_listener(self.reports.history))
                 if version.batcher is not None:
                     for hook in hooks:
                         version.batcher.add_hook(hook)
@@ -238,6 +244,7 @@ class App:
         await self.health.set_started()
         if self.watcher is not None:
             self.watcher.start()
+                          history=self.reports.history if self.reports is not None else None,
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING and new calls refused with UNAVAILABLE at once; queued and in-flight calls get `grace`
@@ -286,6 +293,8 @@ def _build_gate(settings: Settings) -> CallGate:
     key = audit.identity_hash_key.get_secret_value().encode() if audit.identity_hash_key is not None else None
     return CallGate(
         tokens=token_table(security), mutual_tls=security.client_ca_file is not None,
+        if self.reports is not None:  # after the last calls and alerts; bounded, so a slow disk cannot hang exit
+            await self.reports.close(timeout=REPORT_SAVE_SECONDS)
         open_services=set(security.open_services), admins=set(security.admin_identities),
         audit=AuditLog(audit.file, max_bytes=audit.max_bytes, backup_count=audit.backup_count, identity_key=key)
         if audit.file is not None else None,

@@ -1,6 +1,6 @@
-"""The drift and accuracy report: per monitored classifier version, every drift test with a reference-vs-live plot
-per feature, the class mix, and accuracy next to the label-free estimate. Served as `/report` (one self-contained
-HTML page, plots as inline SVG) and `/report.json`; `vigil report` saves either."""
+"""The drift and accuracy section of the report: per monitored classifier version, every drift test with a
+reference-vs-live plot per feature, the class mix, and accuracy next to the label-free estimate (see
+`server.reports` for the whole report)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import math
 import time
 from typing import Any
 
-from aiohttp import web
-
+from server.plots import bars as _bars
 from telemetry.profile import FeatureReference
 from telemetry.quality import QualityMonitor, VersionQuality
 
@@ -61,25 +60,6 @@ def _bin_names(reference: FeatureReference) -> list[str]:
             + [f"> {edges[-1]:.4g}"])
 
 
-def _bars(names: list[str], reference: list[float], live: list[float], title: str) -> str:
-    """Reference (grey) and live (blue) shares per bin, side by side."""
-    width, height, top, bottom = 520, 170, 20, 40
-    step = width / max(len(names), 1)
-    peak = max([*reference, *live, 1e-9])
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f"<title>{html.escape(title)}</title>"]
-    for i, (name, r, v) in enumerate(zip(names, reference, live, strict=True)):
-        x = i * step
-        for offset, share, colour in ((0.1, r, "#9e9e9e"), (0.5, v, "#1565c0")):
-            h = (height - top - bottom) * share / peak
-            parts.append(f'<rect x="{x + step * offset:.1f}" y="{height - bottom - h:.1f}" width="{step * 0.4:.1f}" '
-                         f'height="{h:.1f}" fill="{colour}"><title>{html.escape(name)}: {share:.1%}</title></rect>')
-        parts.append(f'<text x="{x + step / 2:.1f}" y="{height - bottom + 14}" font-size="9" text-anchor="middle" '
-                     f'transform="rotate(20 {x + step / 2:.1f} {height - bottom + 14})">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def _status(label: str) -> str:
     return f'<b style="color:{_COLOURS.get(label, "#616161")}">{html.escape(label.replace("_", " ") or "–")}</b>'
 
@@ -88,7 +68,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _version_html(report: dict[str, Any]) -> str:
+def version_html(report: dict[str, Any]) -> str:
+    """One version's section of the HTML report."""
     e = html.escape
     title = f"{e(report['model'])} version {e(report['version'])}"
     accuracy = report["accuracy"]["count_window"]
@@ -135,34 +116,3 @@ def report(monitor: QualityMonitor, model: str | None, now: float) -> list[dict[
     if model is not None and not versions:
         raise KeyError(model)
     return [version_report(q, now) for q in versions]
-
-
-def render(reports: list[dict[str, Any]]) -> str:
-    body = "\n".join(_version_html(r) for r in reports) or "<p>No classifier is monitored.</p>"
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Vigil drift report</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}figure{display:inline-block;margin:.5em}"
-            f"</style></head><body><h1>Vigil drift report</h1>{body}</body></html>")
-
-
-def add_report_routes(app: web.Application, monitor: QualityMonitor | None) -> None:
-    """`/report` (HTML) and `/report.json`, both taking `?model=NAME`."""
-
-    def reports(request: web.Request) -> list[dict[str, Any]]:
-        if monitor is None:
-            raise web.HTTPServiceUnavailable(text="quality monitoring is turned off on this server\n")
-        model = request.query.get("model") or None
-        try:
-            return report(monitor, model, monitor.now())
-        except KeyError:
-            raise web.HTTPNotFound(text=f"model {model!r} is not monitored (not a classifier, or not loaded)\n"
-                                   ) from None
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=render(reports(request)), content_type="text/html")
-
-    async def as_json(request: web.Request) -> web.Response:
-        return web.json_response({"versions": reports(request)})
-
-    app.router.add_get("/report", page)
-    app.router.add_get("/report.json", as_json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from protos.vigil.v1 import telemetry_pb2
 from server.registry import Model, ModelRepository
@@ -114,7 +115,8 @@ def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interv
             rules = alert_rules(alert_settings)
             history = max((rule_window(r.signal, r.params) for r in rules), default=0.0)
             signals = SignalReader(instruments.aggregates, serving=self._serving, quality=self.quality, slo=self.slo,
-                                   history_seconds=history + alert_settings.interval_seconds)
+                                   history_seconds=history + alert_settings.interval_seconds,
+                                   rolled_back=rolled_back)
             notifier = (AlertmanagerNotifier(alert_settings.alertmanager_url,
                                              resend_seconds=alert_settings.resend_seconds)
                         if alert_settings.alertmanager_url else None)

@@ -1,5 +1,5 @@
 """The HTTP port: Prometheus `/metrics`, `/healthz` and `/readyz` for probes that cannot speak gRPC, and the web
-dashboard (`/`, fed by `/telemetry/stream`), and the drift report (`/report`, `/report.json`)."""
+dashboard (`/`, fed by `/telemetry/stream`), and the operator report (`/report`, `/report.json`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from prometheus_client.exposition import choose_encoder
 
 from server.credentials import TokenTable, bearer_token
 from server.dashboard import add_dashboard_routes
-from server.drift_report import add_report_routes
+from server.reports import add_report_routes
+from telemetry.history import ReportHistory
 from telemetry.hub import TelemetryHub
 from telemetry.quality import QualityMonitor
 
@@ -61,7 +62,7 @@ class HttpAccess:
 
 def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
                   hub: TelemetryHub | None = None, quality: QualityMonitor | None = None,
-                  access: HttpAccess | None = None) -> web.Application:
+                  access: HttpAccess | None = None, history: ReportHistory | None = None) -> web.Application:
     """The aiohttp application served on the HTTP port."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -81,7 +82,7 @@ def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_dashboard_routes(app, hub)
-    add_report_routes(app, quality)
+    add_report_routes(app, history, quality)
     return app
 
 

@@ -313,9 +313,11 @@ class QualityMonitor:
         replaced = quality.labelled.add(request_id, Labelled(true, prediction.predicted, now, hashed))
         if not replaced:
             self._instruments.feedback.add((prediction.model, prediction.version), rows)
+        correct = int((true == prediction.predicted).sum())
         fields: dict[str, object] = {"request_id": request_id, "model": prediction.model,
                                      "version": prediction.version, "rows": rows, "replaced": replaced,
-                                     "correct": int((true == prediction.predicted).sum())}
+            self._instruments.feedback_correct.add((prediction.model, prediction.version), correct)
+                                     "correct": correct}
         if hashed is not None:
             fields["subject_hash"] = hashed
         logger.info("feedback received", extra={"fields": fields})
@@ -379,6 +381,7 @@ def drift_against(profile: ReferenceProfile, rows: npt.NDArray[np.float64], clas
         statistic, pvalue = ks_2samp(reference.sorted_sample, values)
         total = counts.sum()
         features.append(FeatureDrift(
+        self.process()  # the last batches' predictions count too (the report history flushes after this)
             reference.name, score, score_status(score, *thresholds.psi), statistic, pvalue,
             pvalue_status(pvalue, *thresholds.ks_pvalue),
             tuple(float(c) / total if total else 0.0 for c in counts)))

@@ -105,6 +105,11 @@ async def test_dashboard_page_shows_live_numbers(model_repo: Path, tmp_path: Pat
             await asyncio.sleep(0.25)
         after = int(await wait_for_value(page, TOTAL, lambda v: int(v) >= before + 195))  # type: ignore[arg-type]
         assert after == before + sum(20 + 15 * r for r in range(6))
+        # the report panel: every call that named a model in the last hour
+        await page.evaluate("document.getElementById('report-since').value = '1h'; "
+                            "document.getElementById('report-refresh').click()")
+        assert await wait_for_value(page, "document.getElementById('report-requests').textContent",
+                                    lambda v: v == str(after + len(predictions)))
         assert await page.evaluate("document.getElementById('state').textContent") == "SERVING"
         assert int(await page.evaluate("document.getElementById('frames').textContent")) >= 3
         assert "breast_cancer v1" in await page.evaluate("document.getElementById('throughput-legend').textContent")
