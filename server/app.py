@@ -35,6 +35,7 @@ from server.registry import Model, ModelRepository, ModelVersion
 from server.reports import SAVE_SECONDS as REPORT_SAVE_SECONDS
 from server.reports import alert_listener, build_recorder
 from server.repository_watch import RepositoryWatcher
+from server.rollout import DEFAULT_WINDOW_SECONDS, Rollouts
 from server.servicer import InferenceServicer, add_inference_servicer
 from server.settings import Settings
 from server.stream_source import ModelEvents, snapshot_reader
@@ -42,15 +43,17 @@ from server.validation import Limits
 from server.web import HttpAccess, WebServer, build_web_app
 from telemetry.aggregates import SCOPE, Histogram
 from telemetry.batches import BatchTelemetry
+from telemetry.comparison import Comparer
 from telemetry.frames import Snapshot
-from telemetry.gauges import register_process_gauges, register_serving_gauges
+from telemetry.gauges import register_process_gauges, register_rollout_gauges, register_serving_gauges
 from telemetry.gpu import gpu_reader, register_gpu_gauges
+from telemetry.history_recorder import HistoryRecorder
 from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
-from telemetry.history_recorder import HistoryRecorder
 from telemetry.interceptor import TelemetryInterceptor
 from telemetry.providers import TelemetryProviders, build_providers
 from telemetry.quality_readings import quality_sections
+from telemetry.shadows import ShadowTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -110,19 +113,22 @@ class App:
             max_tensor_elements=settings.limits.max_tensor_elements,
             max_string_bytes=settings.limits.max_string_bytes,
         )
-        self.dataplane = DataPlane(self.repository, limits)
+        self.rollouts = Rollouts(self.repository)
+        self.repository.add_listener(self.rollouts.on_model_change)
+        self.dataplane = DataPlane(self.repository, limits, rollouts=self.rollouts,
+                                   max_shadow_in_flight=settings.rollouts.max_shadow_in_flight)
         self.metrics_registry = CollectorRegistry()
         self.telemetry: TelemetryProviders | None = None
         self.telemetry_hub: TelemetryHub | None = None
         self.has_gpu_metrics = False
         self.monitoring: Monitoring | None = None
+        self.reports: HistoryRecorder | None = None
         self._interceptor: TelemetryInterceptor | None = None
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
         self.gate = _build_gate(settings)
         self.watcher = (RepositoryWatcher(self.repository, interval=settings.repository_poll_seconds)
                         if settings.repository_poll_seconds > 0 else None)
-        self.reports: HistoryRecorder | None = None
         self._stopping: asyncio.Future[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._web: WebServer | None = None
@@ -150,26 +156,33 @@ class App:
         self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
         self.monitoring = monitoring = Monitoring(
             self.settings.quality, self.settings.alerts, instruments, self.repository, hub,
-            duration_bounds=instruments.request_duration.bounds)
+            duration_bounds=instruments.request_duration.bounds, rolled_back=self.rollouts.rolled_back_readings)
         self.repository.add_listener(monitoring.on_model_change)
+        self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
+        monitoring.alert_listeners.append(alert_listener(self.reports.history))
         hooks = [BatchTelemetry(instruments, tracing.sampled if tracing else None).on_batch]
         if monitoring.quality is not None:
             hooks.append(monitoring.quality.on_batch)
 
         async def hook_batchers(model: Model) -> None:  # a reloaded version has a new batcher to hook
             for version in model.versions.values():
-        self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
-        monitoring.alert_listeners.append(alert_listener(self.reports.history))
                 if version.batcher is not None:
                     for hook in hooks:
                         version.batcher.add_hook(hook)
 
         self.repository.add_listener(hook_batchers)
+        self.dataplane.add_shadow_hook(ShadowTelemetry(instruments).on_shadow)
+        self.rollouts.comparer = Comparer(instruments.aggregates, monitoring.quality,
+                                          history_seconds=DEFAULT_WINDOW_SECONDS)
+        self.rollouts.publish = lambda kind, model, version, message: hub.publish(
+            kind, model=model, version=version, message=message)
+        register_rollout_gauges(instruments, weights=self.rollouts.weight_readings,
+                                rolled_back=self.rollouts.rolled_back_readings)
         take_snapshot = snapshot_reader(
             self.repository, self.health, instruments.aggregates,
             in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader(),
             quality=partial(quality_sections, monitoring.quality) if monitoring.quality is not None else None,
-            alerts=monitoring.alert_states)
+            alerts=monitoring.alert_states, rollouts=self.rollouts.telemetry)
         self.repository.add_listener(ModelEvents(hub).on_model_change)
 
     def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
@@ -223,11 +236,15 @@ class App:
             await self.telemetry_hub.start()
         if self.monitoring is not None:
             await self.monitoring.start()
+        if self.reports is not None:
+            await self.reports.start()
+        await self.rollouts.start(self.settings.rollouts.interval_seconds)
         await self._grpc.start()
         security = self.settings.security
         self._web = WebServer(
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
                           quality=self.monitoring.quality if self.monitoring is not None else None,
+                          history=self.reports.history if self.reports is not None else None,
                           access=HttpAccess(self.gate.tokens, frozenset(security.open_http_paths),
                                             mutual_tls=security.client_ca_file is not None)),
             self.settings.host,
@@ -244,7 +261,6 @@ class App:
         await self.health.set_started()
         if self.watcher is not None:
             self.watcher.start()
-                          history=self.reports.history if self.reports is not None else None,
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING and new calls refused with UNAVAILABLE at once; queued and in-flight calls get `grace`
@@ -273,8 +289,12 @@ class App:
             refuse_until = started + min(self.settings.shutdown_refuse_seconds, grace)
             await asyncio.sleep(max(refuse_until - time.monotonic(), 0.0))
             await self._grpc.stop(max(grace - (time.monotonic() - started), 0.0))
+        await self.rollouts.close()
+        await self.dataplane.close()
         if self.monitoring is not None:  # after the last batches, so their predictions and alerts count
             await self.monitoring.close()
+        if self.reports is not None:  # after the last calls and alerts; bounded, so a slow disk cannot hang exit
+            await self.reports.close(timeout=REPORT_SAVE_SECONDS)
         if self._web is not None:
             await self._web.stop()
         if self.telemetry is not None:  # flush while the models it reports on are still there
@@ -293,8 +313,6 @@ def _build_gate(settings: Settings) -> CallGate:
     key = audit.identity_hash_key.get_secret_value().encode() if audit.identity_hash_key is not None else None
     return CallGate(
         tokens=token_table(security), mutual_tls=security.client_ca_file is not None,
-        if self.reports is not None:  # after the last calls and alerts; bounded, so a slow disk cannot hang exit
-            await self.reports.close(timeout=REPORT_SAVE_SECONDS)
         open_services=set(security.open_services), admins=set(security.admin_identities),
         audit=AuditLog(audit.file, max_bytes=audit.max_bytes, backup_count=audit.backup_count, identity_key=key)
         if audit.file is not None else None,

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from server.batcher import BatchResult
-from server.errors import InferenceFailed, ServerError
+from server.errors import InferenceFailed, ServerError, status_for
 from server.registry import ModelRepository, ModelVersion
 from server.requests import Classification, InferRequest, InferResult
+from server.rollout import Rollouts
+from server.routing import Metadata
 from server.sessions import Arrays
 from server.validation import Limits, check_inputs, check_outputs
 from telemetry.context import annotate_call
+from telemetry.shadows import SHADOW_SUFFIX, ShadowOutcome
 
 logger = logging.getLogger(__name__)
+
+
+ShadowHook = Callable[[ShadowOutcome], None]
 
 
 def new_request_id() -> str:
@@ -38,6 +45,8 @@ class _Prepared:
     rows: int
     wanted: tuple[str, ...]
     to_compute: tuple[str, ...]
+    shadow: ModelVersion | None = None
+    """A version that gets a copy of this request (its rollout's shadow)."""
 
 
 class DataPlane:
@@ -49,12 +58,28 @@ class DataPlane:
     ['benign']
     """
 
-    def __init__(self, repository: ModelRepository, limits: Limits) -> None:
+    def __init__(self, repository: ModelRepository, limits: Limits, *, rollouts: Rollouts | None = None,
+                 shadow_hooks: Sequence[ShadowHook] = (), max_shadow_in_flight: int = 256) -> None:
+        if max_shadow_in_flight < 0:
+            raise ValueError(f"max_shadow_in_flight must be at least 0, got {max_shadow_in_flight}")
         self.repository = repository
         self.limits = limits
+        self.rollouts = rollouts or Rollouts(repository)
+        self._shadow_hooks = list(shadow_hooks)
+        self._max_shadows = max_shadow_in_flight
+        self._shadows: set[asyncio.Task[None]] = set()
 
-    def _prepare(self, request: InferRequest, request_id: str, version: ModelVersion | None = None) -> _Prepared:
-        version = version or self.repository.resolve(request.model_name, request.model_version)
+    def add_shadow_hook(self, hook: ShadowHook) -> None:
+        """Call `hook(outcome)` after every shadow run (or skipped copy)."""
+        self._shadow_hooks.append(hook)
+
+    def _route(self, request: InferRequest, metadata: Metadata | None) -> tuple[ModelVersion, ModelVersion | None]:
+        return self.rollouts.resolve(request.model_name, request.model_version, metadata)
+
+    def _prepare(self, request: InferRequest, request_id: str, version: ModelVersion | None = None,
+                 shadow: ModelVersion | None = None, metadata: Metadata | None = None) -> _Prepared:
+        if version is None:
+            version, shadow = self._route(request, metadata)
         started_ns = time.time_ns()
         signature = version.signature
         rows = check_inputs(
@@ -67,24 +92,28 @@ class DataPlane:
         to_compute = wanted if probability_output is None or probability_output in wanted else (
             *wanted, probability_output)
         annotate_call(validation_ns=(started_ns, time.time_ns()))
-        return _Prepared(request, request_id, version, rows, wanted, to_compute)
+        return _Prepared(request, request_id, version, rows, wanted, to_compute, shadow)
 
     async def infer(
-        self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None
+        self, request: InferRequest, *, request_id: str | None = None, deadline: float | None = None,
+        metadata: Metadata | None = None,
     ) -> InferResult:
-        """Resolve, validate and run one request. `deadline` is a `time.monotonic()` instant, or None."""
+        """Resolve (through the model's rollout when it names no version), validate and run one request.
+        `deadline` is a `time.monotonic()` instant, or None; `metadata` the call's, for a sticky rollout."""
         started = time.perf_counter()
         request_id = request_id or new_request_id()
-        version = self.repository.resolve(request.model_name, request.model_version)
+        version, shadow = self._route(request, metadata)
         annotate_call(model=version.name, version=version.version, request_id=request_id)
         try:
-            prepared = self._prepare(request, request_id, version)
+            prepared = self._prepare(request, request_id, version, shadow)
             ran = await version.run(request.inputs, prepared.to_compute, rows=prepared.rows,
                                     request_id=prepared.request_id, deadline=deadline)
             classification = _classify(version, ran.outputs)
             if classification is not None:
                 annotate_call(prediction=(classification.labels, classification.probabilities))
             result = _result(prepared, ran, classification)
+            if shadow is not None:
+                self._start_shadow(prepared, classification)
         except BaseException as exc:
             version.requests.record(time.perf_counter() - started, ok=False)
             if isinstance(exc, Exception) and not isinstance(exc, ServerError):
@@ -95,7 +124,7 @@ class DataPlane:
         return result
 
     async def infer_many(
-        self, requests: Sequence[InferRequest], *, deadline: float | None = None
+        self, requests: Sequence[InferRequest], *, deadline: float | None = None, metadata: Metadata | None = None
     ) -> list[InferResult | ServerError]:
         """Run many requests; each gets its result or its own error. Items for the same version and outputs
         are queued together, so validation and classification, not a coroutine each, are the per-item cost."""
@@ -104,7 +133,7 @@ class DataPlane:
         groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, _Prepared]]] = defaultdict(list)
         for index, request in enumerate(requests):
             try:
-                prepared = self._prepare(request, new_request_id())
+                prepared = self._prepare(request, new_request_id(), metadata=metadata)
             except ServerError as exc:
                 outcomes[index] = exc
                 continue
@@ -151,6 +180,51 @@ class DataPlane:
                                        probabilities=classification.probabilities[offset : offset + p.rows])
             offset += p.rows
             outcomes[index] = _result(p, r, share)
+            if p.shadow is not None:
+                self._start_shadow(p, share)
+
+    # -- shadow copies ------------------------------------------------------------------------------------------
+
+    def _start_shadow(self, served: _Prepared, classification: Classification | None) -> None:
+        """Run a copy of a served request on its shadow version in the background; never delays the answer."""
+        shadow = served.shadow
+        assert shadow is not None
+        if len(self._shadows) >= self._max_shadows:
+            self._record_shadow(ShadowOutcome(shadow.name, str(shadow.version), "SKIPPED"))
+            return
+        # an empty context: the shadow run is not part of the served call's record, span or audit line
+        task = asyncio.create_task(self._run_shadow(served, shadow, classification), context=contextvars.Context())
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _run_shadow(self, served: _Prepared, shadow: ModelVersion,
+                          classification: Classification | None) -> None:
+        started = time.perf_counter()
+        code, compared, agreed = "OK", 0, 0
+        try:
+            prepared = self._prepare(served.request, served.request_id + SHADOW_SUFFIX, shadow)
+            ran = await shadow.run(served.request.inputs, prepared.to_compute, rows=prepared.rows,
+                                   request_id=prepared.request_id, deadline=None)
+            answer = _classify(shadow, ran.outputs)
+            if classification is not None and answer is not None and len(answer.labels) == len(classification.labels):
+                compared = len(answer.labels)
+                agreed = sum(a == b for a, b in zip(answer.labels, classification.labels, strict=True))
+        except ServerError as exc:
+            code = status_for(exc)[0].name
+        except Exception:
+            logger.exception("shadow run of model %s version %d failed", shadow.name, shadow.version)
+            code = "INTERNAL"
+        self._record_shadow(ShadowOutcome(shadow.name, str(shadow.version), code, time.perf_counter() - started,
+                                          compared, agreed))
+
+    def _record_shadow(self, outcome: ShadowOutcome) -> None:
+        for hook in self._shadow_hooks:
+            hook(outcome)
+
+    async def close(self) -> None:
+        """Wait for running shadow copies (they hold their version's batcher)."""
+        if self._shadows:
+            await asyncio.gather(*list(self._shadows), return_exceptions=True)
 
 
 def _result(prepared: _Prepared, ran: BatchResult, classification: Classification | None) -> InferResult:

@@ -29,7 +29,7 @@ from telemetry.interceptor import call_peer, call_status
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
-ADMIN_METHODS = frozenset({"LoadModel", "UnloadModel", "RepositoryModelLoad", "RepositoryModelUnload"})
+ADMIN_METHODS = frozenset({"LoadModel", "UnloadModel", "RepositoryModelLoad", "RepositoryModelUnload", "SetRollout"})
 """Methods that change what the server serves."""
 
 AUDITED_METHODS = frozenset({"Predict", "BatchPredict", "ModelInfer", "Feedback", "BatchFeedback"}) | ADMIN_METHODS

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from server.rollout_config import RolloutConfig
+
 CONFIG_FILE = "config.toml"
 """Name of the per-model config file inside the model's folder; optional (defaults apply)."""
 
@@ -103,6 +105,9 @@ class ModelConfig(BaseModel):
     and replay it after (fewer kernel launches). Needs every input and output shape fixed (so max_batch_size = 0)."""
     nonfinite_inputs: Literal["allow", "reject"] = "allow"
     """Floating-point inputs holding NaN or infinity: passed to the model, or refused with INVALID_ARGUMENT."""
+    rollout: RolloutConfig | None = None
+    """How requests that name no version are split between versions (see `server.rollout_config`); changing it
+    reloads no version."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -13,9 +13,9 @@ from server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, Q
 from telemetry.alerting import AlertLoop
 from telemetry.alertmanager import AlertmanagerNotifier
 from telemetry.alerts import AlertEngine, AlertRule, AlertTransition, TransitionKind
-from telemetry.frames import AlertState
 from telemetry.detectors import Anomaly, Direction, Method, Trend
-from telemetry.gauges import register_quality_gauges
+from telemetry.frames import AlertState
+from telemetry.gauges import Readings, register_quality_gauges
 from telemetry.hub import TelemetryHub
 from telemetry.instruments import Instruments
 from telemetry.profile import PROFILE_FILE, ProfileError, load_profile
@@ -54,8 +54,8 @@ def alert_rules(settings: AlertSettings) -> list[AlertRule]:
     for rule in settings.rules:
         try:
             rule_window(rule.signal, rule.params)
-        except ValueError as exc:
             detection = _detection(rule)
+        except ValueError as exc:
             raise ValueError(f"alert rule {rule.name}: {exc}") from None
         rules.append(AlertRule(name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold,
                                for_seconds=rule.for_seconds, severity=rule.severity, labels=rule.labels,
@@ -64,7 +64,6 @@ def alert_rules(settings: AlertSettings) -> list[AlertRule]:
     return rules
 
 
-class Monitoring:
 def _detection(rule: AlertRuleSettings) -> Anomaly | Trend | None:
     """An anomaly or trend rule's parameters for the engine, windows in seconds or points."""
     if rule.kind == "anomaly":
@@ -97,10 +96,12 @@ def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interv
                        detection.min_points)
 
 
+class Monitoring:
     """Quality monitoring (when enabled) and alert rules over the server's signals."""
 
     def __init__(self, quality_settings: QualitySettings, alert_settings: AlertSettings, instruments: Instruments,
-                 repository: ModelRepository, hub: TelemetryHub | None, *, duration_bounds: tuple[float, ...]) -> None:
+                 repository: ModelRepository, hub: TelemetryHub | None, *, duration_bounds: tuple[float, ...],
+                 rolled_back: Readings | None = None) -> None:
         self._quality_settings = quality_settings
         self._alert_settings = alert_settings
         self._repository = repository
@@ -108,6 +109,8 @@ def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interv
         self.quality = build_quality(quality_settings, instruments) if quality_settings.enabled else None
         readings = quality_readings(self.quality) if self.quality is not None else {}
         self.alerts: AlertLoop | None = None
+        self.alert_listeners: list[Callable[[AlertTransition], None]] = []
+        """Told of every alert that fires or resolves (e.g. the report history)."""
         self.slo: SLOTracker | None = None
         if alert_settings.enabled:
             self.slo = SLOTracker([Objective(s.name, s.kind, s.objective, s.period_days * 86400, s.latency_seconds)
@@ -135,6 +138,8 @@ def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interv
                 for m in self._repository.models for v in m.versions.values()]
 
     def _publish(self, transition: AlertTransition) -> None:
+        for listener in self.alert_listeners:
+            listener(transition)
         if self._hub is None:
             return
         alert = transition.alert

@@ -14,6 +14,7 @@ from server import oip_convert
 from server.dataplane import DataPlane, new_request_id
 from server.errors import ModelNotFound, ModelNotReady, NotSupported, maps_errors, status_for
 from server.health import HealthReporter
+from server.routing import Metadata
 from server.servicer import Context, deadline_of
 
 logger = logging.getLogger(__name__)
@@ -71,11 +72,12 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @maps_errors
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Context) -> oip.ModelInferResponse:
-        return await self._infer(request, deadline_of(context))
+        return await self._infer(request, deadline_of(context), context.invocation_metadata)
 
-    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
+    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None,
+                     metadata: Metadata | None = None) -> oip.ModelInferResponse:
         result = await self._dataplane.infer(oip_convert.to_request(request), deadline=deadline,
-                                             request_id=request.id or new_request_id())
+                                             request_id=request.id or new_request_id(), metadata=metadata)
         return oip_convert.to_response(result, request.id)
 
     async def ModelStreamInfer(
@@ -88,7 +90,7 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: oip.ModelInferRequest) -> None:
             try:
-                response = await self._infer(request, deadline_of(context))
+                response = await self._infer(request, deadline_of(context), context.invocation_metadata)
                 await answers.put(oip.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 code, message = status_for(exc)

@@ -175,6 +175,7 @@ class ModelRepository:
             logger.info("model %s added to the repository", name)
         if fresh.config is None:
             await self._config_failed(model, fresh.reason)
+        config_changed = model.config != fresh.config
         model.config = fresh.config
         selected = fresh.versions
         changed = [c for n, c in sorted(selected.items()) if _needs_load(model.versions.get(n), c)]
@@ -185,7 +186,7 @@ class ModelRepository:
                     name=name, version=candidate.version, path=candidate.path, config=candidate.config)
         if selected:
             model.reason = ""
-        if changed:
+        if changed or config_changed:  # listeners see config-only changes too (e.g. a new rollout)
             await self._notify(model)
         failures = [f for f in await asyncio.gather(*(self._swap_in(model, c) for c in changed)) if f]
         await self._retire_unselected(model, selected)
@@ -293,8 +294,8 @@ def _needs_load(current: ModelVersion | None, candidate: ModelVersion) -> bool:
 
 
 def _serving_config(config: ModelConfig) -> dict[str, Any]:
-    """The config a loaded version depends on (the version policy only selects versions)."""
-    return config.model_dump(exclude={"version_policy"})
+    """The config a loaded version depends on (the version policy selects versions, the rollout splits traffic)."""
+    return config.model_dump(exclude={"version_policy", "rollout"})
 
 
 def _unloaded(version: ModelVersion, reason: str) -> ModelVersion:

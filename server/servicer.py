@@ -11,8 +11,8 @@ import grpc
 
 from protos.timing import SERVER_TIMING_KEY, format_timing
 from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
-from server import convert
+from protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
+from server import convert, rollout_convert
 from server.dataplane import DataPlane
 from server.errors import InvalidInput, NotSupported, ServerError, maps_errors
 from server.feedback import give_feedback
@@ -60,7 +60,8 @@ def add_inference_servicer(servicer: InferenceServicer, server: Any) -> None:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    """Serves Predict, BatchPredict, ListModels, LoadModel, UnloadModel and GetModelMetadata over one DataPlane."""
+    """Serves Predict, BatchPredict, ListModels, LoadModel, UnloadModel, SetRollout, GetRollout and GetModelMetadata
+    over one DataPlane."""
 
     def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None,
                  quality: QualityMonitor | None = None) -> None:
@@ -75,7 +76,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        result = await self._dataplane.infer(convert.to_request(request), deadline=deadline_of(context))
+        result = await self._dataplane.infer(convert.to_request(request), deadline=deadline_of(context),
+                                             metadata=context.invocation_metadata)
         context.set_trailing_metadata(((SERVER_TIMING_KEY, format_timing(result.timings, result.batch_size)),))
         return convert.to_response(result)
 
@@ -84,7 +86,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._check_items("BatchPredict", len(request.requests))
         decoded = [convert.to_request_or_error(item) for item in request.requests]
         requests = [d for d in decoded if isinstance(d, InferRequest)]
-        outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context)))
+        outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context),
+                                                         metadata=context.invocation_metadata))
         results = [next(outcomes) if isinstance(d, InferRequest) else d for d in decoded]
         annotate_items([convert.call_item(item, result) for item, result in zip(request.requests, results,
                                                                                  strict=True)])
@@ -138,6 +141,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: Context) -> pb.UnloadModelResponse:
         model = await self._dataplane.repository.unload_model(request.model_name)
         return pb.UnloadModelResponse(model=convert.to_model_status(model))
+
+    @maps_errors
+    async def SetRollout(self, request: rollout_pb2.SetRolloutRequest, context: Context) -> rollout_pb2.RolloutStatus:
+        config = None if request.clear else rollout_convert.to_rollout_config(request.rollout)
+        rollouts = self._dataplane.rollouts
+        return rollout_convert.to_rollout_status(request.model_name, rollouts.set(request.model_name, config))
+
+    @maps_errors
+    async def GetRollout(self, request: rollout_pb2.GetRolloutRequest, context: Context) -> rollout_pb2.RolloutStatus:
+        if not request.model_name:
+            raise InvalidInput("model_name is empty; name the model whose rollout to show")
+        return rollout_convert.to_rollout_status(request.model_name,
+                                                 self._dataplane.rollouts.get(request.model_name))
 
     @maps_errors
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest, context: Context) -> pb.ModelMetadata:

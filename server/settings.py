@@ -169,7 +169,7 @@ class QualitySettings(BaseModel):
 
 
 Signal = Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score", "accuracy",
-                 "expected_accuracy", "error_budget_burn"]
+                 "expected_accuracy", "error_budget_burn", "rollout_rolled_back"]
 """What an alert rule can watch; `params` refine some (see `AlertRuleSettings.params`)."""
 
 
@@ -363,6 +363,8 @@ DEFAULT_ALERT_RULES = (
     _rule("VigilErrorBudgetSlowBurn", "error_budget_burn", ">", 6, 15, "warning",
           "{model}: the availability error budget burns {value}x too fast", slo="availability", windows="6h,30m"),
     _rule("VigilModelNotReady", "model_ready", "==", 0, 5, "warning", "{model} v{version} is not serving"),
+    _rule("VigilCanaryRolledBack", "rollout_rolled_back", ">", 0, 0, "warning",
+          "{model} v{version} was rolled back by its rollout's guard"),
 )
 """Shipped rules; `deploy/prometheus/rules.yml` holds the same ones for Prometheus."""
 
@@ -426,6 +428,33 @@ class AlertSettings(BaseModel):
         return self
 
 
+class RolloutSettings(BaseModel):
+    """Canary and A/B rollouts between model versions (each model's split is in its config.toml or set through
+    SetRollout)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: float = Field(1.0, gt=0, le=60)
+    """How often every rollout's versions are compared, and guard and promotion decide."""
+    max_shadow_in_flight: int = Field(256, ge=0)
+    """Shadow copies running at once; more are skipped (and counted) rather than queued."""
+
+
+class ReportSettings(BaseModel):
+    """The operator report's history: per-minute aggregates kept in memory, and optionally saved across restarts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: float = Field(7.0, gt=0, le=90)
+    """How far back the report can look; older minutes are dropped. Each model version with traffic in a minute
+    takes about 1.3 KB of memory for it (some 13 MB a week for a version busy around the clock)."""
+    state_file: Path | None = None
+    """JSON file the history is saved to (atomically) and restored from at start; unset: the history starts afresh
+    with each process. An unreadable file is logged and ignored."""
+    save_interval_seconds: float = Field(60.0, ge=1)
+    """How often the history is saved to `state_file` (and once more at shutdown)."""
+
+
 CONFIG_FILE_VARIABLE = "VIGIL_CONFIG_FILE"
 """Environment variable naming a TOML file of settings (the same names as the fields; environment wins)."""
 
@@ -475,6 +504,10 @@ class Settings(BaseSettings):
     """Prediction quality, feedback and drift."""
     alerts: AlertSettings = AlertSettings()
     """Alert rules, Alertmanager and SLOs."""
+    reports: ReportSettings = ReportSettings()
+    """The operator report's retained history."""
+    rollouts: RolloutSettings = RolloutSettings()
+    """Canary and A/B rollouts: how often they are judged, and how many shadow copies may run."""
 
     @classmethod
     def settings_customise_sources(

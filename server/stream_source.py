@@ -22,7 +22,9 @@ _STATE_EVENTS = {VersionState.READY: Kind.MODEL_LOADED, VersionState.FAILED: Kin
 def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggregates: Aggregates, *,
                     in_flight: Callable[[], int], gpus: Callable[[], list[GpuState]] | None,
                     quality: Callable[[], Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry]] | None = None,
-                    alerts: Callable[[], Sequence[AlertState]] | None = None) -> Callable[[], Snapshot]:
+                    alerts: Callable[[], Sequence[AlertState]] | None = None,
+                    rollouts: Callable[[], Sequence[telemetry_pb2.RolloutTelemetry]] | None = None
+                    ) -> Callable[[], Snapshot]:
     """A function taking one snapshot of the server (called once per tick, and once per new subscriber)."""
 
     def read() -> Snapshot:
@@ -38,7 +40,8 @@ def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggrega
         return Snapshot(time_ns=time.time_ns(), monotonic=time.monotonic(), reading=aggregates.read(),
                         versions=versions, server_state=health.state, cpu_seconds=sum(process_cpu_seconds()),
                         memory_bytes=resident_bytes(), in_flight=in_flight(), gpus=gpus() if gpus else (),
-                        quality=quality() if quality else {}, alerts=alerts() if alerts else ())
+                        quality=quality() if quality else {}, alerts=alerts() if alerts else (),
+                        rollouts=rollouts() if rollouts else ())
 
     return read
 

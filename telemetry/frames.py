@@ -65,6 +65,8 @@ class Snapshot:
     alerts: Sequence[AlertState] = field(default_factory=tuple)
     quality: Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry] = field(default_factory=dict)
     """Per monitored classifier version: the parts of its quality section that are not interval counts."""
+    rollouts: Sequence[telemetry_pb2.RolloutTelemetry] = ()
+    """Per model with a rollout: its latest side-by-side comparison."""
 
 
 def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float:

@@ -90,3 +90,12 @@ QUALITY_GAUGES = {
     "alerts": ("vigil.alerts.firing", "{alert}", "Alerts firing now, by name and severity"),
 }
 """Key → (name, unit, description) of each quality gauge."""
+
+
+def register_rollout_gauges(instruments: Instruments, *, weights: Readings, rolled_back: Readings) -> None:
+    """Per version in a rollout (model, version, role): its share of the split in percent; and 1 per version the
+    guard rolled back."""
+    instruments.observe("vigil.rollout.weight", "%", "Share of the requests naming no version that each version of "
+                        "a rollout answers (a shadow: the share it gets copies of)", _observer(weights))
+    instruments.observe("vigil.rollout.rolled_back", "", "1 for a version its rollout's guard took out of the split, "
+                        "until a new rollout is set", _observer(rolled_back))

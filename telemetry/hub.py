@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
 MIN_INTERVAL_MS, MAX_INTERVAL_MS, DEFAULT_INTERVAL_MS = 100, 60_000, 1000
-SECTIONS = frozenset({"models", "quality", "server", "events", "alerts"})
+SECTIONS = frozenset({"models", "quality", "server", "events", "alerts", "rollouts"})
 MAX_PENDING_EVENTS = 10_000
 """Events kept for one subscriber that is not reading."""
 
@@ -266,4 +266,6 @@ class TelemetryHub:
             frame.server.subscribers = len(self._subscribers)
         if "alerts" in sections:
             frame.alerts.extend(a for a in alerts if not subscription.models or a.model in subscription.models)
+        if "rollouts" in sections:
+            frame.rollouts.extend(r for r in now.rollouts if not subscription.models or r.model in subscription.models)
         return frame.SerializeToString()

@@ -64,9 +64,27 @@ class Instruments:
         self.feedback = Counter(
             "vigil.feedback", "{row}", "Labelled rows received through Feedback (each request id counted once)",
             ("model", "version"))
+        self.feedback_correct = Counter(
+            "vigil.feedback.correct", "{row}", "Of the rows counted in vigil.feedback, those predicted right",
+            ("model", "version"))
+        self.shadow_requests = Counter(
+            "vigil.shadow.requests", "{request}",
+            "Shadow runs (copies of served requests, answers recorded and never returned) by status code",
+            ("model", "version", "code"))
+        self.shadow_duration = Histogram(
+            "vigil.shadow.duration", "s", "Time of one shadow run, queue included", DURATION_BUCKETS,
+            ("model", "version"))
+        self.shadow_comparisons = Counter(
+            "vigil.shadow.comparisons", "{row}",
+            "Rows a shadow version predicted, by whether its class agreed with the served version's (agree, disagree)",
+            ("model", "version", "outcome"))
+        self.shadow_skipped = Counter(
+            "vigil.shadow.skipped", "{request}", "Shadow copies not run because the most allowed were running",
+            ("model", "version"))
         self.aggregates = Aggregates(
             [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size,
-             self.predictions, self.confidence, self.margin, self.feedback])
+             self.predictions, self.confidence, self.margin, self.feedback, self.feedback_correct, self.shadow_requests,
+             self.shadow_duration, self.shadow_comparisons, self.shadow_skipped])
         self._meter = meter
 
     def observe(self, name: str, unit: str, description: str, callback: Callback) -> None:

@@ -27,9 +27,11 @@ from telemetry.outcomes import (
     Labelled,
     LabelledWindow,
     PredictionStore,
+    UnknownPrediction,
     subject_hash,
 )
 from telemetry.profile import ReferenceProfile
+from telemetry.shadows import SHADOW_SUFFIX
 from telemetry.windows import RowWindow, ValueWindow
 
 logger = logging.getLogger(__name__)
@@ -311,20 +313,35 @@ class QualityMonitor:
         true = np.fromiter((quality.index[label] for label in labels), np.intp, count=rows)
         hashed = subject_hash(self._subject_key, subject_id) if subject_id else None
         replaced = quality.labelled.add(request_id, Labelled(true, prediction.predicted, now, hashed))
+        correct = int((true == prediction.predicted).sum())
         if not replaced:
             self._instruments.feedback.add((prediction.model, prediction.version), rows)
-        correct = int((true == prediction.predicted).sum())
+            self._instruments.feedback_correct.add((prediction.model, prediction.version), correct)
         fields: dict[str, object] = {"request_id": request_id, "model": prediction.model,
                                      "version": prediction.version, "rows": rows, "replaced": replaced,
-            self._instruments.feedback_correct.add((prediction.model, prediction.version), correct)
                                      "correct": correct}
         if hashed is not None:
             fields["subject_hash"] = hashed
         logger.info("feedback received", extra={"fields": fields})
+        self._join_shadow(request_id, labels, now, hashed)
         predicted = tuple(quality.labels[i] for i in prediction.predicted)
         return FeedbackResult(request_id, prediction.model, prediction.version, predicted, replaced)
 
-    # -- drift --------------------------------------------------------------------------------------------------
+    def _join_shadow(self, request_id: str, labels: Sequence[str], now: float, hashed: str | None) -> None:
+        """Give the same labels to the shadow run of the request, if one was recorded (its accuracy on the same
+        traffic is what a shadow rollout is judged by)."""
+        try:
+            shadow = self.store.get(request_id + SHADOW_SUFFIX, now)
+        except UnknownPrediction:
+            return
+        quality = self._versions.get((shadow.model, shadow.version))
+        if quality is None or len(shadow.predicted) != len(labels) or any(x not in quality.index for x in labels):
+            return
+        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=len(labels))
+        if not quality.labelled.add(request_id + SHADOW_SUFFIX, Labelled(true, shadow.predicted, now, hashed)):
+            self._instruments.feedback.add((shadow.model, shadow.version), len(labels))
+
+        # -- drift --------------------------------------------------------------------------------------------------
 
     def check_drift(self) -> None:
         """Compare every profiled version's live window with its reference (safe to call from a worker thread)."""
@@ -364,6 +381,7 @@ class QualityMonitor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self.process()  # the last batches' predictions count too (the report history flushes after this)
 
 
 def drift_against(profile: ReferenceProfile, rows: npt.NDArray[np.float64], classes: npt.NDArray[np.intp],
@@ -381,7 +399,6 @@ def drift_against(profile: ReferenceProfile, rows: npt.NDArray[np.float64], clas
         statistic, pvalue = ks_2samp(reference.sorted_sample, values)
         total = counts.sum()
         features.append(FeatureDrift(
-        self.process()  # the last batches' predictions count too (the report history flushes after this)
             reference.name, score, score_status(score, *thresholds.psi), statistic, pvalue,
             pvalue_status(pvalue, *thresholds.ks_pvalue),
             tuple(float(c) / total if total else 0.0 for c in counts)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,12 +69,14 @@ class SignalReader:
     """Reads each signal for a rule as labelled values; call `observe` once per evaluation first."""
 
     def __init__(self, aggregates: Aggregates, *, serving: Callable[[], Sequence[ServingState]],
-                 quality: QualityMonitor | None, slo: SLOTracker | None, history_seconds: float) -> None:
+                 quality: QualityMonitor | None, slo: SLOTracker | None, history_seconds: float,
+                 rolled_back: Callable[[], Iterable[Series]] | None = None) -> None:
         self._aggregates = aggregates
         self._serving = serving
         self._quality = quality
         self._slo = slo
         self._history_seconds = history_seconds
+        self._rolled_back = rolled_back
         self._history: deque[tuple[float, Reading]] = deque()
         self._bounds = {h.name: h.bounds for h in aggregates.members if hasattr(h, "bounds")}
 
@@ -128,6 +130,10 @@ class SignalReader:
         merged = by_version(self._history[-1][1], then, name, bounds)
         return [({"model": m, "version": v}, quantile(q, bounds, part.counts))
                 for (m, v), part in sorted(merged.items()) if m and sum(part.counts) > 0]
+
+    def _rollout_rolled_back(self, params: Mapping[str, str]) -> list[Series]:
+        """1 per model version a rollout's guard took out of its split (until a new rollout is set)."""
+        return list(self._rolled_back()) if self._rolled_back is not None else []
 
     def _queue_depth(self, params: Mapping[str, str]) -> list[Series]:
         return [({"model": s.model, "version": s.version}, float(s.queue_depth)) for s in self._serving()]

@@ -99,19 +99,43 @@ def reshape_model(path: Path) -> None:
     _save(helper.make_graph([node], "reshape", [x], [y], [shape]), path)
 
 
-def classifier_model(path: Path) -> None:
-    """features FP32 [-1, 3] → probabilities = softmax(features @ W) over 3 classes, label = argmax."""
+CLASSIFIER_WEIGHTS = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, -0.5, 1.0]], dtype=np.float32)
+
+
+def classifier_model(path: Path, weights: np.ndarray = CLASSIFIER_WEIGHTS, *, fail_above: float | None = None
+                     ) -> None:
+    """features FP32 [-1, 3] → probabilities = softmax(features @ W) over 3 classes, label = argmax.
+
+    With `fail_above`, a row whose first feature exceeds it fails the run (an out-of-range Gather), as a faulty
+    model version would."""
     features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 3])
     probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
     label = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])
-    weights = np.array([[1.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, -0.5, 1.0]], dtype=np.float32)
-    w = helper.make_tensor("W", TensorProto.FLOAT, [3, 3], weights.flatten().tolist())
-    nodes = [
-        helper.make_node("MatMul", ["features", "W"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    w = helper.make_tensor("W", TensorProto.FLOAT, [3, 3], np.asarray(weights, np.float32).flatten().tolist())
+    initializers = [w]
+    nodes = [helper.make_node("MatMul", ["features", "W"], ["logits"])]
+    if fail_above is not None:
+        initializers += [
+            helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("ends", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("limit", TensorProto.FLOAT, [], [fail_above]),
+            helper.make_tensor("ten", TensorProto.INT64, [], [10]),
+            helper.make_tensor("zeros", TensorProto.FLOAT, [5], [0.0] * 5),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["features", "starts", "ends", "axes"], ["first"]),
+            helper.make_node("Greater", ["first", "limit"], ["over"]),
+            helper.make_node("Cast", ["over"], ["over_int"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["over_int", "ten"], ["index"]),
+            helper.make_node("Gather", ["zeros", "index"], ["nothing"], axis=0),
+            helper.make_node("Add", ["logits", "nothing"], ["checked"]),
+        ]
+    nodes += [
+        helper.make_node("Softmax", ["checked" if fail_above is not None else "logits"], ["probabilities"], axis=1),
         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
     ]
-    _save(helper.make_graph(nodes, "classifier", [features], [probabilities, label], [w]), path)
+    _save(helper.make_graph(nodes, "classifier", [features], [probabilities, label], initializers), path)
 
 
 def slow_model(path: Path, width: int = 256, layers: int = 64) -> None:

@@ -48,6 +48,7 @@ SERVER_DEFAULT_ALERTS: dict[str, tuple[str, str, str]] = {
     "VigilErrorBudgetFastBurn": ("critical", "2m", "> 14.4"),
     "VigilErrorBudgetSlowBurn": ("warning", "15m", "> 6"),
     "VigilModelNotReady": ("warning", "5m", "== 0"),
+    "VigilCanaryRolledBack": ("warning", "0m", "> 0"),
 }
 
 # Alertmanager receiver per severity label; alerts without one go to the default receiver.

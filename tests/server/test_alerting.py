@@ -438,7 +438,8 @@ def test_the_default_rules_match_the_prometheus_rules_contract() -> None:
                 assert window in BURN_WINDOWS, rule.name
                 assert f"vigil_slo_{params['slo']}:burn_rate{window} {comparison}" in expr, rule.name
         else:
-            assert rule.signal in ("queue_depth", "model_ready", "expected_accuracy") and not params, rule.name
+            assert rule.signal in ("queue_depth", "model_ready", "expected_accuracy", "rollout_rolled_back") \
+                and not params, rule.name
 
 
 def test_the_default_settings_build_the_default_rules() -> None:

@@ -24,59 +24,60 @@ _sym_db = _symbol_database.Default()
 
 from protos.vigil.v1 import tensor_pb2 as protos_dot_vigil_dot_v1_dot_tensor__pb2
 from protos.vigil.v1 import telemetry_pb2 as protos_dot_vigil_dot_v1_dot_telemetry__pb2
+from protos.vigil.v1 import rollout_pb2 as protos_dot_vigil_dot_v1_dot_rollout__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/vigil/v1/inference.proto\x12\x08vigil.v1\x1a\x1cprotos/vigil/v1/tensor.proto\x1a\x1fprotos/vigil/v1/telemetry.proto\"s\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12 \n\x06inputs\x18\x03 \x03(\x0b\x32\x10.vigil.v1.Tensor\x12\x14\n\x0coutput_names\x18\x04 \x03(\t\"\xae\x01\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12!\n\x07outputs\x18\x04 \x03(\x0b\x32\x10.vigil.v1.Tensor\x12\x18\n\x10predicted_labels\x18\x05 \x03(\t\x12\x1f\n\x17predicted_probabilities\x18\x06 \x03(\x02\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"A\n\x13\x42\x61tchPredictRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.vigil.v1.PredictRequest\"g\n\x12\x42\x61tchPredictResult\x12$\n\x06status\x18\x01 \x01(\x0b\x32\x14.vigil.v1.ItemStatus\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x19.vigil.v1.PredictResponse\"E\n\x14\x42\x61tchPredictResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.vigil.v1.BatchPredictResult\"\x13\n\x11ListModelsRequest\"r\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.vigil.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\"o\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x03\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.vigil.v1.VersionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.vigil.v1.ModelStatus\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"9\n\x11LoadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.vigil.v1.ModelStatus\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\";\n\x13UnloadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.vigil.v1.ModelStatus\"D\n\x17GetModelMetadataRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\xcb\x02\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x10\n\x08platform\x18\x04 \x01(\t\x12$\n\x06inputs\x18\x05 \x03(\x0b\x32\x14.vigil.v1.TensorSpec\x12%\n\x07outputs\x18\x06 \x03(\x0b\x32\x14.vigil.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x03\x12\x1b\n\x13\x65xecution_providers\x18\x08 \x03(\t\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x1a\n\x12probability_output\x18\n \x01(\t\x12#\n\x05state\x18\x0b \x01(\x0e\x32\x14.vigil.v1.ModelState\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x14\n\x0cload_seconds\x18\r \x01(\x01\"I\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\"}\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10predicted_labels\x18\x04 \x03(\t\x12\x10\n\x08replaced\x18\x05 \x01(\x08\"@\n\x14\x42\x61tchFeedbackRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.vigil.v1.FeedbackRequest\"i\n\x13\x42\x61tchFeedbackResult\x12$\n\x06status\x18\x01 \x01(\x0b\x32\x14.vigil.v1.ItemStatus\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x1a.vigil.v1.FeedbackResponse\"G\n\x15\x42\x61tchFeedbackResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.vigil.v1.BatchFeedbackResult*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\x9f\x05\n\tInference\x12>\n\x07Predict\x12\x18.vigil.v1.PredictRequest\x1a\x19.vigil.v1.PredictResponse\x12M\n\x0c\x42\x61tchPredict\x12\x1d.vigil.v1.BatchPredictRequest\x1a\x1e.vigil.v1.BatchPredictResponse\x12\x43\n\tTelemetry\x12\x1a.vigil.v1.TelemetryRequest\x1a\x18.vigil.v1.TelemetryFrame0\x01\x12G\n\nListModels\x12\x1b.vigil.v1.ListModelsRequest\x1a\x1c.vigil.v1.ListModelsResponse\x12N\n\x10GetModelMetadata\x12!.vigil.v1.GetModelMetadataRequest\x1a\x17.vigil.v1.ModelMetadata\x12\x41\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x19.vigil.v1.FeedbackRequest\x1a\x1a.vigil.v1.FeedbackResponse\x12P\n\rBatchFeedback\x12\x1e.vigil.v1.BatchFeedbackRequest\x1a\x1f.vigil.v1.BatchFeedbackResponse\x12\x44\n\tLoadModel\x12\x1a.vigil.v1.LoadModelRequest\x1a\x1b.vigil.v1.LoadModelResponse\x12J\n\x0bUnloadModel\x12\x1c.vigil.v1.UnloadModelRequest\x1a\x1d.vigil.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/vigil/v1/inference.proto\x12\x08vigil.v1\x1a\x1cprotos/vigil/v1/tensor.proto\x1a\x1fprotos/vigil/v1/telemetry.proto\x1a\x1dprotos/vigil/v1/rollout.proto\"s\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12 \n\x06inputs\x18\x03 \x03(\x0b\x32\x10.vigil.v1.Tensor\x12\x14\n\x0coutput_names\x18\x04 \x03(\t\"\xae\x01\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12!\n\x07outputs\x18\x04 \x03(\x0b\x32\x10.vigil.v1.Tensor\x12\x18\n\x10predicted_labels\x18\x05 \x03(\t\x12\x1f\n\x17predicted_probabilities\x18\x06 \x03(\x02\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"A\n\x13\x42\x61tchPredictRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.vigil.v1.PredictRequest\"g\n\x12\x42\x61tchPredictResult\x12$\n\x06status\x18\x01 \x01(\x0b\x32\x14.vigil.v1.ItemStatus\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x19.vigil.v1.PredictResponse\"E\n\x14\x42\x61tchPredictResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.vigil.v1.BatchPredictResult\"\x13\n\x11ListModelsRequest\"r\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.vigil.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\"o\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x03\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.vigil.v1.VersionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.vigil.v1.ModelStatus\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"9\n\x11LoadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.vigil.v1.ModelStatus\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\";\n\x13UnloadModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.vigil.v1.ModelStatus\"D\n\x17GetModelMetadataRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\xcb\x02\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x10\n\x08platform\x18\x04 \x01(\t\x12$\n\x06inputs\x18\x05 \x03(\x0b\x32\x14.vigil.v1.TensorSpec\x12%\n\x07outputs\x18\x06 \x03(\x0b\x32\x14.vigil.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x03\x12\x1b\n\x13\x65xecution_providers\x18\x08 \x03(\t\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x1a\n\x12probability_output\x18\n \x01(\t\x12#\n\x05state\x18\x0b \x01(\x0e\x32\x14.vigil.v1.ModelState\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x14\n\x0cload_seconds\x18\r \x01(\x01\"I\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\"}\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10predicted_labels\x18\x04 \x03(\t\x12\x10\n\x08replaced\x18\x05 \x01(\x08\"@\n\x14\x42\x61tchFeedbackRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.vigil.v1.FeedbackRequest\"i\n\x13\x42\x61tchFeedbackResult\x12$\n\x06status\x18\x01 \x01(\x0b\x32\x14.vigil.v1.ItemStatus\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x1a.vigil.v1.FeedbackResponse\"G\n\x15\x42\x61tchFeedbackResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.vigil.v1.BatchFeedbackResult*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\xa7\x06\n\tInference\x12>\n\x07Predict\x12\x18.vigil.v1.PredictRequest\x1a\x19.vigil.v1.PredictResponse\x12M\n\x0c\x42\x61tchPredict\x12\x1d.vigil.v1.BatchPredictRequest\x1a\x1e.vigil.v1.BatchPredictResponse\x12\x43\n\tTelemetry\x12\x1a.vigil.v1.TelemetryRequest\x1a\x18.vigil.v1.TelemetryFrame0\x01\x12G\n\nListModels\x12\x1b.vigil.v1.ListModelsRequest\x1a\x1c.vigil.v1.ListModelsResponse\x12N\n\x10GetModelMetadata\x12!.vigil.v1.GetModelMetadataRequest\x1a\x17.vigil.v1.ModelMetadata\x12\x41\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x19.vigil.v1.FeedbackRequest\x1a\x1a.vigil.v1.FeedbackResponse\x12P\n\rBatchFeedback\x12\x1e.vigil.v1.BatchFeedbackRequest\x1a\x1f.vigil.v1.BatchFeedbackResponse\x12\x44\n\tLoadModel\x12\x1a.vigil.v1.LoadModelRequest\x1a\x1b.vigil.v1.LoadModelResponse\x12J\n\x0bUnloadModel\x12\x1c.vigil.v1.UnloadModelRequest\x1a\x1d.vigil.v1.UnloadModelResponse\x12\x42\n\nSetRollout\x12\x1b.vigil.v1.SetRolloutRequest\x1a\x17.vigil.v1.RolloutStatus\x12\x42\n\nGetRollout\x12\x1b.vigil.v1.GetRolloutRequest\x1a\x17.vigil.v1.RolloutStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vigil.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=2055
-  _globals['_MODELSTATE']._serialized_end=2146
-  _globals['_PREDICTREQUEST']._serialized_start=108
-  _globals['_PREDICTREQUEST']._serialized_end=223
-  _globals['_PREDICTRESPONSE']._serialized_start=226
-  _globals['_PREDICTRESPONSE']._serialized_end=400
-  _globals['_ITEMSTATUS']._serialized_start=402
-  _globals['_ITEMSTATUS']._serialized_end=445
-  _globals['_BATCHPREDICTREQUEST']._serialized_start=447
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=512
-  _globals['_BATCHPREDICTRESULT']._serialized_start=514
-  _globals['_BATCHPREDICTRESULT']._serialized_end=617
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=619
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=688
-  _globals['_LISTMODELSREQUEST']._serialized_start=690
-  _globals['_LISTMODELSREQUEST']._serialized_end=709
-  _globals['_VERSIONSTATUS']._serialized_start=711
-  _globals['_VERSIONSTATUS']._serialized_end=825
-  _globals['_MODELSTATUS']._serialized_start=827
-  _globals['_MODELSTATUS']._serialized_end=938
-  _globals['_LISTMODELSRESPONSE']._serialized_start=940
-  _globals['_LISTMODELSRESPONSE']._serialized_end=999
-  _globals['_LOADMODELREQUEST']._serialized_start=1001
-  _globals['_LOADMODELREQUEST']._serialized_end=1039
-  _globals['_LOADMODELRESPONSE']._serialized_start=1041
-  _globals['_LOADMODELRESPONSE']._serialized_end=1098
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1100
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1140
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1142
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1201
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1203
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1271
-  _globals['_MODELMETADATA']._serialized_start=1274
-  _globals['_MODELMETADATA']._serialized_end=1605
-  _globals['_FEEDBACKREQUEST']._serialized_start=1607
-  _globals['_FEEDBACKREQUEST']._serialized_end=1680
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1682
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1807
-  _globals['_BATCHFEEDBACKREQUEST']._serialized_start=1809
-  _globals['_BATCHFEEDBACKREQUEST']._serialized_end=1873
-  _globals['_BATCHFEEDBACKRESULT']._serialized_start=1875
-  _globals['_BATCHFEEDBACKRESULT']._serialized_end=1980
-  _globals['_BATCHFEEDBACKRESPONSE']._serialized_start=1982
-  _globals['_BATCHFEEDBACKRESPONSE']._serialized_end=2053
-  _globals['_INFERENCE']._serialized_start=2149
-  _globals['_INFERENCE']._serialized_end=2820
+  _globals['_MODELSTATE']._serialized_start=2086
+  _globals['_MODELSTATE']._serialized_end=2177
+  _globals['_PREDICTREQUEST']._serialized_start=139
+  _globals['_PREDICTREQUEST']._serialized_end=254
+  _globals['_PREDICTRESPONSE']._serialized_start=257
+  _globals['_PREDICTRESPONSE']._serialized_end=431
+  _globals['_ITEMSTATUS']._serialized_start=433
+  _globals['_ITEMSTATUS']._serialized_end=476
+  _globals['_BATCHPREDICTREQUEST']._serialized_start=478
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=543
+  _globals['_BATCHPREDICTRESULT']._serialized_start=545
+  _globals['_BATCHPREDICTRESULT']._serialized_end=648
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=650
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=719
+  _globals['_LISTMODELSREQUEST']._serialized_start=721
+  _globals['_LISTMODELSREQUEST']._serialized_end=740
+  _globals['_VERSIONSTATUS']._serialized_start=742
+  _globals['_VERSIONSTATUS']._serialized_end=856
+  _globals['_MODELSTATUS']._serialized_start=858
+  _globals['_MODELSTATUS']._serialized_end=969
+  _globals['_LISTMODELSRESPONSE']._serialized_start=971
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1030
+  _globals['_LOADMODELREQUEST']._serialized_start=1032
+  _globals['_LOADMODELREQUEST']._serialized_end=1070
+  _globals['_LOADMODELRESPONSE']._serialized_start=1072
+  _globals['_LOADMODELRESPONSE']._serialized_end=1129
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1131
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1171
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1173
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1232
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1234
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1302
+  _globals['_MODELMETADATA']._serialized_start=1305
+  _globals['_MODELMETADATA']._serialized_end=1636
+  _globals['_FEEDBACKREQUEST']._serialized_start=1638
+  _globals['_FEEDBACKREQUEST']._serialized_end=1711
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1713
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1838
+  _globals['_BATCHFEEDBACKREQUEST']._serialized_start=1840
+  _globals['_BATCHFEEDBACKREQUEST']._serialized_end=1904
+  _globals['_BATCHFEEDBACKRESULT']._serialized_start=1906
+  _globals['_BATCHFEEDBACKRESULT']._serialized_end=2011
+  _globals['_BATCHFEEDBACKRESPONSE']._serialized_start=2013
+  _globals['_BATCHFEEDBACKRESPONSE']._serialized_end=2084
+  _globals['_INFERENCE']._serialized_start=2180
+  _globals['_INFERENCE']._serialized_end=2987
 # @@protoc_insertion_point(module_scope)

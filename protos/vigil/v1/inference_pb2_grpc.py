@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from protos.vigil.v1 import inference_pb2 as protos_dot_vigil_dot_v1_dot_inference__pb2
+from protos.vigil.v1 import rollout_pb2 as protos_dot_vigil_dot_v1_dot_rollout__pb2
 from protos.vigil.v1 import telemetry_pb2 as protos_dot_vigil_dot_v1_dot_telemetry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -81,6 +82,16 @@ class InferenceStub:
                 request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
                 _registered_method=True)
+        self.SetRollout = channel.unary_unary(
+                '/vigil.v1.Inference/SetRollout',
+                request_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/vigil.v1.Inference/GetRollout',
+                request_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -157,6 +168,23 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRollout(self, request, context):
+        """Sets how requests that name no version are split between a model's versions: weights, a shadow version that
+        gets copies, sticky keys, guard margins for automatic rollback and step-wise promotion. Applies at once
+        without dropping requests; requests naming a version bypass it. Replaces a split from config.toml until the
+        model's config changes it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """A model's split in force, its phase, and why it last changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +232,16 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
                     response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'SetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRollout,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.FromString,
+                    response_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +488,60 @@ class Inference:
             '/vigil.v1.Inference/UnloadModel',
             protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
             protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/SetRollout',
+            protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/GetRollout',
+            protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
+            protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
             options,
             channel_credentials,
             insecure,

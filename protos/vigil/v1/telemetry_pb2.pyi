@@ -18,7 +18,7 @@ class TelemetryRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., sections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TelemetryFrame(_message.Message):
-    __slots__ = ("timestamp_unix_nanos", "interval_ms", "uptime_seconds", "models", "server", "alerts", "sequence", "dropped_frames", "events")
+    __slots__ = ("timestamp_unix_nanos", "interval_ms", "uptime_seconds", "models", "server", "alerts", "sequence", "dropped_frames", "events", "rollouts")
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class TelemetryFrame(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
     timestamp_unix_nanos: int
     interval_ms: int
     uptime_seconds: float
@@ -37,7 +38,71 @@ class TelemetryFrame(_message.Message):
     sequence: int
     dropped_frames: int
     events: _containers.RepeatedCompositeFieldContainer[TelemetryEvent]
-    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelTelemetry, _Mapping]]] = ..., server: _Optional[_Union[ServerTelemetry, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_frames: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ...) -> None: ...
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutTelemetry]
+    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelTelemetry, _Mapping]]] = ..., server: _Optional[_Union[ServerTelemetry, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_frames: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., rollouts: _Optional[_Iterable[_Union[RolloutTelemetry, _Mapping]]] = ...) -> None: ...
+
+class RolloutTelemetry(_message.Message):
+    __slots__ = ("model", "phase", "stable", "window_seconds", "versions", "reason", "step")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    phase: str
+    stable: str
+    window_seconds: float
+    versions: _containers.RepeatedCompositeFieldContainer[VersionComparison]
+    reason: str
+    step: int
+    def __init__(self, model: _Optional[str] = ..., phase: _Optional[str] = ..., stable: _Optional[str] = ..., window_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionComparison, _Mapping]]] = ..., reason: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+
+class VersionComparison(_message.Message):
+    __slots__ = ("version", "role", "weight", "requests", "errors", "error_ratio", "p50_ms", "p99_ms", "predictions", "mean_confidence", "drift_status", "drift_score", "accuracy", "labelled_rows", "agreement", "compared_rows", "breaches")
+    class PredictionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATIO_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    BREACHES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    role: str
+    weight: float
+    requests: int
+    errors: int
+    error_ratio: float
+    p50_ms: float
+    p99_ms: float
+    predictions: _containers.ScalarMap[str, int]
+    mean_confidence: float
+    drift_status: str
+    drift_score: float
+    accuracy: float
+    labelled_rows: int
+    agreement: float
+    compared_rows: int
+    breaches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., error_ratio: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., predictions: _Optional[_Mapping[str, int]] = ..., mean_confidence: _Optional[float] = ..., drift_status: _Optional[str] = ..., drift_score: _Optional[float] = ..., accuracy: _Optional[float] = ..., labelled_rows: _Optional[int] = ..., agreement: _Optional[float] = ..., compared_rows: _Optional[int] = ..., breaches: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LatencySummary(_message.Message):
     __slots__ = ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms")
@@ -302,6 +367,9 @@ class TelemetryEvent(_message.Message):
         ALERT_FIRED: _ClassVar[TelemetryEvent.Kind]
         ALERT_RESOLVED: _ClassVar[TelemetryEvent.Kind]
         SERVER_DRAINING: _ClassVar[TelemetryEvent.Kind]
+        ROLLOUT_CHANGED: _ClassVar[TelemetryEvent.Kind]
+        ROLLOUT_ROLLED_BACK: _ClassVar[TelemetryEvent.Kind]
+        ROLLOUT_PROMOTED: _ClassVar[TelemetryEvent.Kind]
     KIND_UNSPECIFIED: TelemetryEvent.Kind
     MODEL_LOADED: TelemetryEvent.Kind
     MODEL_FAILED: TelemetryEvent.Kind
@@ -310,6 +378,9 @@ class TelemetryEvent(_message.Message):
     ALERT_FIRED: TelemetryEvent.Kind
     ALERT_RESOLVED: TelemetryEvent.Kind
     SERVER_DRAINING: TelemetryEvent.Kind
+    ROLLOUT_CHANGED: TelemetryEvent.Kind
+    ROLLOUT_ROLLED_BACK: TelemetryEvent.Kind
+    ROLLOUT_PROMOTED: TelemetryEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
