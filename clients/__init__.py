@@ -18,7 +18,18 @@ from clients.errors import (
     Unimplemented,
     VigilError,
 )
-from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, TensorInfo, VersionInfo
+from clients.types import (
+    FeedbackReceipt,
+    ModelInfo,
+    ModelSummary,
+    Prediction,
+    Rollout,
+    RolloutGuard,
+    RolloutInfo,
+    RolloutPromotion,
+    TensorInfo,
+    VersionInfo,
+)
 
 __all__ = [
     "AsyncClient",
@@ -36,6 +47,10 @@ __all__ = [
     "PermissionDenied",
     "Prediction",
     "PredictionNotFound",
+    "Rollout",
+    "RolloutGuard",
+    "RolloutInfo",
+    "RolloutPromotion",
     "ServerError",
     "TLS",
     "TensorInfo",

@@ -355,3 +355,7 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dict__"):
         return _jsonable(value.__dict__)
     return value
+
+
+# Commands kept in their own modules register on `main` when imported, after it is complete.
+from clients import rollout_cli  # noqa: E402, F401

@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients import convert
 from clients.channel import TLS, open_aio_channel, open_channel
 from clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
-from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction
+from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, Rollout, RolloutInfo
 from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
+from protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 
 DEFAULT_TARGET = "127.0.0.1:8001"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -105,11 +105,14 @@ class Client(_Base):
         version: int = 0,
         outputs: Sequence[str] = (),
         timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> Prediction:
-        """Run one request; raises a VigilError subclass when the server refuses or fails it."""
+        """Run one request; raises a VigilError subclass when the server refuses or fails it. `metadata` goes with
+        the call (e.g. the sticky key of a model's rollout: `metadata=[("x-patient-id", patient)]`)."""
         request = convert.predict_request(model, self._inputs(model, version, inputs), version=version, outputs=outputs)
         try:
-            response, call = self._stub.Predict.with_call(request, timeout=self._deadline(timeout))
+            response, call = self._stub.Predict.with_call(request, timeout=self._deadline(timeout),
+                                                          metadata=tuple(metadata) or None)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.prediction(response, convert.timing_from_metadata(call.trailing_metadata()))
@@ -177,6 +180,27 @@ class Client(_Base):
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.model_summary(response.model)
+
+    def set_rollout(self, model: str, rollout: Rollout | None, *, timeout: float | None = None) -> RolloutInfo:
+        """Split the requests that name no version between `model`'s versions (None clears the split); applies at
+        once without dropping requests. Raises InvalidArgument with the reason for a split the server refuses."""
+        request = rollout_pb2.SetRolloutRequest(model_name=model, clear=rollout is None)
+        if rollout is not None:
+            request.rollout.CopyFrom(convert.rollout_message(rollout))
+        try:
+            response = self._stub.SetRollout(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.rollout_info(response)
+
+    def get_rollout(self, model: str, *, timeout: float | None = None) -> RolloutInfo:
+        """The split in force for `model`, its phase and why it last changed."""
+        try:
+            response = self._stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name=model),
+                                             timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.rollout_info(response)
 
     def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
@@ -257,12 +281,14 @@ class AsyncClient(_Base):
         version: int = 0,
         outputs: Sequence[str] = (),
         timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> Prediction:
-        """Run one request; raises a VigilError subclass when the server refuses or fails it."""
+        """Run one request; raises a VigilError subclass when the server refuses or fails it. `metadata` goes with
+        the call (e.g. the sticky key of a model's rollout)."""
         request = convert.predict_request(
             model, await self._inputs(model, version, inputs), version=version, outputs=outputs
         )
-        call = self._stub.Predict(request, timeout=self._deadline(timeout))
+        call = self._stub.Predict(request, timeout=self._deadline(timeout), metadata=tuple(metadata) or None)
         try:
             response = await call
             trailing = await call.trailing_metadata()
@@ -334,6 +360,27 @@ class AsyncClient(_Base):
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.model_summary(response.model)
+
+    async def set_rollout(self, model: str, rollout: Rollout | None, *, timeout: float | None = None
+                          ) -> RolloutInfo:
+        """Split the requests that name no version between `model`'s versions (None clears the split)."""
+        request = rollout_pb2.SetRolloutRequest(model_name=model, clear=rollout is None)
+        if rollout is not None:
+            request.rollout.CopyFrom(convert.rollout_message(rollout))
+        try:
+            response = await self._stub.SetRollout(request, timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.rollout_info(response)
+
+    async def get_rollout(self, model: str, *, timeout: float | None = None) -> RolloutInfo:
+        """The split in force for `model`, its phase and why it last changed."""
+        try:
+            response = await self._stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name=model),
+                                                   timeout=self._deadline(timeout))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return convert.rollout_info(response)
 
     async def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)

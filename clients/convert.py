@@ -7,11 +7,22 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, TensorInfo, VersionInfo
+from clients.types import (
+    FeedbackReceipt,
+    ModelInfo,
+    ModelSummary,
+    Prediction,
+    Rollout,
+    RolloutGuard,
+    RolloutInfo,
+    RolloutPromotion,
+    TensorInfo,
+    VersionInfo,
+)
 from protos.tensors import dtype_name, from_array, to_array
 from protos.timing import SERVER_TIMING_KEY, parse_timing
 from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import tensor_pb2
+from protos.vigil.v1 import rollout_pb2, tensor_pb2
 
 Inputs = Mapping[str, npt.ArrayLike]
 
@@ -96,3 +107,39 @@ def feedback_request(request_id: str, labels: Sequence[str] | str, subject_id: s
 def feedback_receipt(message: pb.FeedbackResponse) -> FeedbackReceipt:
     return FeedbackReceipt(message.request_id, message.model_name, message.model_version,
                            list(message.predicted_labels), message.replaced)
+
+
+_MARGINS = ("max_error_ratio_increase", "max_p99_ratio", "max_accuracy_drop", "max_disagreement")
+
+
+def rollout_message(rollout: Rollout) -> rollout_pb2.Rollout:
+    message = rollout_pb2.Rollout(weights=rollout.weights, stable_version=rollout.stable_version,
+                                  shadow_version=rollout.shadow_version, sticky_key=rollout.sticky_key)
+    guard = rollout.guard
+    if guard is not None:
+        margins = {name: getattr(guard, name) for name in _MARGINS if getattr(guard, name) is not None}
+        message.guard.CopyFrom(rollout_pb2.RolloutGuard(
+            window_seconds=guard.window_seconds, for_seconds=guard.for_seconds, min_requests=guard.min_requests,
+            min_labelled_rows=guard.min_labelled_rows, **margins))
+    if rollout.promotion is not None:
+        message.promotion.CopyFrom(rollout_pb2.RolloutPromotion(steps=rollout.promotion.steps,
+                                                                hold_seconds=rollout.promotion.hold_seconds))
+    return message
+
+
+def rollout_info(message: rollout_pb2.RolloutStatus) -> RolloutInfo:
+    rollout = None
+    if message.HasField("rollout"):
+        r = message.rollout
+        guard = None
+        if r.HasField("guard"):
+            g = r.guard
+            guard = RolloutGuard(window_seconds=g.window_seconds, for_seconds=g.for_seconds,
+                                 min_requests=g.min_requests, min_labelled_rows=g.min_labelled_rows,
+                                 **{name: getattr(g, name) for name in _MARGINS if g.HasField(name)})
+        promotion = (RolloutPromotion(steps=list(r.promotion.steps), hold_seconds=r.promotion.hold_seconds)
+                     if r.HasField("promotion") else None)
+        rollout = Rollout(weights=dict(r.weights), stable_version=r.stable_version, shadow_version=r.shadow_version,
+                          sticky_key=r.sticky_key, guard=guard, promotion=promotion)
+    return RolloutInfo(model_name=message.model_name, rollout=rollout, phase=message.phase, reason=message.reason,
+                       changed_unix_nanos=message.changed_unix_nanos, step=message.step)

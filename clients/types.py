@@ -80,3 +80,52 @@ class FeedbackReceipt:
     """What the model predicted for each row."""
     replaced: bool
     """True when earlier feedback for this id was replaced."""
+
+
+@dataclass(frozen=True)
+class RolloutGuard:
+    """Automatic rollback: margins a canary or shadow may not exceed against the stable version (None: unchecked),
+    for `for_seconds`, with at least `min_requests` in the `window_seconds` compared."""
+
+    window_seconds: float = 300.0
+    for_seconds: float = 60.0
+    min_requests: int = 100
+    min_labelled_rows: int = 50
+    max_error_ratio_increase: float | None = None
+    max_p99_ratio: float | None = None
+    max_accuracy_drop: float | None = None
+    max_disagreement: float | None = None
+
+
+@dataclass(frozen=True)
+class RolloutPromotion:
+    """Canary weights in percent to step through while the guard holds, ending at 100."""
+
+    steps: list[float]
+    hold_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How requests that name no version are split: version → weight, a stable baseline (0: the largest weight),
+    a shadow version that gets copies (0: none), a sticky metadata key, and optional guard and promotion."""
+
+    weights: dict[int, float]
+    stable_version: int = 0
+    shadow_version: int = 0
+    sticky_key: str = ""
+    guard: RolloutGuard | None = None
+    promotion: RolloutPromotion | None = None
+
+
+@dataclass(frozen=True)
+class RolloutInfo:
+    """A model's rollout in force (None: requests without a version go to the default version)."""
+
+    model_name: str
+    rollout: Rollout | None
+    phase: str
+    """none, split, shadow, canary, promoting, promoted or rolled_back."""
+    reason: str
+    changed_unix_nanos: int
+    step: int

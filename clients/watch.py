@@ -21,7 +21,8 @@ STATE_STYLES = {"READY": "green", "SERVING": "green", "FAILED": "red", "LOADING"
 SEVERITY_STYLES = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 DRIFT_STYLES = {"no_drift": "green", "possible_drift": "yellow", "drift": "bold red"}
-EVENT_STYLES = {"ALERT_FIRED": "red", "ALERT_RESOLVED": "green", "MODEL_FAILED": "red", "SERVER_DRAINING": "yellow"}
+EVENT_STYLES = {"ALERT_FIRED": "red", "ALERT_RESOLVED": "green", "MODEL_FAILED": "red", "SERVER_DRAINING": "yellow",
+                "ROLLOUT_ROLLED_BACK": "red", "ROLLOUT_PROMOTED": "green"}
 MIX_CLASSES = 5
 """Classes shown in a class mix; the rest are counted on one line."""
 LABEL_WIDTH = 12
@@ -100,6 +101,44 @@ def quality_table(models: Iterable[telemetry_pb2.ModelTelemetry]) -> Table | Non
     return table
 
 
+ROLE_STYLES = {"stable": "green", "canary": "yellow", "shadow": "cyan", "variant": ""}
+PHASE_STYLES = {"rolled_back": "bold red", "promoted": "green", "promoting": "yellow", "canary": "yellow"}
+
+
+def rollout_tables(rollouts: Sequence[telemetry_pb2.RolloutTelemetry]) -> list[Table]:
+    """One table per rollout, its versions side by side over the guard's window: role and share, requests, error
+    ratio, p99, class mix, confidence, accuracy, drift and shadow agreement; below it, the guard margins each
+    version exceeds and why the split last changed."""
+    tables = []
+    for rollout in rollouts:
+        title = Text.assemble(("rollout ", "bold"), (rollout.model, "bold"), " · ",
+                              (rollout.phase.replace("_", " "), PHASE_STYLES.get(rollout.phase, "")),
+                              (f" · {rollout.window_seconds:g}s window", "dim"))
+        notes = [Text(f"v{v.version} exceeds: " + "; ".join(v.breaches), "red") for v in rollout.versions
+                 if v.breaches]
+        if rollout.reason:
+            notes.append(Text(rollout.reason, "dim"))
+        table = Table(expand=True, show_edge=False, pad_edge=False, title=title, title_justify="left",
+                      caption=Text("\n").join(notes) if notes else None, caption_justify="left")
+        for column, justify in (("ver", "left"), ("role", "left"), ("share", "right"), ("requests", "right"),
+                                ("errors", "right"), ("p99 ms", "right"), ("class mix", "left"), ("conf", "right"),
+                                ("accuracy", "right"), ("drift", "left"), ("agree", "right")):
+            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for v in rollout.versions:
+            table.add_row(
+                v.version, Text(v.role, ROLE_STYLES.get(v.role, "")),
+                f"{v.weight:.0f}%" if v.role != "shadow" else "copy", f"{v.requests:,}",
+                Text(f"{v.error_ratio:.1%}", "red" if v.errors else ""), f"{v.p99_ms:.2f}",
+                class_mix(v.predictions, width=6) if sum(v.predictions.values()) else Text("–", "dim"),
+                f"{v.mean_confidence:.3f}" if v.HasField("mean_confidence") else "–",
+                Text.assemble(_percent(v.accuracy if v.HasField("accuracy") else None),
+                              (f"\n{v.labelled_rows:,} labelled" if v.labelled_rows else "", "dim")),
+                Text(v.drift_status.replace("_", " ") or "–", DRIFT_STYLES.get(v.drift_status, "")),
+                _percent(v.agreement if v.HasField("agreement") else None))
+        tables.append(table)
+    return tables
+
+
 def alerts_panel(alerts: Sequence[telemetry_pb2.Alert]) -> Panel:
     """Firing alerts, most severe first: severity (coloured), rule, model version, summary, value and start."""
     lines = []
@@ -169,6 +208,7 @@ class Dashboard:
             for e in reversed(self.events)) if self.events else Text("none yet", "dim")
         quality = quality_table(frame.models)
         parts: list[Text | Table | Panel] = [header, table, *([quality] if quality is not None else []),
+                                             *rollout_tables(frame.rollouts),
                                              alerts_panel(frame.alerts),
                                              Panel(events, title="recent events", title_align="left")]
         return Group(*parts)

@@ -11,7 +11,8 @@ def test_clients_exports() -> None:
         "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "LoadFailed",
         "ModelInfo",
         "ModelNotFound", "ModelSummary", "NotFound", "Overloaded", "PermissionDenied", "Prediction",
-        "PredictionNotFound", "ServerError", "TLS", "TensorInfo",
+        "PredictionNotFound", "Rollout", "RolloutGuard", "RolloutInfo", "RolloutPromotion", "ServerError", "TLS",
+        "TensorInfo",
         "Unauthenticated", "Unavailable", "Unimplemented", "VersionInfo", "VigilError",
     ]
     for name in clients.__all__:

@@ -149,3 +149,26 @@ async def test_live_frames_show_the_classifiers_quality_in_120_columns(model_rep
     drift = quality["breast_cancer"].drift
     worst = max(drift.features, key=lambda f: f.psi)
     assert drift.status.replace("_", " ") in text and f"{worst.psi:.2f} {worst.feature}"[:20] in text
+
+
+def test_rollouts_show_versions_side_by_side_with_breaches_and_agreement() -> None:
+    frame = telemetry_pb2.TelemetryFrame()
+    rollout = frame.rollouts.add(model="triage", phase="rolled_back", stable="1", window_seconds=300,
+                                 reason="canary version 2 rolled back: error ratio 0.3 vs 0 (+0.3 > 0.05)")
+    stable = rollout.versions.add(version="1", role="stable", weight=90, requests=900, p50_ms=0.8, p99_ms=2.5,
+                                  mean_confidence=0.91, accuracy=0.95, labelled_rows=120, drift_status="no_drift")
+    stable.predictions.update({"red": 500, "blue": 400})
+    rollout.versions.add(version="2", role="canary", weight=10, requests=100, errors=30, error_ratio=0.3,
+                         p50_ms=0.9, p99_ms=3.1, breaches=["error ratio 0.3 vs 0 (+0.3 > 0.05)"])
+    rollout.versions.add(version="4", role="shadow", requests=900, agreement=0.875, compared_rows=900)
+    dashboard = Dashboard()
+    dashboard.update(frame)
+    text = render(dashboard)
+    assert "rollout triage · rolled back · 300s window" in text
+    assert max(len(line) for line in text.splitlines()) <= 120
+    lines = {line.split()[0]: line for line in text.splitlines() if line.split() and line.split()[0] in "124"}
+    assert "stable" in lines["1"] and "90%" in lines["1"] and "95.0%" in lines["1"] and "0.910" in lines["1"]
+    assert "canary" in lines["2"] and "30.0%" in lines["2"]
+    assert "v2 exceeds: error ratio 0.3 vs 0 (+0.3 > 0.05)" in text
+    assert "shadow" in lines["4"] and "copy" in lines["4"] and "87.5%" in lines["4"]
+    assert "canary version 2 rolled back" in text

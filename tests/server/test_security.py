@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from clients import TLS, AsyncClient, Client, PermissionDenied, Unauthenticated, Unavailable
+from clients import TLS, AsyncClient, Client, PermissionDenied, Rollout, Unauthenticated, Unavailable
 from protos.inference import grpc_service_pb2 as oip
 from protos.inference import grpc_service_pb2_grpc
 from protos.tensors import from_array
@@ -301,7 +301,7 @@ async def test_cli_speaks_tls_and_tokens(model_repo: Path, certs: Certs) -> None
         assert code != 0 and "--key-file" in out, out
 
 
-async def test_only_admin_identities_load_and_unload_models(model_repo: Path) -> None:
+async def test_only_admin_identities_load_and_unload_models_and_set_rollouts(model_repo: Path) -> None:
     security = SecuritySettings(tokens={"alice": ALICE, "ops": OPS},  # type: ignore[dict-item]
                                 admin_identities=["ops"])
     async with running_app(model_repo, security=security) as app:
@@ -309,8 +309,12 @@ async def test_only_admin_identities_load_and_unload_models(model_repo: Path) ->
         async with AsyncClient(target, timeout=30, token=ALICE) as alice:
             with pytest.raises(PermissionDenied, match="admin_identities"):
                 await alice.unload_model(MODEL)
+            with pytest.raises(PermissionDenied, match="admin_identities"):
+                await alice.set_rollout(MODEL, Rollout(weights={1: 100}))
+            assert (await alice.get_rollout(MODEL)).phase == "none"  # reading is not an admin method
             assert (await alice.predict(MODEL, ROWS)).model_name == MODEL  # still served
         async with AsyncClient(target, timeout=30, token=OPS) as ops:
+            assert (await ops.set_rollout(MODEL, Rollout(weights={1: 100}))).phase == "split"
             summary = await ops.unload_model(MODEL)
             assert {v.state for v in summary.versions} == {"UNLOADED"}
             summary = await ops.load_model(MODEL)
