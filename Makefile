@@ -68,7 +68,7 @@ $(BENCH_MODELS)/models.json: bench/build_models.py | $(EXPORT_VENV)/.installed
 
 bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost --quality-cost
+	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost --quality-cost --rollout-cost
 
 # The soak benchmark (bench/soak.py): ten minutes of mixed load on the bundled model, the server's resident
 # memory sampled throughout (the baseline after a 240 s warm-up); writes docs/soak_results.json.

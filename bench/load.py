@@ -37,7 +37,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     channels = [grpc.aio.insecure_channel(args.target, options=[("grpc.max_receive_message_length", 256 << 20),
                                                                 ("grpc.max_send_message_length", 256 << 20)])
                 for _ in range(args.channels)]
-    calls = [build_calls(ch, args.protocol, args.mode, args.model, inputs, args.rows_per_call) for ch in channels]
+    versions = ({int(v): float(w) for v, w in (p.split("=") for p in args.versions.split(","))}
+                if args.versions else None)
+    calls = [build_calls(ch, args.protocol, args.mode, args.model, inputs, args.rows_per_call, versions)
+             for ch in channels]
     await calls[0].check()  # one decoded, verified answer before the load starts
     latencies: list[float] = []
     counting = False
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument("--versions", default="",
+                        help="native only: each request names a version, e.g. 1=90,2=10 (default: none named)")
     result = asyncio.run(run(parser.parse_args()))
     print(json.dumps(result), flush=True)
 

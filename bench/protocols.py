@@ -27,10 +27,16 @@ class NativeCalls:
     """Predict with one row per call, or BatchPredict with `rows_per_call` one-row items."""
 
     def __init__(self, channel: grpc.aio.Channel, mode: str, model: str, inputs: dict[str, np.ndarray],
-                 rows_per_call: int) -> None:
+                 rows_per_call: int, versions: dict[int, float] | None = None) -> None:
         n = len(next(iter(inputs.values())))
         singles = [pb.PredictRequest(model_name=model, inputs=[from_array(k, v[i : i + 1]) for k, v in inputs.items()])
                    for i in range(n)]
+        if versions:  # each request names a version, drawn once per payload in proportion to the weights
+            numbers = list(versions)
+            weights = np.array([versions[v] for v in numbers], np.float64)
+            drawn = np.random.default_rng(0).choice(numbers, size=n, p=weights / weights.sum())
+            for single, number in zip(singles, drawn, strict=True):
+                single.model_version = int(number)
         self.mode = mode
         self.rows_per_call = rows_per_call if mode == "batch" else 1
         if mode == "batch":
@@ -89,10 +95,10 @@ class OipCalls:
 
 
 def build_calls(channel: grpc.aio.Channel, protocol: str, mode: str, model: str, inputs: np.lib.npyio.NpzFile,
-                rows_per_call: int) -> Calls:
+                rows_per_call: int, versions: dict[int, float] | None = None) -> Calls:
     arrays = {k: inputs[k] for k in inputs.files}
     if protocol == "native":
-        return NativeCalls(channel, mode, model, arrays, rows_per_call)
+        return NativeCalls(channel, mode, model, arrays, rows_per_call, versions)
     if protocol == "oip" and mode == "predict":
         return OipCalls(channel, model, arrays)
     raise ValueError(f"protocol {protocol} has no mode {mode}")

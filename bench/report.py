@@ -58,6 +58,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         rows.append(("Quality monitoring, tabular classifier c=64: on vs off", "<= 5% loss",
                      f"{loss:.1%} loss ({quality['quality on']:.0f} vs {quality['quality off']:.0f}/s)",
                      loss <= 0.05))
+    split = {p["telemetry"]: p["inferences_per_s"] for p in results.get("rollout_cost", [])}
+    named, routed = "clients name versions 90/10", "server splits 90/10 (canary with guard)"
+    if named in split and routed in split:
+        loss = 1 - split[routed] / split[named]
+        rows.append(("Rollouts, tabular c=64: the server's 90/10 split vs the same traffic with versions named",
+                     "<= 3% loss", f"{loss:.1%} loss ({split[routed]:.0f} vs {split[named]:.0f}/s)", loss <= 0.03))
     subscribed = {p["subscribers"]: p for p in results.get("subscriber_cost", [])}
     if 0 in subscribed and len(subscribed) > 1:
         count = max(subscribed)
@@ -110,11 +116,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "A fresh server process for every run, modes interleaved, medians of the runs. Every mode but `off` "
                   "exports over OTLP to a sink process (`bench/otlp_sink.py`, which leaves requests unparsed): metrics "
                   "every 5 s, spans in batches.", "",
-                  "| telemetry | inferences/s | vs off | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
-        for point in results["telemetry_cost"]:
-            change = point["inferences_per_s"] / off["inferences_per_s"] - 1
-            lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
-                         f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+                  *_cost_table(results["telemetry_cost"], off, "telemetry", "vs off")]
     if results.get("subscriber_cost"):
         none = next(p for p in results["subscriber_cost"] if p["subscribers"] == 0)
         lines += ["", "### What Telemetry subscribers cost (tabular, c=64, batching on)", "",
@@ -136,11 +138,18 @@ def markdown(results: dict[str, Any]) -> str:
                   "modes. With quality on, every row is counted by class and confidence, every request's "
                   "prediction is kept for feedback, rows are sampled into the drift window and drift is checked "
                   "every 2 s. A fresh server per run, modes interleaved, medians of the runs.", "",
-                  "| quality | inferences/s | vs off | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
-        for point in results["quality_cost"]:
-            change = point["inferences_per_s"] / off["inferences_per_s"] - 1
-            lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
-                         f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+                  *_cost_table(results["quality_cost"], off, "quality", "vs off")]
+    if results.get("rollout_cost"):
+        none = next(p for p in results["rollout_cost"] if p["telemetry"] == "no split")
+        lines += ["", "### What a rollout split costs (tabular, c=64, batching on)", "",
+                  "The tabular model served as two identical versions. `no split`: every request goes to the default "
+                  "version. `clients name versions 90/10`: each request names version 1 or 2 in that proportion, so "
+                  "both versions serve but the server routes nothing. `server splits 90/10`: requests name no "
+                  "version; the server's canary split routes each at random and its guard compares the versions "
+                  "every second. The split's own cost is the last against the second; against the first, the cost "
+                  "of serving a canary at all (a second batcher, smaller batches on each). Metrics on, tracing off; "
+                  "a fresh server per run, modes interleaved, medians of the runs.", "",
+                  *_cost_table(results["rollout_cost"], none, "rollout", "vs no split")]
     if "profile" in results:
         profile = results["profile"]
         lines += ["", "### Where the server's time goes (tabular, c=64, batching on)", "",
@@ -152,6 +161,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"| {share:.1f}% | `{name}` |" for name, share in profile["project"]]
     lines += ["", "![throughput and p99 against concurrency](benchmark.png)", "", END]
     return "\n".join(lines)
+
+
+def _cost_table(points: list[dict[str, Any]], baseline: dict[str, Any], kind: str, against: str) -> list[str]:
+    """A cost comparison as markdown table lines: each mode's throughput against the baseline's."""
+    lines = [f"| {kind} | inferences/s | {against} | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
+    for point in points:
+        change = point["inferences_per_s"] / baseline["inferences_per_s"] - 1
+        lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
+                     f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+    return lines
 
 
 def _points_all(results: dict[str, Any], workload: str) -> list[dict[str, Any]]:

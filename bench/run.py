@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -117,11 +118,14 @@ class Server:
 
 
 def load(server: Server, model: str, mode: str, inputs: Path, concurrency: int, warmup: float,
-         duration: float, protocol: str = "native") -> Point:
+         duration: float, protocol: str = "native", versions: str = "") -> Point:
     command = [sys.executable, str(ROOT / "bench" / "load.py"), "--target", server.target, "--model", model,
                "--inputs", str(inputs), "--mode", mode, "--concurrency", str(concurrency), "--protocol", protocol,
-               "--warmup", str(warmup), "--duration", str(duration), "--server-pid", str(server.pid)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=warmup + duration + 120)
+               "--warmup", str(warmup), "--duration", str(duration), "--server-pid", str(server.pid),
+               *(["--versions", versions] if versions else [])]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=warmup + duration + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -186,6 +190,47 @@ def quality_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     return [median_point(runs[mode]) for mode in QUALITY_MODES]
 
 
+ROLLOUT_MODES = {
+    "no split": ("", ""),
+    "clients name versions 90/10": ("", "1=90,2=10"),
+    "server splits 90/10 (canary with guard)": (
+        "\n[rollout]\nweights = { 1 = 90, 2 = 10 }\nstable = 1\n"
+        "[rollout.guard]\nmax_error_ratio_increase = 0.01\nmax_p99_ratio = 3.0\n", ""),
+}
+"""The rollout-cost comparison, as (config.toml addition, versions the load names): the tabular model served as two
+identical versions; all requests to the default version (no split); each request naming version 1 or 2 in a 90/10
+proportion (two versions serving, no server-side split); or requests naming no version, split 90/10 at random by
+the server, with the guard comparing the versions every second. The last two differ only by the split itself."""
+
+
+def rollout_cost(models: Path, repeats: int, scale: float) -> list[Point]:
+    """Tabular, c=64, batching on, two identical versions, without and with a 90/10 split; a fresh server per run,
+    modes alternating. Metrics on, tracing off in both."""
+    runs: dict[str, list[Point]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="vigil-rollout-bench-") as folder:
+        for index, (addition, _) in enumerate(ROLLOUT_MODES.values()):
+            repository = Path(folder) / str(index)
+            source = (models / "tabular").resolve()
+            for version in (1, 2):
+                (repository / "tabular" / str(version)).mkdir(parents=True)
+                (repository / "tabular" / str(version) / "model.onnx").symlink_to(source / "1" / "model.onnx")
+            config = (source / "config.toml").read_text() if (source / "config.toml").exists() else ""
+            (repository / "tabular" / "config.toml").write_text(config + addition)
+        for repeat in range(repeats):
+            for index, (mode, (_, versions)) in enumerate(ROLLOUT_MODES.items()):
+                server = Server(Path(folder) / str(index), env={"VIGIL_TELEMETRY__TRACING": "false"})
+                try:
+                    point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
+                                 4.0 * scale, versions=versions)
+                finally:
+                    server.stop()
+                point.update(telemetry=mode)
+                runs[mode].append(point)
+                print(f"[{repeat + 1}/{repeats}] {mode}: {point['inferences_per_s']:.0f}/s "
+                      f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    return [median_point(runs[mode]) for mode in ROLLOUT_MODES]
+
+
 def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) -> list[Point]:
     """Tabular, c=64, batching on, with no Telemetry subscribers and with `count` at 100 ms; a fresh server per run.
     Each point also reports the frames each subscriber received per second (10 is every frame)."""
@@ -246,6 +291,8 @@ def main() -> None:
                         help="runs per telemetry mode, each against a fresh server (medians are reported)")
     parser.add_argument("--quality-cost", action="store_true",
                         help="tabular classifier, c=64, with quality monitoring off and on")
+    parser.add_argument("--rollout-cost", action="store_true",
+                        help="tabular, c=64, two identical versions without and with a 90/10 canary split")
     parser.add_argument("--only-costs", action="store_true",
                         help="skip the throughput grid and ceilings; run only the cost comparisons asked for")
     args = parser.parse_args()
@@ -317,6 +364,8 @@ def run_costs(args: argparse.Namespace, results: dict[str, object], scale: float
         results["subscriber_cost"] = subscriber_cost(args.models, repeats, scale)
     if args.quality_cost:
         results["quality_cost"] = quality_cost(args.models, repeats, scale)
+    if args.rollout_cost:
+        results["rollout_cost"] = rollout_cost(args.models, repeats, scale)
 
 
 def write_outputs(out: Path, results: dict[str, object]) -> None:
