@@ -91,6 +91,7 @@ async def test_weights_are_honoured_over_10000_requests(stub: inference_pb2_grpc
             served[result.response.model_version] += 1
     assert sum(served.values()) == 10_000 and set(served) == {1, 2}
     sd = (10_000 * 0.1 * 0.9) ** 0.5  # binomial: 30
+    print(f"90/10 over 10,000 requests: {dict(served)}")
     assert abs(served[2] - 1000) < 5 * sd, served
 
 
@@ -204,7 +205,8 @@ async def test_a_faulty_canary_is_rolled_back_with_an_event(server: App,
     await stub.SetRollout(rollout({1: 50, 2: 50}, model="triage", guard=guard))
     rng = np.random.default_rng(3)
     errors_on = collections.Counter()
-    deadline = time.monotonic() + 20
+    started = time.monotonic()
+    deadline = started + 20
     while (await stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name="triage"))).phase != "rolled_back":
         assert time.monotonic() < deadline, "the faulty canary was not rolled back"
         row = rng.normal(0, 1, (1, 3))
@@ -215,6 +217,7 @@ async def test_a_faulty_canary_is_rolled_back_with_an_event(server: App,
             assert exc.code() == grpc.StatusCode.INTERNAL
             errors_on["canary"] += 1
     assert errors_on["canary"] > 0
+    print(f"rolled back after {time.monotonic() - started:.1f} s, {errors_on['canary']} failed calls")
     status = await stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name="triage"))
     assert status.rollout.weights[2] == 0 and "version 2 rolled back" in status.reason
     assert "error ratio" in status.reason
@@ -245,10 +248,12 @@ async def test_a_healthy_canary_is_promoted_step_by_step(server: App, stub: infe
     await stub.SetRollout(rollout({1: 90, 3: 10}, model="triage", guard=guard,
                                   promotion=rollout_pb2.RolloutPromotion(steps=[10, 50, 100], hold_seconds=0.5)))
     rng = np.random.default_rng(5)
-    deadline = time.monotonic() + 30
+    started = time.monotonic()
+    deadline = started + 30
     while (await stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name="triage"))).phase != "promoted":
         assert time.monotonic() < deadline, "the healthy canary was not promoted"
         await stub.Predict(triage_request(rng.normal(0, 1, (1, 3))))
+    print(f"promoted 10 -> 50 -> 100 in {time.monotonic() - started:.1f} s")
     status = await stub.GetRollout(rollout_pb2.GetRolloutRequest(model_name="triage"))
     assert dict(status.rollout.weights) == {3: 100.0} and status.rollout.stable_version == 3
     assert "promoted to stable" in status.reason
