@@ -414,3 +414,37 @@ async def test_open_inference_protocol_requests_follow_the_split_too(server: App
         assert (await stub.ModelInfer(named, metadata=metadata)).model_version == "2"
     assert all(len(v) == 1 for v in by_key.values())
     assert set().union(*by_key.values()) == {"1", "3"}
+
+
+async def test_the_comparison_shows_each_versions_drift_and_confidence(tmp_path: Path) -> None:
+    import shutil
+
+    from sklearn.datasets import load_breast_cancer
+
+    from server.settings import DEFAULT_MODELS_DIR
+
+    root = tmp_path / "models"
+    shutil.copytree(DEFAULT_MODELS_DIR / "breast_cancer", root / "breast_cancer",
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(root / "breast_cancer" / "1", root / "breast_cancer" / "2")  # the same model and profile
+    rows = load_breast_cancer().data[:200].astype(np.float32)
+    async with running_app(root, rollouts={"interval_seconds": 0.1}) as app, \
+            AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        await client.set_rollout("breast_cancer", Rollout(weights={1: 100}, shadow_version=2))
+        for start in range(0, 200, 10):
+            assert (await client.predict("breast_cancer", rows[start:start + 10])).model_version == 1
+        quality = app.monitoring.quality  # type: ignore[union-attr]
+        assert quality is not None
+        await wait_for(lambda: 'vigil_shadow_requests_total{code="OK",model="breast_cancer",version="2"} 20.0'
+                       in _metrics(app))
+        quality.process()
+        quality.check_drift()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            frame = await _rollout_frame(inference_pb2_grpc.InferenceStub(channel), "breast_cancer",
+                                         lambda r: all(v.drift_status for v in r.versions))
+    by_version = {v.version: v for v in frame.versions}
+    served, shadow = by_version["1"], by_version["2"]
+    assert served.drift_status == shadow.drift_status and served.drift_score == pytest.approx(shadow.drift_score)
+    assert served.mean_confidence == pytest.approx(shadow.mean_confidence)
+    assert dict(served.predictions) == dict(shadow.predictions) and sum(served.predictions.values()) == 200
+    assert shadow.agreement == 1.0 and shadow.compared_rows == 200

@@ -88,3 +88,27 @@ def test_stable_defaults_to_the_largest_weight_and_shares_are_percent() -> None:
     assert config.canaries == [1]
     assert config.shares == {1: 25.0, 2: 75.0}
     assert RolloutConfig(weights={1: 1, 2: 1}).stable_version == 1
+
+
+def test_each_guard_margin_is_judged_against_the_stable_version() -> None:
+    from server.rollout import _breaches
+    from server.rollout_config import GuardConfig
+    from telemetry.comparison import VersionFigures
+
+    guard = GuardConfig(min_labelled_rows=10, max_error_ratio_increase=0.02, max_p99_ratio=1.5,
+                        max_accuracy_drop=0.05, max_disagreement=0.1)
+    stable = VersionFigures("1", requests=1000, errors=10, p99_seconds=0.010, accuracy=0.95, labelled_rows=200)
+    healthy = VersionFigures("2", requests=100, errors=2, p99_seconds=0.014, accuracy=0.93, labelled_rows=20)
+    assert _breaches(guard, stable, healthy, shadow=False) == []
+    worse = VersionFigures("2", requests=100, errors=5, p99_seconds=0.020, accuracy=0.85, labelled_rows=20)
+    found = _breaches(guard, stable, worse, shadow=False)
+    assert [f.split()[0] for f in found] == ["error", "p99", "accuracy"], found
+    assert "+0.04 > 0.02" in found[0] and "x2 > 1.5" in found[1] and "-0.1 > 0.05" in found[2]
+    # too few labelled rows: accuracy is not compared
+    unlabelled = VersionFigures("2", requests=100, accuracy=0.5, labelled_rows=9)
+    assert _breaches(guard, stable, unlabelled, shadow=False) == []
+    # a shadow: disagreement counts, its run time is not compared with request latency
+    shadow = VersionFigures("3", requests=100, p99_seconds=1.0, compared_rows=100, agreed_rows=85)
+    assert _breaches(guard, stable, shadow, shadow=True) == ["disagreement 0.15 > 0.1"]
+    assert _breaches(guard, stable, VersionFigures("3", requests=100, compared_rows=100, agreed_rows=95),
+                     shadow=True) == []
