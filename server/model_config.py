@@ -100,6 +100,10 @@ class ModelConfig(BaseModel):
     io_binding: Literal["auto", "on", "off"] = "auto"
     """ONNX Runtime IOBinding: each run's inputs go to the device in one copy and its outputs come back in one, with
     no staging in between. `auto`: on when the version runs on a GPU provider; `on`: always; `off`: never."""
+    pinned_buffers: Literal["auto", "off"] = "auto"
+    """With IOBinding on a CUDA provider, copy inputs into page-locked (pinned) host buffers allocated once and reused,
+    and bind outputs of known shape to pinned buffers, so transfers go by DMA without the driver's staging copy.
+    `auto`: when ONNX Runtime offers pinned memory for the device; `off`: bind pageable numpy memory."""
     cuda_graph: bool = False
     """Run from fixed input and output buffers bound once, and on the CUDA provider capture the graph on the first run
     and replay it after (fewer kernel launches). Needs every input and output shape fixed (so max_batch_size = 0)."""

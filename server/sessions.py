@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,7 @@ import onnxruntime as ort
 from protos.tensors import NUMPY_DTYPES
 from server.model_config import ModelConfig
 from server.signature import Signature
+from server.staging import HostStaging, pinned_memory
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,17 @@ class ModelSession:
         self.device = ("cuda", config.gpu_device_id) if on_gpu else ("cpu", 0)
         """Where IOBinding leaves outputs until they are copied back: the GPU's memory when one runs the model."""
         self.io_binding = config.io_binding == "on" or (config.io_binding == "auto" and on_gpu)
+        self._batched = config.max_batch_size > 0
+        self._staging: HostStaging | None = None
+        self._stage_outputs = True
+        """Pinned host buffers inputs are copied into and outputs land in, on a GPU with IOBinding."""
+        if on_gpu and self.io_binding and config.pinned_buffers == "auto":
+            memory = pinned_memory(config.gpu_device_id)
+            if memory is not None:
+                self._staging = HostStaging(memory)
+            else:
+                logger.info("%s: ONNX Runtime offers no pinned host memory for CUDA device %d; inputs are bound "
+                            "from pageable memory", path.parent.parent.name, config.gpu_device_id)
         self._fixed = FixedBuffers(self._session, self.signature, self.device) if config.cuda_graph else None
         missing = [p for p in requested if p in _GPU_PROVIDERS and p not in self.providers]
         if missing:
@@ -83,13 +96,56 @@ class ModelSession:
     def _run_bound(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]) -> Arrays:
         """One copy of each input to the device, the run, one copy of each output back."""
         binding = self._session.io_binding()
+        staging = self._staging
         for name, array in inputs.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            if staging is not None:
+                binding.bind_ortvalue_input(name, staging.stage(f"input:{name}", array))
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        shapes = self._output_shapes(inputs, output_names) if staging is not None and self._stage_outputs else None
+        if staging is not None and shapes is not None:
+            staged = {name: staging.buffer(f"output:{name}", shape, dtype) for name, (shape, dtype) in shapes.items()}
+            for name, value in staged.items():
+                binding.bind_ortvalue_output(name, value)
+            try:
+                self._session.run_with_iobinding(binding)
+            except Exception:
+                # The shapes come from the signature, a guess for an output whose open first dimension is not the
+                # rows: run again with the outputs left to ONNX Runtime. If that works, the guess was wrong, so stop
+                # guessing for this session; if not, the model itself failed and the run's error stands.
+                self._stage_outputs = False
+                try:
+                    outputs = self._run_bound(inputs, output_names)
+                except Exception:
+                    self._stage_outputs = True
+                    raise
+                logger.info("outputs of %s do not fit buffers shaped from its signature; they come back through "
+                            "ONNX Runtime's own copy", self.signature.output_names)
+                return outputs
+            return {name: np.array(value.numpy()) for name, value in staged.items()}  # copies: buffers are reused
         device_type, device_id = self.device
         for name in output_names:
             binding.bind_output(name, device_type, device_id)
         self._session.run_with_iobinding(binding)
         return dict(zip(output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+    def _output_shapes(self, inputs: Mapping[str, npt.NDArray[np.generic]], output_names: Sequence[str]
+                       ) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]] | None:
+        """Each output's shape for this run when the signature fixes it (every dimension known, or only the batch
+        dimension open, which is the run's rows), or None when some output's shape is only known after the run."""
+        rows = len(next(iter(inputs.values()))) if self._batched and inputs else None
+        out: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+        for name in output_names:
+            spec = self.signature.output(name)
+            if spec is None:
+                return None
+            dims = list(spec.shape)
+            if self._batched and dims and dims[0] is None:
+                dims[0] = rows
+            if any(d is None for d in dims) or NUMPY_DTYPES[spec.dtype] == np.dtype(object):
+                return None
+            out[name] = (tuple(int(d) for d in dims if d is not None), NUMPY_DTYPES[spec.dtype])
+        return out
 
     def warm_up(self, *, rows: int, runs: int, has_batch_dim: bool) -> None:
         """Run zero-filled inputs `runs` times so the first real request does not pay for lazy set-up."""

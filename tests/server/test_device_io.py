@@ -12,6 +12,7 @@ import pytest
 from server.model_config import ModelConfig
 from server.registry import ModelRepository, VersionState
 from server.sessions import ModelSession
+from server.staging import HostStaging, pinned_memory
 from tests import onnx_models
 from tests.conftest import running_app
 
@@ -22,6 +23,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_models.add_model(root / "add" / "1" / "model.onnx", offset=1.5)
     onnx_models.fixed_model(root / "fixed" / "1" / "model.onnx")
     onnx_models.classifier_model(root / "classifier" / "1" / "model.onnx")
+    onnx_models.reshape_model(root / "reshape" / "1" / "model.onnx")
+    onnx_models.gather_model(root / "gather" / "1" / "model.onnx")
     return root
 
 
@@ -91,6 +94,53 @@ async def test_a_server_with_binding_and_fixed_buffers_answers_right(models: Pat
             np.testing.assert_array_equal((await client.predict("fixed", x)).outputs["y"], 2 * x)
 
 
+def staged(models: Path, name: str, **config: object) -> ModelSession:
+    """A session with IOBinding through host staging buffers: the GPU path's logic, in ordinary CPU memory."""
+    made = session(models, name, io_binding="on", **config)
+    made._staging = HostStaging(None, max_shapes=2)
+    return made
+
+
+def test_staged_buffers_give_what_a_plain_run_gives_and_are_reused(models: Path) -> None:
+    plain, bound = session(models, "add", io_binding="off"), staged(models, "add")
+    staging = bound._staging
+    assert staging is not None and not staging.pinned
+    rng = np.random.default_rng(2)
+    for rows in (5, 5, 5, 3, 5, 7, 3):
+        a, b = rng.normal(size=(rows, 4)).astype(np.float32), rng.normal(size=(rows, 4)).astype(np.float32)
+        got, want = bound.run({"a": a, "b": b}, ("sum", "product")), plain.run({"a": a, "b": b}, ("sum", "product"))
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        got["sum"][:] = 0  # the caller's copy, never the reused buffer
+    # 4 buffers (2 inputs, 2 outputs) for 5 rows, 4 for 3, 4 for 7; 5 rows came back after 3 without a new one,
+    # and 3 after 7 needed one again: at most 2 shapes are kept per name
+    assert staging.allocations == 16
+    assert all(len(kept) <= 2 for kept in staging._buffers.values())
+
+
+def test_outputs_whose_shape_the_signature_cannot_tell_come_back_unstaged(models: Path) -> None:
+    reshape = staged(models, "reshape", max_batch_size=8)
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    y = reshape.run({"x": x}, ("y",))["y"]  # [4, 3]: its first dimension is not the rows
+    np.testing.assert_array_equal(y, x.reshape(4, 3))
+    assert not reshape._stage_outputs
+    np.testing.assert_array_equal(reshape.run({"x": x}, ("y",))["y"], x.reshape(4, 3))
+    # a model that fails on its own keeps staging its outputs
+    gather = staged(models, "gather")
+    with pytest.raises(Exception, match="Gather|out of|bounds"):
+        gather.run({"index": np.array([[7]], np.int64)}, ("value",))
+    assert gather._stage_outputs
+    np.testing.assert_array_equal(gather.run({"index": np.array([[2]], np.int64)}, ("value",))["value"], [[12.0]])
+
+
+def test_there_is_no_pinned_memory_without_the_cuda_provider() -> None:
+    import onnxruntime as ort
+
+    if any(d.ep_name == "CUDAExecutionProvider" for d in ort.get_ep_devices()):
+        pytest.skip("this machine has the CUDA provider; the gpu-marked test checks its pinned memory")
+    assert pinned_memory(0) is None
+
+
 def cuda_session(models: Path, name: str, **config: object) -> ModelSession:
     made = ModelSession(models / name / "1" / "model.onnx", ModelConfig.model_validate(
         {"execution_providers": ["cuda", "cpu"], **config}))
@@ -118,3 +168,20 @@ def test_cuda_graph_replays_with_new_inputs(models: Path) -> None:
     for value in (1.0, 5.0, -2.0):  # the first run captures, the later ones replay
         x = np.full((2, 2), value, np.float32)
         np.testing.assert_array_equal(gpu.run({"x": x}, ("y",))["y"], 2 * x)
+
+
+@pytest.mark.gpu
+def test_cuda_inputs_and_outputs_go_through_pinned_host_buffers(models: Path) -> None:
+    gpu = cuda_session(models, "classifier")
+    staging = gpu._staging
+    assert staging is not None and staging.pinned, "ONNX Runtime offered no pinned memory for the CUDA device"
+    assert "pinned" in str(staging.memory_info.name).lower()
+    rng = np.random.default_rng(3)
+    want_session = session(models, "classifier")
+    for rows in (1, 8, 64, 8):
+        x = rng.normal(size=(rows, 3)).astype(np.float32)
+        got, want = gpu.run({"features": x}, ("probabilities", "label")), want_session.run(
+            {"features": x}, ("probabilities", "label"))
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got["label"], want["label"])
+    assert staging.allocations == 3 * 4  # input and two outputs, for 1, 8 and 64 rows (8 again reused)
