@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -44,6 +42,7 @@ from server.web import HttpAccess, WebServer, build_web_app
 from telemetry.aggregates import SCOPE, Histogram
 from telemetry.batches import BatchTelemetry
 from telemetry.comparison import Comparer
+from telemetry.daemon_threads import in_daemon_thread
 from telemetry.frames import Snapshot
 from telemetry.gauges import register_process_gauges, register_rollout_gauges, register_serving_gauges
 from telemetry.gpu import gpu_reader, register_gpu_gauges
@@ -298,9 +297,7 @@ class App:
         if self._web is not None:
             await self._web.stop()
         if self.telemetry is not None:  # flush while the models it reports on are still there
-            telemetry = self.telemetry
-            if not await _in_daemon_thread(lambda: telemetry.shutdown(TELEMETRY_FLUSH_SECONDS),
-                                           TELEMETRY_FLUSH_SECONDS * 3):
+            if not await _flush(self.telemetry):
                 logger.warning("telemetry did not flush within %.0fs (is the collector reachable?); going on "
                                "without it", TELEMETRY_FLUSH_SECONDS * 3)
         await self.repository.close()
@@ -323,29 +320,14 @@ TELEMETRY_FLUSH_SECONDS = 3.0
 """On shutdown, how long each telemetry flush may wait for the collector."""
 
 
-async def _in_daemon_thread(work: Callable[[], object], timeout: float) -> bool:
-    """Run `work` in a daemon thread; True if it finished within `timeout` seconds. (A stuck thread of the default
-    executor would hold the process's exit; a daemon thread does not.)"""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def finish() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            work()
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                loop.call_soon_threadsafe(finish)
-
-    threading.Thread(target=run, name="vigil-shutdown", daemon=True).start()
+async def _flush(telemetry: TelemetryProviders) -> bool:
+    """Flush and shut the exporters down off the loop; False when they did not finish in time (or failed)."""
     try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
+        return await in_daemon_thread(lambda: telemetry.shutdown(TELEMETRY_FLUSH_SECONDS),
+                                      TELEMETRY_FLUSH_SECONDS * 3, name="vigil-shutdown")
+    except Exception:
+        logger.exception("flushing telemetry failed")
         return False
-    return True
 
 
 SHUTDOWN_MARGIN_SECONDS = 15.0

@@ -4,13 +4,11 @@ and saved every so often and at close, always within a time limit (a slow disk n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
+from telemetry.daemon_threads import in_daemon_thread
 from telemetry.history import ReportHistory
 from telemetry.history_file import StateFileError, load_state, save_state
 from telemetry.minutes import MINUTE_SECONDS
@@ -91,7 +89,7 @@ class HistoryRecorder:
             save_state(path, state)
 
         try:
-            done = await _in_daemon_thread(write, timeout)
+            done = await in_daemon_thread(write, timeout, name="vigil-report-history")
         except Exception as exc:
             logger.warning("saving the report history to %s failed: %s", path, exc)
             return False
@@ -109,31 +107,3 @@ class HistoryRecorder:
         self.history.flush()
         return await self.save(timeout=timeout)
 
-
-async def _in_daemon_thread(work: Callable[[], None], timeout: float) -> bool:
-    """Run `work` in a daemon thread (one stuck on a slow disk does not hold the process's exit); True if it finished
-    within `timeout` seconds. Its exception, if any, is raised here."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[BaseException | None] = loop.create_future()
-
-    def finish(error: BaseException | None) -> None:
-        if not done.done():
-            done.set_result(error)
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            work()
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-            loop.call_soon_threadsafe(finish, error)
-
-    threading.Thread(target=run, name="vigil-report-history", daemon=True).start()
-    try:
-        error = await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        return False
-    if error is not None:
-        raise error
-    return True
