@@ -174,20 +174,28 @@ checks fall inside each run."""
 def quality_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     """The tabular classifier with its reference profile, c=64, batching on, quality monitoring off and on; a
     fresh server per run, modes alternating."""
+    return alternate({mode: (models, env, "") for mode, env in QUALITY_MODES.items()}, "tabular_quality", models,
+                     repeats, scale)
+
+
+def alternate(modes: dict[str, tuple[Path, dict[str, str], str]], model: str, models: Path, repeats: int,
+              scale: float) -> list[Point]:
+    """Each mode — (model repository, server environment, versions the load names) — run `repeats` times in turn,
+    a fresh server per run, at c=64 with one-row Predict calls; the median point per mode."""
     runs: dict[str, list[Point]] = defaultdict(list)
     for repeat in range(repeats):
-        for mode, env in QUALITY_MODES.items():
-            server = Server(models, env=env)
+        for mode, (repository, env, versions) in modes.items():
+            server = Server(repository, env=env)
             try:
-                point = load(server, "tabular_quality", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
-                             4.0 * scale)
+                point = load(server, model, "predict", models / "tabular_inputs.npz", 64, 1.0 * scale, 4.0 * scale,
+                             versions=versions)
             finally:
                 server.stop()
             point.update(telemetry=mode)
             runs[mode].append(point)
             print(f"[{repeat + 1}/{repeats}] {mode}: {point['inferences_per_s']:.0f}/s "
                   f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
-    return [median_point(runs[mode]) for mode in QUALITY_MODES]
+    return [median_point(runs[mode]) for mode in modes]
 
 
 ROLLOUT_MODES = {
@@ -206,7 +214,6 @@ the server, with the guard comparing the versions every second. The last two dif
 def rollout_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     """Tabular, c=64, batching on, two identical versions, without and with a 90/10 split; a fresh server per run,
     modes alternating. Metrics on, tracing off in both."""
-    runs: dict[str, list[Point]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="vigil-rollout-bench-") as folder:
         for index, (addition, _) in enumerate(ROLLOUT_MODES.values()):
             repository = Path(folder) / str(index)
@@ -216,19 +223,9 @@ def rollout_cost(models: Path, repeats: int, scale: float) -> list[Point]:
                 (repository / "tabular" / str(version) / "model.onnx").symlink_to(source / "1" / "model.onnx")
             config = (source / "config.toml").read_text() if (source / "config.toml").exists() else ""
             (repository / "tabular" / "config.toml").write_text(config + addition)
-        for repeat in range(repeats):
-            for index, (mode, (_, versions)) in enumerate(ROLLOUT_MODES.items()):
-                server = Server(Path(folder) / str(index), env={"VIGIL_TELEMETRY__TRACING": "false"})
-                try:
-                    point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
-                                 4.0 * scale, versions=versions)
-                finally:
-                    server.stop()
-                point.update(telemetry=mode)
-                runs[mode].append(point)
-                print(f"[{repeat + 1}/{repeats}] {mode}: {point['inferences_per_s']:.0f}/s "
-                      f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
-    return [median_point(runs[mode]) for mode in ROLLOUT_MODES]
+        plan = {mode: (Path(folder) / str(index), {"VIGIL_TELEMETRY__TRACING": "false"}, versions)
+                for index, (mode, (_, versions)) in enumerate(ROLLOUT_MODES.items())}
+        return alternate(plan, "tabular", models, repeats, scale)
 
 
 def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) -> list[Point]:
