@@ -8,11 +8,13 @@ import os
 from collections.abc import Callable
 
 from protos.vigil.v1 import telemetry_pb2
+from server.alert_settings import AlertRuleSettings, AlertSettings, AnomalySettings
 from server.registry import Model, ModelRepository
-from server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings
+from server.settings import QualitySettings
+from telemetry.alert_rules import AlertRule
 from telemetry.alerting import AlertLoop
 from telemetry.alertmanager import AlertmanagerNotifier
-from telemetry.alerts import AlertEngine, AlertRule, AlertTransition, TransitionKind
+from telemetry.alerts import AlertEngine, AlertTransition, TransitionKind
 from telemetry.detectors import Anomaly, Direction, Method, Trend
 from telemetry.frames import AlertState
 from telemetry.gauges import Readings, register_quality_gauges

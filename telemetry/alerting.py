@@ -9,8 +9,9 @@ import math
 import time
 from collections.abc import Callable
 
+from telemetry.alert_rules import AlertRule
 from telemetry.alertmanager import AlertmanagerNotifier
-from telemetry.alerts import ActiveAlert, AlertEngine, AlertRule, AlertTransition, Series, TransitionKind
+from telemetry.alerts import ActiveAlert, AlertEngine, AlertTransition, Series, TransitionKind
 from telemetry.signals import SignalReader
 from telemetry.slo import SLOTracker
 

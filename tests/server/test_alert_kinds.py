@@ -17,10 +17,11 @@ import pytest
 from opentelemetry.metrics import NoOpMeter
 
 from clients import AsyncClient
+from server.alert_settings import AlertRuleSettings, AlertSettings
 from server.monitoring import alert_rules
-from server.settings import AlertRuleSettings, AlertSettings
+from telemetry.alert_rules import AlertRule, RuleKind
 from telemetry.alerting import AlertLoop
-from telemetry.alerts import AlertEngine, AlertRule, AlertTransition, RuleKind, Series, TransitionKind
+from telemetry.alerts import AlertEngine, AlertTransition, Series, TransitionKind
 from telemetry.detectors import Anomaly, Direction, Method, Trend
 from telemetry.instruments import Instruments
 from telemetry.signals import ServingState, SignalReader

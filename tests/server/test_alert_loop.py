@@ -14,8 +14,9 @@ import pytest
 
 from clients import AsyncClient, InvalidInput
 from protos.vigil.v1 import telemetry_pb2
+from server.alert_settings import DEFAULT_ALERT_RULES, AlertRuleSettings, AlertSettings
 from server.app import App
-from server.settings import DEFAULT_ALERT_RULES, AlertRuleSettings, AlertSettings, Settings
+from server.settings import Settings
 from telemetry.alerts import TransitionKind
 from tests.conftest import running_app
 from tests.deploy.test_rules import SERVER_DEFAULT_ALERTS

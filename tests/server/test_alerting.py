@@ -20,21 +20,21 @@ from opentelemetry.metrics import NoOpMeter
 
 from clients import AsyncClient, InvalidInput
 from protos.vigil.v1 import telemetry_pb2
-from server.app import App
-from server.monitoring import Monitoring, alert_rules
-from server.registry import ModelRepository
-from server.settings import (
+from server.alert_settings import (
     DEFAULT_ALERT_RULES,
     DEFAULT_SLOS,
     AlertRuleSettings,
     AlertSettings,
-    QualitySettings,
-    Settings,
     SLOSettings,
 )
+from server.app import App
+from server.monitoring import Monitoring, alert_rules
+from server.registry import ModelRepository
+from server.settings import QualitySettings, Settings
+from telemetry.alert_rules import AlertRule, Severity
 from telemetry.alerting import AlertLoop
 from telemetry.alertmanager import AlertmanagerNotifier, rfc3339
-from telemetry.alerts import AlertEngine, AlertRule, Severity, TransitionKind
+from telemetry.alerts import AlertEngine, TransitionKind
 from telemetry.instruments import DURATION_BUCKETS, Instruments
 from telemetry.signals import ServingState, SignalReader, parse_duration
 from telemetry.slo import BURN_WINDOWS, Objective, SLOTracker

@@ -16,8 +16,9 @@ from opentelemetry.metrics import NoOpMeter
 
 from clients import AsyncClient
 from protos.vigil.v1 import inference_pb2_grpc
+from server.alert_settings import AlertRuleSettings, AlertSettings
 from server.app import App
-from server.settings import AlertRuleSettings, AlertSettings, ReportSettings, TelemetrySettings
+from server.settings import ReportSettings, TelemetrySettings
 from telemetry.history import FiredAlert, ReportHistory
 from telemetry.history_file import load_state, save_state
 from telemetry.history_recorder import HistoryRecorder

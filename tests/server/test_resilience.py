@@ -15,7 +15,7 @@ import pytest
 from protos.tensors import from_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
-from server.settings import AlertRuleSettings, AlertSettings
+from server.alert_settings import AlertRuleSettings, AlertSettings
 from tests.conftest import running_app
 
 ROWS = np.random.default_rng(3).normal(10.0, 3.0, size=(4, 30)).astype(np.float32)

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from telemetry.alert_rules import AlertRule
 from telemetry.alertmanager import AlertmanagerNotifier, rfc3339
-from telemetry.alerts import AlertEngine, AlertRule, AlertTransition, Series, TransitionKind
+from telemetry.alerts import AlertEngine, AlertTransition, Series, TransitionKind
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -8,14 +8,13 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from telemetry.alert_rules import AlertRule, Severity
 from telemetry.alerts import (
     ActiveAlert,
     AlertEngine,
-    AlertRule,
     AlertState,
     AlertTransition,
     Series,
-    Severity,
     TransitionKind,
 )
 

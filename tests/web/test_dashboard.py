@@ -18,7 +18,7 @@ from clients import AsyncClient
 from protos.tensors import from_array
 from protos.vigil.v1 import inference_pb2 as pb
 from protos.vigil.v1 import inference_pb2_grpc
-from server.settings import DEFAULT_ALERT_RULES, AlertRuleSettings, AlertSettings
+from server.alert_settings import DEFAULT_ALERT_RULES, AlertRuleSettings, AlertSettings
 from tests.conftest import running_app
 from tests.server.test_telemetry_stream import request
 from tests.web.chromium import CHROMIUM, Browser
