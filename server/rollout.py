@@ -158,7 +158,7 @@ class Rollouts:
         self._splits[name] = state.split
         if self.comparer is not None:  # the comparison window starts now
             self.comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
-            self.comparer.observe(time.time())
+            self.comparer.observe(time.time(), self._states)
         shares = ", ".join(f"{v}: {s:.4g}%" for v, s in config.shares.items())
         shadow = f", shadow {config.shadow}" if config.shadow else ""
         self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout set ({origin}): {shares}{shadow}")
@@ -211,7 +211,7 @@ class Rollouts:
         if comparer is None or not self._states:
             return
         comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
-        comparer.observe(now)
+        comparer.observe(now, self._states)
         for name, state in list(self._states.items()):
             try:
                 self._evaluate(name, state, comparer, now)

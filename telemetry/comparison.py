@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from telemetry.aggregates import Aggregates, Histogram, Reading
 from telemetry.frames import by_version, counts, quantile
 from telemetry.quality import QualityMonitor
 
-HISTORY_POINTS = 600
+HISTORY_POINTS = 150
 """Readings kept per longest window."""
 
 
@@ -67,10 +69,15 @@ class Comparer:
         self._latest: tuple[float, Reading] | None = None
         self._bounds = {m.name: m.bounds for m in aggregates.members if isinstance(m, Histogram)}
 
-    def observe(self, now: float) -> None:
-        """Take a reading. The history keeps at most about HISTORY_POINTS readings, evenly spaced over the longest
-        window, so a day-long window costs no more memory than a minute-long one."""
-        self._latest = (now, self._aggregates.read())
+    def observe(self, now: float, models: Collection[str] | None = None) -> None:
+        """Take a reading, of `models`' series only when given. The history keeps at most about HISTORY_POINTS
+        readings, evenly spaced over the longest window, so a day-long window costs no more memory than a minute-long
+        one, and series of models without a rollout take none."""
+        reading = self._aggregates.read()
+        if models is not None:
+            wanted = set(models)
+            reading = {name: _only(series, wanted) for name, series in reading.items()}
+        self._latest = (now, reading)
         spacing = self.history_seconds / HISTORY_POINTS
         if not self._history or now - self._history[-1][0] >= spacing:
             self._history.append(self._latest)
@@ -137,6 +144,11 @@ class Comparer:
             drift_score=max((f.psi for f in drift.features), default=None) if drift is not None else None,
             accuracy=recent.accuracy, labelled_rows=recent.rows,
             compared_rows=figures.compared_rows, agreed_rows=figures.agreed_rows)
+
+
+def _only(series: Any, models: set[str]) -> Any:
+    """The series of one aggregate whose first label, the model, is among `models`."""
+    return {labels: value for labels, value in series.items() if labels and labels[0] in models}
 
 
 def _class_mix(now: Reading, then: Reading | None, model: str, version: str) -> dict[str, int]:
