@@ -195,9 +195,13 @@ class Rollouts:
         return out
 
     def rolled_back_readings(self) -> list[tuple[dict[str, str], float]]:
-        """1 per version rolled back and not yet replaced by a new rollout (the CanaryRolledBack alert's signal)."""
-        return [({"model": name, "version": str(version)}, 1.0)
-                for name, state in sorted(self._states.items()) for version in sorted(state.rolled_back)]
+        """Per version a rollout names: 1 while its guard has it rolled back (until a new rollout is set), else 0
+        (the VigilCanaryRolledBack alert's signal)."""
+        out = []
+        for name, state in sorted(self._states.items()):
+            for version in sorted({*state.config.versions(), *state.rolled_back}):
+                out.append(({"model": name, "version": str(version)}, 1.0 if version in state.rolled_back else 0.0))
+        return out
 
     def telemetry(self) -> list[telemetry_pb2.RolloutTelemetry]:
         """The latest comparison of every rollout, for the Telemetry stream."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from clients import AsyncClient
+from clients import AsyncClient, Rollout
 from telemetry.prometheus import prometheus_name
-from tests.conftest import running_app
+from tests.conftest import build_repository, running_app
 from tests.deploy.test_configs import PROMTOOL, needs_promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -50,15 +51,19 @@ def gpu_metrics() -> set[str]:
     return {prometheus_name(name, unit, counter=False) for name, unit in declared}
 
 
-async def test_every_dashboard_query_names_an_exported_metric(model_repo: Path) -> None:
-    async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+async def test_every_dashboard_query_names_an_exported_metric(tmp_path: Path) -> None:
+    repository = build_repository(tmp_path / "models")
+    shutil.copytree(repository / "classifier" / "1", repository / "classifier" / "2")  # a shadow for the rollout row
+    async with running_app(repository) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         # traffic that makes every quality gauge appear: classifier predictions with feedback, enough rows for a
         # drift check, and an evaluation of the alert rules (SLO gauges)
         assert app.monitoring is not None and app.monitoring.quality is not None and app.monitoring.alerts
         app.monitoring.alerts.evaluate()  # SLO budgets count from the first evaluation
         await client.predict("breast_cancer", load_breast_cancer().data[:120].astype(np.float32))
+        await client.set_rollout("classifier", Rollout(weights={1: 100}, shadow_version=2))
         prediction = await client.predict("classifier", np.eye(3, dtype=np.float32))
         await client.feedback(prediction.request_id, ["red", "green", "green"])
+        await app.dataplane.close()  # the shadow copy has run
         app.monitoring.quality.process()
         app.monitoring.quality.check_drift()
         app.monitoring.alerts.evaluate()
@@ -115,3 +120,12 @@ def test_dashboard_is_provisioned_from_the_folder_compose_mounts() -> None:
     path = provider["providers"][0]["options"]["path"]
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     assert f"./grafana/dashboards:{path}:ro" in compose["services"]["grafana"]["volumes"]
+
+
+def test_the_rollout_row_shows_versions_side_by_side() -> None:
+    rollouts = {p["title"]: [t["expr"] for t in p["targets"]] for p in row("Rollouts")}
+    assert rollouts["Rollout shares"] == ['vigil_rollout_weight_percent{job="vigil"}']
+    assert all("by (model, version)" in e for e in rollouts["Error ratio by version"] + rollouts["Shadow agreement"])
+    assert "by (le, model, version)" in rollouts["p99 latency by version"][0]
+    assert 'outcome="agree"' in rollouts["Shadow agreement"][0]
+    assert rollouts["Rolled back now"] == ['vigil_rollout_rolled_back{job="vigil"} > 0']

@@ -228,7 +228,8 @@ async def test_a_faulty_canary_is_rolled_back_with_an_event(server: App,
     rolled = [e for e in seen if e.kind == Kind.ROLLOUT_ROLLED_BACK]
     assert len(rolled) == 1 and rolled[0].model == "triage" and rolled[0].version == "2"
     assert [e.kind for e in seen if e.kind == Kind.ROLLOUT_CHANGED]  # the set came first
-    assert server.dataplane.rollouts.rolled_back_readings() == [({"model": "triage", "version": "2"}, 1.0)]
+    assert server.dataplane.rollouts.rolled_back_readings() == [({"model": "triage", "version": "1"}, 0.0),
+                                                                 ({"model": "triage", "version": "2"}, 1.0)]
     assert server.monitoring is not None
 
     def firing() -> list[str]:
