@@ -449,3 +449,23 @@ async def test_the_comparison_shows_each_versions_drift_and_confidence(tmp_path:
     assert served.mean_confidence == pytest.approx(shadow.mean_confidence)
     assert dict(served.predictions) == dict(shadow.predictions) and sum(served.predictions.values()) == 200
     assert shadow.agreement == 1.0 and shadow.compared_rows == 200
+
+
+async def test_shadow_copies_past_the_limit_are_skipped_and_counted(rollout_repo: Path) -> None:
+    async with running_app(rollout_repo, rollouts={"max_shadow_in_flight": 0}) as app, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        await stub.SetRollout(rollout({1: 100}, shadow_version=3))
+        for _ in range(25):
+            assert (await stub.Predict(ab_request())).model_version == 1
+        text = _metrics(app)
+        assert 'vigil_shadow_skipped_total{model="ab",version="3"} 25.0' in text
+        assert not [line for line in text.splitlines() if line.startswith("vigil_shadow_requests_total{")]
+        assert not app.dataplane._shadows
+
+
+async def test_no_shadow_task_outlives_its_run(server: App, stub: inference_pb2_grpc.InferenceStub) -> None:
+    await stub.SetRollout(rollout({1: 100}, shadow_version=2))
+    await asyncio.gather(*(stub.Predict(ab_request()) for _ in range(200)))
+    await wait_for(lambda: 'vigil_shadow_requests_total{code="OK",model="ab",version="2"} 200.0' in _metrics(server))
+    await wait_for(lambda: not server.dataplane._shadows)
