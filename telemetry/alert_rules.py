@@ -61,22 +61,6 @@ _KIND_PLACEHOLDERS: Mapping[RuleKind, frozenset[str]] = {
 _TREND_OPS = frozenset({">", ">=", "<", "<="})
 
 
-class AlertState(enum.StrEnum):
-    """Where an alert instance is in its lifecycle."""
-
-    INACTIVE = "inactive"
-    PENDING = "pending"
-    FIRING = "firing"
-    RESOLVED = "resolved"
-
-
-class TransitionKind(enum.StrEnum):
-    """The changes of state that are worth a notification."""
-
-    FIRED = "fired"
-    RESOLVED = "resolved"
-
-
 class _FrozenMapping(Mapping[str, str]):
     """An immutable, hashable str → str mapping, iterated in key order."""
 
