@@ -27,6 +27,7 @@ from telemetry.outcomes import (
     Labelled,
     LabelledWindow,
     PredictionStore,
+    StoredPrediction,
     UnknownPrediction,
     subject_hash,
 )
@@ -310,13 +311,8 @@ class QualityMonitor:
         if unknown:
             raise InvalidFeedback(f"labels {unknown} are not labels of {prediction.model} version "
                                   f"{prediction.version} (its labels: {list(quality.labels)})")
-        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=rows)
         hashed = subject_hash(self._subject_key, subject_id) if subject_id else None
-        replaced = quality.labelled.add(request_id, Labelled(true, prediction.predicted, now, hashed))
-        correct = int((true == prediction.predicted).sum())
-        if not replaced:
-            self._instruments.feedback.add((prediction.model, prediction.version), rows)
-            self._instruments.feedback_correct.add((prediction.model, prediction.version), correct)
+        replaced, correct = self._label(quality, request_id, prediction, labels, now, hashed)
         fields: dict[str, object] = {"request_id": request_id, "model": prediction.model,
                                      "version": prediction.version, "rows": rows, "replaced": replaced,
                                      "correct": correct}
@@ -337,11 +333,22 @@ class QualityMonitor:
         quality = self._versions.get((shadow.model, shadow.version))
         if quality is None or len(shadow.predicted) != len(labels) or any(x not in quality.index for x in labels):
             return
-        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=len(labels))
-        if not quality.labelled.add(request_id + SHADOW_SUFFIX, Labelled(true, shadow.predicted, now, hashed)):
-            self._instruments.feedback.add((shadow.model, shadow.version), len(labels))
+        self._label(quality, request_id + SHADOW_SUFFIX, shadow, labels, now, hashed)
 
-        # -- drift --------------------------------------------------------------------------------------------------
+    def _label(self, quality: VersionQuality, key: str, prediction: StoredPrediction, labels: Sequence[str],
+               now: float, hashed: str | None) -> tuple[bool, int]:
+        """Add checked labels to a version's window under `key`, counting rows and correct rows the first time;
+        (whether earlier labels were replaced, rows predicted right)."""
+        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=len(labels))
+        replaced = quality.labelled.add(key, Labelled(true, prediction.predicted, now, hashed))
+        correct = int((true == prediction.predicted).sum())
+        if not replaced:
+            version = (prediction.model, prediction.version)
+            self._instruments.feedback.add(version, len(labels))
+            self._instruments.feedback_correct.add(version, correct)
+        return replaced, correct
+
+    # -- drift --------------------------------------------------------------------------------------------------
 
     def check_drift(self) -> None:
         """Compare every profiled version's live window with its reference (safe to call from a worker thread)."""

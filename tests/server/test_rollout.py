@@ -159,6 +159,9 @@ async def test_shadow_agreement_is_measured_per_row(server: App, stub: inference
     by_version = {v.version: v for v in frame.versions}
     assert by_version["1"].accuracy == 1.0
     assert by_version["4"].accuracy == pytest.approx(expected / 200)
+    text = _metrics(server)  # the shadow's labelled rows count in the feedback counters the report reads
+    assert 'vigil_feedback_total{model="triage",version="4"} 200.0' in text
+    assert f'vigil_feedback_correct_total{{model="triage",version="4"}} {float(expected)}' in text
 
 
 async def test_changes_apply_at_run_time_without_dropping_requests(stub: inference_pb2_grpc.InferenceStub) -> None:
