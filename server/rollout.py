@@ -35,12 +35,10 @@ class RolloutState:
     """One model's rollout: as configured, as in force after rollbacks and promotion steps, and how it got there."""
 
     model: str
-    configured: RolloutConfig
     origin: str
     """"config" (config.toml) or "api" (SetRollout)."""
     config: RolloutConfig
     """In force: a rolled-back canary has weight 0, a promoted one its step's weight."""
-    split: Split
     reason: str
     changed_ns: int
     step: int = -1
@@ -152,13 +150,11 @@ class Rollouts:
             known = ", ".join(str(v) for v in sorted(model.versions)) or "none"
             raise InvalidInput(f"model '{name}' has no version {', '.join(map(str, missing))} for its rollout "
                                f"(versions: {known})")
-        state = RolloutState(name, config, origin, config, _split(name, config), f"set ({origin})", time.time_ns(),
-                             step=_step_of(config))
+        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=_step_of(config))
         self._states[name] = state
-        self._splits[name] = state.split
+        self._splits[name] = _split(name, config)
         if self.comparer is not None:  # the comparison window starts now
-            self.comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
-            self.comparer.observe(time.time(), self._states)
+            self._observe(self.comparer, time.time())
         shares = ", ".join(f"{v}: {s:.4g}%" for v, s in config.shares.items())
         shadow = f", shadow {config.shadow}" if config.shadow else ""
         self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout set ({origin}): {shares}{shadow}")
@@ -214,13 +210,17 @@ class Rollouts:
         comparer = self.comparer
         if comparer is None or not self._states:
             return
-        comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
-        comparer.observe(now, self._states)
+        self._observe(comparer, now)
         for name, state in list(self._states.items()):
             try:
                 self._evaluate(name, state, comparer, now)
             except Exception:
                 logger.exception("evaluating the rollout of model %s failed", name)
+
+    def _observe(self, comparer: Comparer, now: float) -> None:
+        """A reading of the models with a rollout, kept as long as the longest of their windows."""
+        comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
+        comparer.observe(now, self._states)
 
     def _evaluate(self, name: str, state: RolloutState, comparer: Comparer, now: float) -> None:
         config = state.config
@@ -274,8 +274,7 @@ class Rollouts:
             changed = config.model_copy(update={"shadow": 0})
         else:
             changed = config.model_copy(update={"weights": {**config.weights, version: 0.0}, "promotion": None})
-        state.config = changed
-        state.split = self._splits[state.model] = _split(state.model, changed)
+        self._put(state, changed)
         state.rolled_back[version] = why
         state.breach_since.clear()
         state.hold_since = None
@@ -311,12 +310,16 @@ class Rollouts:
         else:
             changed = config.model_copy(update={"weights": {stable: 100.0 - share, canary: share}})
             state.reason = f"version {canary} promoted to {share:g}% (step {state.step + 1} of {len(promotion.steps)})"
-        state.config = changed
-        state.split = self._splits[state.model] = _split(state.model, changed)
+        self._put(state, changed)
         state.hold_since = now
         state.changed_ns = time.time_ns()
         logger.info("model %s: %s", state.model, state.reason)
         self._event(Kind.ROLLOUT_PROMOTED, state.model, str(canary), state.reason)
+
+    def _put(self, state: RolloutState, config: RolloutConfig) -> None:
+        """Put a changed config in force: its routing plan replaces the old one in one assignment."""
+        state.config = config
+        self._splits[state.model] = _split(state.model, config)
 
     def _event(self, kind: int, model: str, version: str,
                message: str) -> None:
@@ -340,10 +343,7 @@ class Rollouts:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
 

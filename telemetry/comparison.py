@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from telemetry.aggregates import Aggregates, Histogram, Reading
@@ -136,14 +136,10 @@ class Comparer:
         assert self._latest is not None
         recent, _timed = quality.labelled.metrics(self._latest[0])
         drift = quality.drift
-        return VersionFigures(
-            figures.version, requests=figures.requests, errors=figures.errors, p50_seconds=figures.p50_seconds,
-            p99_seconds=figures.p99_seconds, predictions=figures.predictions,
-            mean_confidence=figures.mean_confidence,
-            drift_status=drift.status.label if drift is not None else "",
+        return replace(
+            figures, drift_status=drift.status.label if drift is not None else "",
             drift_score=max((f.psi for f in drift.features), default=None) if drift is not None else None,
-            accuracy=recent.accuracy, labelled_rows=recent.rows,
-            compared_rows=figures.compared_rows, agreed_rows=figures.agreed_rows)
+            accuracy=recent.accuracy, labelled_rows=recent.rows)
 
 
 def _only(series: Any, models: set[str]) -> Any:
