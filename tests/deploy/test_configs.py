@@ -18,6 +18,16 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool comes from Debian's prometheus package, which `make test` installs")
 
 
+def check_queries(queries: dict[str, str], folder: Path) -> None:
+    """promtool parses every PromQL expression (name → expression), written as recording rules."""
+    path = folder / "queries.yml"
+    rules = [{"record": name, "expr": expr} for name, expr in queries.items()]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    assert PROMTOOL is not None
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from sklearn.datasets import load_breast_cancer
 from clients import AsyncClient, Rollout
 from telemetry.prometheus import prometheus_name
 from tests.conftest import build_repository, running_app
-from tests.deploy.test_configs import PROMTOOL, needs_promtool
+from tests.deploy.test_configs import check_queries, needs_promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "vigil.json"
@@ -95,18 +94,14 @@ def test_the_quality_and_slo_rows_query_what_the_quality_monitor_exports() -> No
 
 @needs_promtool
 def test_promtool_parses_every_query(tmp_path: Path) -> None:
-    rules = []
+    queries = {}
     for panel in panels():
         for target in panel.get("targets", []):
             expr = target["expr"]
             for variable, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(variable, value)
-            rules.append({"record": f"panel_{panel['id']}_{target['refId']}", "expr": expr})
-    path = tmp_path / "queries.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+            queries[f"panel_{panel['id']}_{target['refId']}"] = expr
+    check_queries(queries, tmp_path)
 
 
 def test_dashboard_is_provisioned_from_the_folder_compose_mounts() -> None:

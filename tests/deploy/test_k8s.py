@@ -24,7 +24,7 @@ from clients import AsyncClient
 from server.app import SHUTDOWN_MARGIN_SECONDS
 from server.settings import Settings
 from tests.conftest import running_app
-from tests.deploy.test_configs import PROMTOOL, check_collector_pipelines, needs_promtool
+from tests.deploy.test_configs import check_collector_pipelines, check_queries, needs_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -349,17 +349,9 @@ async def test_the_adapter_reads_series_the_server_exports(model_repo: Path,
 
 @needs_promtool
 def test_promtool_parses_the_adapter_queries(tmp_path: Path, adapter_rules: list[dict[str, Any]]) -> None:
-    rules = []
-    for index, rule in enumerate(adapter_rules):
-        expr = (rule["metricsQuery"].replace("<<.Series>>", series_metric(rule))
-                .replace("<<.LabelMatchers>>", 'namespace="default",pod="vigil-0"')
-                .replace("<<.GroupBy>>", "namespace, pod"))
-        rules.append({"record": f"adapter_rule_{index}", "expr": expr})
-    path = tmp_path / "adapter.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}))
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    check_queries({f"adapter_rule_{index}": rule["metricsQuery"].replace("<<.Series>>", series_metric(rule))
+                   .replace("<<.LabelMatchers>>", 'namespace="default",pod="vigil-0"')
+                   .replace("<<.GroupBy>>", "namespace, pod") for index, rule in enumerate(adapter_rules)}, tmp_path)
 
 
 # --- the collector agent ------------------------------------------------------------------------------------------
