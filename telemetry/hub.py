@@ -24,7 +24,7 @@ from typing import TypeAlias
 from protos.vigil.v1 import telemetry_pb2
 from server.errors import InvalidRequest, Overloaded
 from telemetry.frames import Snapshot, alert_frames, model_frames, server_frame
-from telemetry.wire import length_delimited, tag
+from telemetry.wire import length_delimited, tag, varint
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ class Subscription:
             await self._wake.wait()
         frame, self._frame = self._frame, None
         self.sequence += 1
-        tail = telemetry_pb2.TelemetryFrame(sequence=self.sequence, dropped_frames=self.dropped).SerializeToString()
+        tail = _SEQUENCE_KEY + varint(self.sequence)  # written by hand: a message per frame costs more
+        if self.dropped:
+            tail += _DROPPED_KEY + varint(self.dropped)
         if not self._events:
             return frame + tail
         events = b"".join(length_delimited(_EVENTS_TAG, e) for e in self._events)
@@ -104,6 +106,8 @@ class Subscription:
 
 
 _EVENTS_TAG = tag(telemetry_pb2.TelemetryFrame.EVENTS_FIELD_NUMBER, 2)
+_SEQUENCE_KEY = tag(telemetry_pb2.TelemetryFrame.SEQUENCE_FIELD_NUMBER, 0)
+_DROPPED_KEY = tag(telemetry_pb2.TelemetryFrame.DROPPED_FRAMES_FIELD_NUMBER, 0)
 
 
 @dataclass(frozen=True)
