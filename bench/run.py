@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load import cpu_seconds  # noqa: E402
 from bench.profiling import summarize_profile  # noqa: E402
 from bench.report import write_plot, write_section  # noqa: E402
 
@@ -229,40 +230,99 @@ def rollout_cost(models: Path, repeats: int, scale: float) -> list[Point]:
 
 
 def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) -> list[Point]:
-    """Tabular, c=64, batching on, with no Telemetry subscribers and with `count` at 100 ms; a fresh server per run.
+    """Tabular, c=64, batching on, a fresh Vigil per run: with no Telemetry subscribers, with `count` at 100 ms
+    reading Vigil's stream, and with `count` reading the floor server's canned stream instead while Vigil serves
+    the same load. The last is what the streams cost this machine outside Vigil's process (the subscribers' own
+    process and a bare gRPC server's sending), which a dashboard on another machine would not cost.
     Each point also reports the frames each subscriber received per second (10 is every frame)."""
     runs: dict[str, list[Point]] = defaultdict(list)
-    for repeat in range(repeats):
-        for subscribers in (0, count):
-            server = Server(models)
-            watchers = None
-            try:
-                if subscribers:
-                    watchers = subprocess.Popen(
-                        [sys.executable, str(ROOT / "bench" / "subscribers.py"), "--target", server.target,
-                         "--count", str(subscribers), "--interval-ms", "100"],
-                        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-                    assert watchers.stdout is not None
-                    watchers.stdout.readline()  # "subscribed"
-                started = time.monotonic()
-                point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
-                             4.0 * scale)
-                if watchers is not None:
-                    watchers.send_signal(signal.SIGTERM)
-                    out, _ = watchers.communicate(timeout=30)
-                    frames = json.loads(out.strip().splitlines()[-1])["frames"]
-                    point["frames_per_subscriber_per_s"] = statistics.median(frames) / (time.monotonic() - started)
-                    point["subscribers_with_frames"] = sum(1 for f in frames if f)
-            finally:
-                if watchers is not None and watchers.poll() is None:
-                    watchers.kill()
-                server.stop()
-            label = f"{subscribers} subscribers"
-            point.update(subscribers=subscribers, telemetry=label)
-            runs[label].append(point)
-            print(f"[{repeat + 1}/{repeats}] {label}: {point['inferences_per_s']:.0f}/s "
-                  f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    floor = Server(models, floor=True)
+    try:
+        for repeat in range(repeats):
+            for source in ("none", "vigil", "floor"):
+                server = Server(models)
+                watchers = None
+                try:
+                    if source != "none":
+                        watchers = Subscribers(server.target if source == "vigil" else floor.target, count)
+                    point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
+                                 4.0 * scale)
+                    if watchers is not None:
+                        point.update(watchers.stop())
+                finally:
+                    if watchers is not None:
+                        watchers.kill()
+                    server.stop()
+                label = {"none": "none", "vigil": f"{count} on Vigil",
+                         "floor": f"{count} on the floor server"}[source]
+                point.update(subscribers=0 if source == "none" else count, source=source, telemetry=label)
+                runs[label].append(point)
+                print(f"[{repeat + 1}/{repeats}] subscribers {label}: {point['inferences_per_s']:.0f}/s "
+                      f"cpu {point['server_cpu_s_per_1000']:.3f}", flush=True)
+    finally:
+        floor.stop()
     return [median_point(r) for r in runs.values()]
+
+
+def frame_cost(models: Path, count: int = 200, seconds: float = 8.0) -> list[Point]:
+    """With no other load: the CPU each frame sent to `count` subscribers at 100 ms costs the floor server and
+    Vigil, and the subscribers' process, per frame received."""
+    points = []
+    for source in ("floor", "vigil"):
+        server = Server(models, floor=source == "floor")
+        try:
+            watchers = Subscribers(server.target, count)
+            try:
+                time.sleep(2.0)
+                server_before, watchers_before = cpu_seconds(server.pid), cpu_seconds(watchers.pid)
+                started = time.monotonic()
+                time.sleep(seconds)
+                server_cpu, watchers_cpu = cpu_seconds(server.pid) - server_before, \
+                    cpu_seconds(watchers.pid) - watchers_before
+                elapsed = time.monotonic() - started
+                received = watchers.stop()
+            finally:
+                watchers.kill()
+        finally:
+            server.stop()
+        frames = received["frames_per_subscriber_per_s"] * count * elapsed
+        points.append({"source": source, "server_us_per_frame": server_cpu / frames * 1e6,
+                       "subscribers_us_per_frame": watchers_cpu / frames * 1e6, **received})
+        print(f"frame cost {source}: server {server_cpu / frames * 1e6:.0f} us, subscribers "
+              f"{watchers_cpu / frames * 1e6:.0f} us per frame", flush=True)
+    return points
+
+
+class Subscribers:
+    """`bench/subscribers.py` in its own process: `count` Telemetry streams at 100 ms."""
+
+    def __init__(self, target: str, count: int) -> None:
+        self.count = count
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "subscribers.py"), "--target", target, "--count", str(count),
+             "--interval-ms", "100"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()  # "subscribed"
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> Point:
+        """End the streams; what they received: frames per subscriber per second (median), bytes per frame."""
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=30)
+        received = json.loads(out.strip().splitlines()[-1])
+        frames = received["frames"]
+        return {"frames_per_subscriber_per_s": statistics.median(frames) / (time.monotonic() - self.started),
+                "subscribers_with_frames": sum(1 for f in frames if f),
+                "bytes_per_frame": received["bytes"] / max(sum(frames), 1)}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def median_point(runs: list[Point]) -> Point:
@@ -359,6 +419,7 @@ def run_costs(args: argparse.Namespace, results: dict[str, object], scale: float
     if args.telemetry_cost:
         results["telemetry_cost"] = telemetry_cost(args.models, repeats, scale)
         results["subscriber_cost"] = subscriber_cost(args.models, repeats, scale)
+        results["frame_cost"] = frame_cost(args.models)
     if args.quality_cost:
         results["quality_cost"] = quality_cost(args.models, repeats, scale)
     if args.rollout_cost:

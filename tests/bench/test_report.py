@@ -45,3 +45,28 @@ def test_results_section_is_replaced_not_appended(tmp_path: Path) -> None:
     assert text.count(START) == 1 and "old numbers" not in text
     assert text.startswith("# Benchmarks\n\nHand-written analysis.") and text.rstrip().endswith("More prose.")
     assert "| native | batching on | 64 | 3,000 |" in text and "**missed**" in text
+
+
+def cost_point(label: str, source: str, subscribers: int, rate: float) -> dict:
+    return {"telemetry": label, "source": source, "subscribers": subscribers, "inferences_per_s": rate,
+            "p99_ms": 100.0, "server_cpu_s_per_1000": 1.0, "repeats": 6,
+            **({"frames_per_subscriber_per_s": 9.8} if subscribers else {})}
+
+
+def test_the_subscriber_target_compares_vigils_stream_with_none_not_the_floor_control(tmp_path: Path) -> None:
+    results = {**RESULTS, "subscriber_cost": [
+        cost_point("none", "none", 0, 1000.0), cost_point("200 on Vigil", "vigil", 200, 800.0),
+        cost_point("200 on the floor server", "floor", 200, 970.0)],
+        "frame_cost": [{"source": "floor", "server_us_per_frame": 75.0, "subscribers_us_per_frame": 70.0,
+                        "bytes_per_frame": 1531.0, "frames_per_subscriber_per_s": 9.7},
+                       {"source": "vigil", "server_us_per_frame": 95.0, "subscribers_us_per_frame": 74.0,
+                        "bytes_per_frame": 1038.0, "frames_per_subscriber_per_s": 9.8}]}
+    judged = {name: (measured, met) for name, _, measured, met in targets(results)}
+    assert judged["Telemetry stream, tabular c=64: 200 subscribers at 100 ms vs none"] == (
+        "20.0% loss (800 vs 1000/s)", False)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"{START}\n{END}\n")
+    write_section(results, doc)
+    text = doc.read_text()
+    assert "| 200 on the floor server | 970 | -3.0% |" in text
+    assert "| Vigil | 95 | 74 | 1,038 | 9.8 |" in text
