@@ -111,6 +111,9 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{point['inferences_per_s']:,.0f} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | "
                     f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
         lines.append("")
+    if results.get("costs_pinned"):
+        lines += ["", "The cost comparisons below ran with `--pin`: each server under test on CPU 0, the load "
+                  "generator, subscribers and OTLP sink on the other CPUs."]
     if results.get("telemetry_cost"):
         off = next(p for p in results["telemetry_cost"] if p["telemetry"] == "off")
         lines += ["", "### What telemetry costs (tabular, c=64, batching on)", "",

@@ -74,11 +74,23 @@ def ceiling(model_path: Path, inputs: dict[str, np.ndarray], threads: int, secon
     return result
 
 
+SERVER_CPUS: set[int] = set()
+"""With `--pin`: the CPUs every server process is confined to (the benchmark and its other processes get the rest)."""
+
+
+def pin(pid: int) -> None:
+    """Confine every thread of `pid` to SERVER_CPUS (threads it starts later inherit it)."""
+    if SERVER_CPUS:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(thread), SERVER_CPUS)
+
+
 class Server:
     """`python -m server` (or the floor server) in its own process, on a free loopback port."""
 
-    def __init__(self, models: Path, *, floor: bool = False, script: str = "", env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, models: Path, *, floor: bool = False, script: str = "", env: dict[str, str] | None = None,
+                 pinned: bool = True) -> None:
+        """`pinned`: on SERVER_CPUS under `--pin` (a server under test, not a stand-in for another machine)."""
         env = {**os.environ, "VIGIL_MODELS_DIR": str(models), "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
                "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING", **(env or {})}
         script = script or ("floor_server.py" if floor else "")
@@ -94,6 +106,8 @@ class Server:
         else:
             raise RuntimeError("the server did not start")
         if script:
+            if pinned:
+                pin(self.process.pid)
             return
         from clients import Client
 
@@ -101,6 +115,8 @@ class Server:
             for _ in range(600):
                 try:
                     if client.health() == "SERVING":
+                        if pinned:
+                            pin(self.process.pid)
                         return
                 except Exception:
                     pass
@@ -142,7 +158,7 @@ TELEMETRY_MODES = {
 def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
     """Tabular, c=64, batching on, for each telemetry mode in turn; a fresh server process for every run, since
     one process's placement on a small machine moves its throughput by several percent."""
-    sink = Server(models, script="otlp_sink.py")
+    sink = Server(models, script="otlp_sink.py", pinned=False)
     try:
         export = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.target}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
         runs: dict[str, list[Point]] = defaultdict(list)
@@ -236,7 +252,7 @@ def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) 
     process and a bare gRPC server's sending), which a dashboard on another machine would not cost.
     Each point also reports the frames each subscriber received per second (10 is every frame)."""
     runs: dict[str, list[Point]] = defaultdict(list)
-    floor = Server(models, floor=True)
+    floor = Server(models, floor=True, pinned=False)
     try:
         for repeat in range(repeats):
             for source in ("none", "vigil", "floor"):
@@ -352,7 +368,16 @@ def main() -> None:
                         help="tabular, c=64, two identical versions without and with a 90/10 canary split")
     parser.add_argument("--only-costs", action="store_true",
                         help="skip the throughput grid and ceilings; run only the cost comparisons asked for")
+    parser.add_argument("--pin", action="store_true",
+                        help="servers on CPU 0, everything else (load generator, subscribers, OTLP sink) on the "
+                             "others: each server's own cost, as if its clients ran on other machines")
     args = parser.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least 2 CPUs")
+        SERVER_CPUS.add(cpus[0])
+        os.sched_setaffinity(0, set(cpus[1:]))  # the processes this one starts inherit it
     info = json.loads((args.models / "models.json").read_text())
     threads = int(info["threads"])
     scale = 0.3 if args.quick else 1.0
@@ -416,6 +441,7 @@ def main() -> None:
 
 def run_costs(args: argparse.Namespace, results: dict[str, object], scale: float) -> None:
     repeats = 1 if args.quick else args.cost_repeats
+    results["costs_pinned"] = args.pin
     if args.telemetry_cost:
         results["telemetry_cost"] = telemetry_cost(args.models, repeats, scale)
         results["subscriber_cost"] = subscriber_cost(args.models, repeats, scale)

@@ -54,7 +54,7 @@ def cost_point(label: str, source: str, subscribers: int, rate: float) -> dict:
 
 
 def test_the_subscriber_target_compares_vigils_stream_with_none_not_the_floor_control(tmp_path: Path) -> None:
-    results = {**RESULTS, "subscriber_cost": [
+    results = {**RESULTS, "costs_pinned": True, "subscriber_cost": [
         cost_point("none", "none", 0, 1000.0), cost_point("200 on Vigil", "vigil", 200, 800.0),
         cost_point("200 on the floor server", "floor", 200, 970.0)],
         "frame_cost": [{"source": "floor", "server_us_per_frame": 75.0, "subscribers_us_per_frame": 70.0,
@@ -70,3 +70,4 @@ def test_the_subscriber_target_compares_vigils_stream_with_none_not_the_floor_co
     text = doc.read_text()
     assert "| 200 on the floor server | 970 | -3.0% |" in text
     assert "| Vigil | 95 | 74 | 1,038 | 9.8 |" in text
+    assert "ran with `--pin`" in text
