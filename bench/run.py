@@ -105,18 +105,18 @@ class Server:
                 break
         else:
             raise RuntimeError("the server did not start")
-        if script:
-            if pinned:
-                pin(self.process.pid)
-            return
+        if not script:
+            self._wait_until_serving()
+        if pinned:
+            pin(self.process.pid)
+
+    def _wait_until_serving(self) -> None:
         from clients import Client
 
         with Client(self.target, timeout=5) as client:
             for _ in range(600):
                 try:
                     if client.health() == "SERVING":
-                        if pinned:
-                            pin(self.process.pid)
                         return
                 except Exception:
                     pass
@@ -313,7 +313,6 @@ class Subscribers:
     """`bench/subscribers.py` in its own process: `count` Telemetry streams at 100 ms."""
 
     def __init__(self, target: str, count: int) -> None:
-        self.count = count
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "subscribers.py"), "--target", target, "--count", str(count),
              "--interval-ms", "100"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
