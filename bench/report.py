@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,20 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         gap = on1["p50_ms"] - off1["p50_ms"]
         rows.append(("Tabular, c=1: p50 batching on minus off", "<= 0.3 ms",
                      f"{gap:+.3f} ms ({on1['p50_ms']:.3f} vs {off1['p50_ms']:.3f})", gap <= 0.3))
-    cost = {p["telemetry"]: p["inferences_per_s"] for p in results.get("telemetry_cost", [])}
+    cost = {p["telemetry"]: p for p in results.get("telemetry_cost", [])}
     if "off" in cost:
+        off = cost["off"]
         for mode, limit in (("metrics + 10% traces", 0.05), ("metrics + 100% traces", 0.15)):
             if mode in cost:
-                loss = 1 - cost[mode] / cost["off"]
-                rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss",
-                             f"{loss:.1%} loss ({cost[mode]:.0f} vs {cost['off']:.0f}/s)", loss <= limit))
+                rate, base = cost[mode]["inferences_per_s"], off["inferences_per_s"]
+                loss = 1 - rate / base
+                measured = f"{loss:.1%} loss ({rate:.0f} vs {base:.0f}/s"
+                changes = paired_changes(cost[mode], off)
+                if len(changes) > 1:
+                    q1, median, q3 = middle_half(changes)
+                    measured += f"; run by run {-median:.1%}, middle half {-q3:.1%} to {-q1:.1%}"
+                rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss", measured + ")",
+                             loss <= limit))
     quality = {p["telemetry"]: p["inferences_per_s"] for p in results.get("quality_cost", [])}
     if "quality off" in quality and "quality on" in quality:
         loss = 1 - quality["quality on"] / quality["quality off"]
@@ -177,13 +185,40 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_changes(point: dict[str, Any], baseline: dict[str, Any]) -> list[float]:
+    """Each run's throughput against the baseline's run of the same turn (modes run in turn), or none when the
+    runs were not kept."""
+    rates, base = point.get("rates"), baseline.get("rates")
+    if not rates or not base or len(rates) != len(base):
+        return []
+    return [rate / against - 1 for rate, against in zip(rates, base, strict=True)]
+
+
+def middle_half(values: list[float]) -> tuple[float, float, float]:
+    """The lower quartile, median and upper quartile."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
 def _cost_table(points: list[dict[str, Any]], baseline: dict[str, Any], kind: str, against: str) -> list[str]:
-    """A cost comparison as markdown table lines: each mode's throughput against the baseline's."""
-    lines = [f"| {kind} | inferences/s | {against} | p99 ms | server CPU-s / 1000 |", "|---|---|---|---|---|"]
+    """A cost comparison as markdown table lines: each mode's median throughput against the baseline's, and the
+    run-by-run changes (each run against the baseline's run of the same turn) as median and middle half."""
+    paired = any(len(paired_changes(p, baseline)) > 1 for p in points if p is not baseline)
+    extra = (" run by run: median (middle half) |", "---|") if paired else ("", "")
+    lines = [f"| {kind} | inferences/s | {against} | p99 ms | server CPU-s / 1000 |{extra[0]}",
+             f"|---|---|---|---|---|{extra[1]}"]
     for point in points:
         change = point["inferences_per_s"] / baseline["inferences_per_s"] - 1
-        lines.append(f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
-                     f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+        row = (f"| {point['telemetry']} | {point['inferences_per_s']:,.0f} | {change:+.1%} | "
+               f"{point['p99_ms']:.2f} | {point['server_cpu_s_per_1000']:.3f} |")
+        if paired:
+            changes = paired_changes(point, baseline)
+            if point is baseline or len(changes) < 2:
+                row += " – |"
+            else:
+                q1, median, q3 = middle_half(changes)
+                row += f" {median:+.1%} ({q1:+.1%} to {q3:+.1%}) |"
+        lines.append(row)
     return lines
 
 

@@ -71,3 +71,32 @@ def test_the_subscriber_target_compares_vigils_stream_with_none_not_the_floor_co
     assert "| 200 on the floor server | 970 | -3.0% |" in text
     assert "| Vigil | 95 | 74 | 1,038 | 9.8 |" in text
     assert "ran with `--pin`" in text
+
+
+def test_telemetry_costs_show_run_by_run_changes_against_the_same_turns_baseline(tmp_path: Path) -> None:
+    def mode(label: str, rates: list[float]) -> dict:
+        return {**cost_point(label, "", 0, sorted(rates)[len(rates) // 2]), "rates": rates}
+
+    # Turn by turn the 10% mode loses 10%, 0%, 5% and 20%: median 7.5%, middle half 3.75% to 12.5%.
+    results = {**RESULTS, "telemetry_cost": [
+        mode("off", [1000.0, 900.0, 1000.0, 800.0]), mode("metrics + 10% traces", [900.0, 900.0, 950.0, 640.0])]}
+    judged = {name: (measured, met) for name, _, measured, met in targets(results)}
+    measured, met = judged["Telemetry cost, tabular c=64: metrics + 10% traces vs off"]
+    assert measured == "10.0% loss (900 vs 1000/s; run by run 7.5%, middle half 3.8% to 12.5%)" and met is False
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"{START}\n{END}\n")
+    write_section(results, doc)
+    text = doc.read_text()
+    assert "| off | 1,000 | +0.0% | 100.00 | 1.000 | – |" in text
+    assert "| metrics + 10% traces | 900 | -10.0% | 100.00 | 1.000 | -7.5% (-12.5% to -3.8%) |" in text
+
+
+def test_costs_without_each_runs_rates_keep_the_plain_table(tmp_path: Path) -> None:
+    results = {**RESULTS, "telemetry_cost": [cost_point("off", "", 0, 1000.0),
+                                             cost_point("metrics + 10% traces", "", 0, 960.0)]}
+    judged = {name: measured for name, _, measured, _ in targets(results)}
+    assert judged["Telemetry cost, tabular c=64: metrics + 10% traces vs off"] == "4.0% loss (960 vs 1000/s)"
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"{START}\n{END}\n")
+    write_section(results, doc)
+    assert "| metrics + 10% traces | 960 | -4.0% | 100.00 | 1.000 |\n" in doc.read_text()
