@@ -47,6 +47,14 @@ def test_results_section_is_replaced_not_appended(tmp_path: Path) -> None:
     assert "| native | batching on | 64 | 3,000 |" in text and "**missed**" in text
 
 
+def section(results: dict, tmp_path: Path) -> str:
+    """The results section written for `results` into an otherwise empty document."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"{START}\n{END}\n")
+    write_section(results, doc)
+    return doc.read_text()
+
+
 def cost_point(label: str, source: str, subscribers: int, rate: float) -> dict:
     return {"telemetry": label, "source": source, "subscribers": subscribers, "inferences_per_s": rate,
             "p99_ms": 100.0, "server_cpu_s_per_1000": 1.0, "repeats": 6,
@@ -64,10 +72,7 @@ def test_the_subscriber_target_compares_vigils_stream_with_none_not_the_floor_co
     judged = {name: (measured, met) for name, _, measured, met in targets(results)}
     assert judged["Telemetry stream, tabular c=64: 200 subscribers at 100 ms vs none"] == (
         "20.0% loss (800 vs 1000/s)", False)
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"{START}\n{END}\n")
-    write_section(results, doc)
-    text = doc.read_text()
+    text = section(results, tmp_path)
     assert "| 200 on the floor server | 970 | -3.0% |" in text
     assert "| Vigil | 95 | 74 | 1,038 | 9.8 |" in text
     assert "ran with `--pin`" in text
@@ -83,10 +88,7 @@ def test_telemetry_costs_show_run_by_run_changes_against_the_same_turns_baseline
     judged = {name: (measured, met) for name, _, measured, met in targets(results)}
     measured, met = judged["Telemetry cost, tabular c=64: metrics + 10% traces vs off"]
     assert measured == "10.0% loss (900 vs 1000/s; run by run 7.5%, middle half 3.8% to 12.5%)" and met is False
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"{START}\n{END}\n")
-    write_section(results, doc)
-    text = doc.read_text()
+    text = section(results, tmp_path)
     assert "| off | 1,000 | +0.0% | 100.00 | 1.000 | – |" in text
     assert "| metrics + 10% traces | 900 | -10.0% | 100.00 | 1.000 | -7.5% (-12.5% to -3.8%) |" in text
 
@@ -96,7 +98,4 @@ def test_costs_without_each_runs_rates_keep_the_plain_table(tmp_path: Path) -> N
                                              cost_point("metrics + 10% traces", "", 0, 960.0)]}
     judged = {name: measured for name, _, measured, _ in targets(results)}
     assert judged["Telemetry cost, tabular c=64: metrics + 10% traces vs off"] == "4.0% loss (960 vs 1000/s)"
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"{START}\n{END}\n")
-    write_section(results, doc)
-    assert "| metrics + 10% traces | 960 | -4.0% | 100.00 | 1.000 |\n" in doc.read_text()
+    assert "| metrics + 10% traces | 960 | -4.0% | 100.00 | 1.000 |\n" in section(results, tmp_path)
