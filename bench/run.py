@@ -345,8 +345,8 @@ def median_point(runs: list[Point]) -> Point:
     for key in ("inferences_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_s_per_1000"):
         merged[key] = statistics.median(float(r[key]) for r in runs)  # type: ignore[arg-type]
     merged["repeats"] = len(runs)
+    # Every run's throughput in run order, so that modes run in turn can be compared run by run.
     merged["rates"] = [float(r["inferences_per_s"]) for r in runs]  # type: ignore[arg-type]
-    """Every run's throughput in run order, so that modes run in turn can be compared run by run."""
     return merged
 
 
