@@ -12,7 +12,7 @@
 # Python of its own). The one thing no wheel carries is the driver (libcuda.so.1, libnvidia-ml.so.1): the NVIDIA
 # Container Toolkit mounts it from the host when the container gets a GPU (--gpus, or a compose device
 # reservation). The host driver must support CUDA 13 (R580 or newer). Without a GPU or driver, ONNX Runtime cannot
-# create the CUDA provider and the models run on the CPU (server/sessions.py logs it once).
+# create the CUDA provider and the models run on the CPU (server/models/sessions.py logs it once).
 
 ARG PYTHON_VERSION=3.11
 # Pinned: LD_LIBRARY_PATH below names the CUDA 13 wheel layout that this version's extras install.
@@ -31,7 +31,7 @@ COPY protos protos
 COPY server server
 COPY telemetry telemetry
 COPY clients clients
-# The wheel carries the bundled model (server/default_models) as package data.
+# The wheel carries the bundled model (server/models/default_models) as package data.
 RUN /opt/vigil/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/vigil/bin/pip install /wheels/vigil-*.whl "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}"
 

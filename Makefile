@@ -44,7 +44,15 @@ $(TRITON_VENV)/.installed:
 	$(TRITON_VENV)/bin/pip install --quiet "tritonclient[grpc]"
 	touch $@
 
-lint: $(VENV)/.dev
+# mypy reads the `vigil` namespace from links to the top-level folders, laid out as the install maps them.
+TYPECHECK := .typecheck/vigil
+
+$(TYPECHECK):
+	mkdir -p $@
+	ln -sfn ../../clients/root/__init__.py $@/__init__.py
+	for d in protos server telemetry clients; do ln -sfn ../../$$d $@/$$d; done
+
+lint: $(VENV)/.dev | $(TYPECHECK)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -78,7 +86,7 @@ soak: $(VENV)/.dev
 	$(BIN)/python -m bench.soak
 
 protos: $(VENV)/.dev
-	$(BIN)/python -m protos.generate
+	$(BIN)/python -m vigil.protos.generate
 
 clean:
-	rm -rf $(VENV) $(EXPORT_VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXPORT_VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache .typecheck

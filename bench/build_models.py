@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "server" / "default_models" / "breast_cancer"
+BUNDLED = ROOT / "server" / "models" / "default_models" / "breast_cancer"
 SEQ_LEN = 64
 """Tokens per text row: all rows are padded to this length, so every request can share a batch."""
 

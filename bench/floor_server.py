@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protos.tensors import from_array
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import telemetry_pb2 as tpb
+from vigil.protos.tensors import from_array
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import telemetry_pb2 as tpb
 
 RESPONSE = pb.PredictResponse(
     request_id="0" * 32, model_name="tabular", model_version=1,

@@ -7,8 +7,8 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from protos.tensors import from_array, to_array
-from protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.tensors import from_array, to_array
+from vigil.protos.vigil.v1 import inference_pb2 as pb
 
 
 def _identity(data: bytes) -> bytes:
@@ -69,7 +69,7 @@ class OipCalls:
     DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
     def __init__(self, channel: grpc.aio.Channel, model: str, inputs: dict[str, np.ndarray]) -> None:
-        from protos.inference import grpc_service_pb2 as oip
+        from vigil.protos.inference import grpc_service_pb2 as oip
 
         self.rows_per_call = 1
         n = len(next(iter(inputs.values())))

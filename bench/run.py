@@ -86,7 +86,7 @@ def pin(pid: int) -> None:
 
 
 class Server:
-    """`python -m server` (or the floor server) in its own process, on a free loopback port."""
+    """`python -m vigil.server` (or the floor server) in its own process, on a free loopback port."""
 
     def __init__(self, models: Path, *, floor: bool = False, script: str = "", env: dict[str, str] | None = None,
                  pinned: bool = True) -> None:
@@ -94,7 +94,7 @@ class Server:
         env = {**os.environ, "VIGIL_MODELS_DIR": str(models), "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
                "VIGIL_HOST": "127.0.0.1", "VIGIL_LOG_LEVEL": "WARNING", **(env or {})}
         script = script or ("floor_server.py" if floor else "")
-        command = [sys.executable, str(ROOT / "bench" / script)] if script else [sys.executable, "-m", "server"]
+        command = [sys.executable, str(ROOT / "bench" / script)] if script else [sys.executable, "-m", "vigil.server"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.process.stdout is not None
@@ -111,7 +111,7 @@ class Server:
             pin(self.process.pid)
 
     def _wait_until_serving(self) -> None:
-        from clients import Client
+        from vigil.clients import Client
 
         with Client(self.target, timeout=5) as client:
             for _ in range(600):

@@ -41,10 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clients import AsyncClient, VigilError  # noqa: E402
-from server.settings import QualitySettings  # noqa: E402
+from vigil.clients import AsyncClient, VigilError  # noqa: E402
+from vigil.server.settings import QualitySettings  # noqa: E402
 
-DEFAULT_MODELS = ROOT / "server" / "default_models"
+DEFAULT_MODELS = ROOT / "server" / "models" / "default_models"
 TARGET_GROWTH_PERCENT = 10.0
 MIX = {"Predict": 0.6, "BatchPredict": 0.25, "Feedback": 0.15}
 """Share of calls of each kind; Feedback falls back to Predict while no prediction awaits its label."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from protos.vigil.v1 import telemetry_pb2
+from vigil.protos.vigil.v1 import telemetry_pb2
 
 METHOD = "/vigil.v1.Inference/Telemetry"
 

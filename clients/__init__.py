@@ -1,8 +1,10 @@
-"""Vigil's Python client: `Client` and `AsyncClient` over the native gRPC API."""
+"""Vigil's Python client: `Client` and `AsyncClient` over the native gRPC API, their options and results as plain
+values, errors mapped from gRPC status codes, and the `vigil` command line (`cli`). Imports only `vigil.protos`.
+"""
 
-from clients.channel import TLS
-from clients.client import AsyncClient, Client
-from clients.errors import (
+from vigil.clients.channel import TLS
+from vigil.clients.client import AsyncClient, Client
+from vigil.clients.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidInput,
@@ -18,7 +20,7 @@ from clients.errors import (
     Unimplemented,
     VigilError,
 )
-from clients.types import (
+from vigil.clients.types import (
     FeedbackReceipt,
     ModelInfo,
     ModelSummary,

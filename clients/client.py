@@ -9,12 +9,12 @@ import grpc
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients import convert
-from clients.channel import TLS, open_aio_channel, open_channel
-from clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
-from clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, Rollout, RolloutInfo
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
+from vigil.clients import convert
+from vigil.clients.channel import TLS, open_aio_channel, open_channel
+from vigil.clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
+from vigil.clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, Rollout, RolloutInfo
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 
 DEFAULT_TARGET = "127.0.0.1:8001"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

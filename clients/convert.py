@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clients.types import (
+from vigil.clients.types import (
     FeedbackReceipt,
     ModelInfo,
     ModelSummary,
@@ -19,10 +19,10 @@ from clients.types import (
     TensorInfo,
     VersionInfo,
 )
-from protos.tensors import dtype_name, from_array, to_array
-from protos.timing import SERVER_TIMING_KEY, parse_timing
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import rollout_pb2, tensor_pb2
+from vigil.protos.tensors import dtype_name, from_array, to_array
+from vigil.protos.timing import SERVER_TIMING_KEY, parse_timing
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import rollout_pb2, tensor_pb2
 
 Inputs = Mapping[str, npt.ArrayLike]
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from protos.vigil.v1 import tensor_pb2
+from vigil.protos.vigil.v1 import tensor_pb2
 
 DataType = tensor_pb2.DataType
 

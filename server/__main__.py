@@ -1,13 +1,13 @@
-"""`python -m server`: serve with settings from `VIGIL_*` environment variables."""
+"""`python -m vigil.server`: serve with settings from `VIGIL_*` environment variables."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from server.app import serve
-from server.logs import configure_logging
-from server.settings import Settings
+from vigil.server.app import serve
+from vigil.server.logs import configure_logging
+from vigil.server.settings import Settings
 
 
 def main(settings: Settings | None = None) -> int:

@@ -19,41 +19,41 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
-from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from protos.vigil.v1 import inference_pb2
-from protos.vigil.v1.telemetry_pb2 import TelemetryEvent
-from server.audit import AuditLog
-from server.credentials import grpc_credentials, http_ssl_context, token_table
-from server.dataplane import DataPlane
-from server.gate import CallGate
-from server.handlers import HandlerWrap, WrappingServer
-from server.health import HealthReporter
-from server.monitoring import Monitoring
-from server.oip import OpenInferenceServicer, server_version
-from server.registry import Model, ModelRepository, ModelVersion
-from server.reports import SAVE_SECONDS as REPORT_SAVE_SECONDS
-from server.reports import alert_listener, build_recorder
-from server.repository_watch import RepositoryWatcher
-from server.rollout import DEFAULT_WINDOW_SECONDS, Rollouts
-from server.servicer import InferenceServicer, add_inference_servicer
-from server.settings import Settings
-from server.stream_source import ModelEvents, snapshot_reader
-from server.validation import Limits
-from server.web import HttpAccess, WebServer, build_web_app
-from telemetry.aggregates import SCOPE, Histogram
-from telemetry.batches import BatchTelemetry
-from telemetry.comparison import Comparer
-from telemetry.daemon_threads import in_daemon_thread
-from telemetry.frames import Snapshot
-from telemetry.gauges import register_process_gauges, register_rollout_gauges, register_serving_gauges
-from telemetry.gpu import gpu_reader, register_gpu_gauges
-from telemetry.history_recorder import HistoryRecorder
-from telemetry.hub import TelemetryHub
-from telemetry.instruments import Instruments
-from telemetry.interceptor import TelemetryInterceptor
-from telemetry.providers import TelemetryProviders, build_providers
-from telemetry.quality_readings import quality_sections
-from telemetry.shadows import ShadowTelemetry
+from vigil.protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from vigil.protos.vigil.v1 import inference_pb2
+from vigil.protos.vigil.v1.telemetry_pb2 import TelemetryEvent
+from vigil.server.api.handler_wrapping import HandlerWrap, WrappingServer
+from vigil.server.api.health import HealthReporter
+from vigil.server.api.native_servicer import InferenceServicer, add_inference_servicer
+from vigil.server.api.oip_servicer import OpenInferenceServicer, server_version
+from vigil.server.api.telemetry_source import ModelEvents, snapshot_reader
+from vigil.server.inference.dataplane import DataPlane
+from vigil.server.inference.validation import Limits
+from vigil.server.models.folder_watch import RepositoryWatcher
+from vigil.server.models.repository import Model, ModelRepository, ModelVersion
+from vigil.server.monitoring.wiring import Monitoring
+from vigil.server.rollouts.rollouts import DEFAULT_WINDOW_SECONDS, Rollouts
+from vigil.server.security.audit import AuditLog
+from vigil.server.security.credentials import grpc_credentials, http_ssl_context, token_table
+from vigil.server.security.gate import CallGate
+from vigil.server.settings import Settings
+from vigil.server.web.http_port import HttpAccess, WebServer, build_web_app
+from vigil.server.web.reports import SAVE_SECONDS as REPORT_SAVE_SECONDS
+from vigil.server.web.reports import alert_listener, build_recorder
+from vigil.telemetry.calls.batch_hook import BatchTelemetry
+from vigil.telemetry.calls.interceptor import TelemetryInterceptor
+from vigil.telemetry.calls.shadow_hook import ShadowTelemetry
+from vigil.telemetry.export.daemon_threads import in_daemon_thread
+from vigil.telemetry.export.providers import TelemetryProviders, build_providers
+from vigil.telemetry.history.recorder import HistoryRecorder
+from vigil.telemetry.metrics.aggregates import SCOPE, Histogram
+from vigil.telemetry.metrics.gauges import register_process_gauges, register_rollout_gauges, register_serving_gauges
+from vigil.telemetry.metrics.gpu import gpu_reader, register_gpu_gauges
+from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.quality.comparison import Comparer
+from vigil.telemetry.quality.readings import quality_sections
+from vigil.telemetry.stream.frames import Snapshot
+from vigil.telemetry.stream.hub import TelemetryHub
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,9 @@
      ├── InferenceFailed    ONNX Runtime failed                   INTERNAL (generic message)
      └── NotSupported       a feature this server does not offer  UNIMPLEMENTED
 
+The Telemetry stream's own refusals (`vigil.telemetry.stream.errors`) map here too: InvalidSubscription to
+INVALID_ARGUMENT, TooManySubscribers to RESOURCE_EXHAUSTED.
+
 Code that raises these does not import grpc; `status_for` is the only place that chooses a status code.
 """
 
@@ -24,7 +27,8 @@ from typing import Any
 
 import grpc
 
-from telemetry.context import note_error
+from vigil.telemetry.calls.context import note_error
+from vigil.telemetry.stream.errors import InvalidSubscription, StreamError, TooManySubscribers
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ class NotSupported(ServerError):
     """The call asks for something this server does not offer."""
 
 
-STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
+STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     PredictionNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
@@ -89,6 +93,8 @@ STATUS_CODES: dict[type[ServerError], grpc.StatusCode] = {
     ModelLoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     NotSupported: grpc.StatusCode.UNIMPLEMENTED,
+    InvalidSubscription: grpc.StatusCode.INVALID_ARGUMENT,
+    TooManySubscribers: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 INTERNAL_MESSAGE = "internal server error; see the server log"
@@ -96,7 +102,7 @@ INTERNAL_MESSAGE = "internal server error; see the server log"
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and caller-safe message for an exception (most specific class wins)."""
-    if isinstance(error, ServerError):
+    if isinstance(error, ServerError | StreamError):
         for cls in type(error).__mro__:
             if cls in STATUS_CODES:
                 return STATUS_CODES[cls], str(error)

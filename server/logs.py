@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from telemetry.logs import JsonFormatter
+from vigil.telemetry.export.json_logs import JsonFormatter
 
 
 def configure_logging(level: str, log_format: str = "json") -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos.vigil.v1 import inference_pb2_grpc
-from server.app import App
-from server.settings import DEFAULT_MODELS_DIR, LimitSettings, Settings
 from tests import onnx_models
+from vigil.protos.vigil.v1 import inference_pb2_grpc
+from vigil.server.app import App
+from vigil.server.settings import DEFAULT_MODELS_DIR, LimitSettings, Settings
 
 CONFIGS = {
     "add": "max_batch_size = 16\nexecution_providers = [\"cpu\"]\n",

@@ -15,11 +15,11 @@ import onnxruntime as ort
 import pytest
 from google.protobuf import json_format
 
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc
-from server.app import App
-from server.settings import DEFAULT_MODELS_DIR
 from tests.conftest import running_app
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import inference_pb2_grpc
+from vigil.server.app import App
+from vigil.server.settings import DEFAULT_MODELS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -66,7 +66,7 @@ async def test_tritonclient_example_runs(bundled: App, tritonclient_python: Path
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, stderr.decode()[-2000:]
-    rows = np.loadtxt(ROOT / "server/default_models/breast_cancer/sample.csv", delimiter=",", skiprows=1,
+    rows = np.loadtxt(ROOT / "server/models/default_models/breast_cancer/sample.csv", delimiter=",", skiprows=1,
                       dtype=np.float32)
     session = ort.InferenceSession(str(DEFAULT_MODELS_DIR / "breast_cancer" / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])

@@ -13,7 +13,7 @@ import pytest
 
 from bench import run
 from bench.run import Server
-from protos.vigil.v1 import telemetry_pb2
+from vigil.protos.vigil.v1 import telemetry_pb2
 
 
 def test_floor_server_streams_a_canned_frame_every_tick_to_each_subscriber(tmp_path: Path) -> None:

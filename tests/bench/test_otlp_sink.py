@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench.run import Server
-from telemetry.span_encoding import fast_otlp_span_exporter
+from vigil.telemetry.export.span_encoding import fast_otlp_span_exporter
 
 
 def test_sink_accepts_trace_and_metric_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

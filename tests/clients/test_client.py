@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from clients import (
+from vigil.clients import (
     AsyncClient,
     Client,
     DeadlineExceeded,
@@ -19,8 +19,8 @@ from clients import (
     Prediction,
     Unavailable,
 )
-from clients.errors import ServerError, Unimplemented, error_for
-from server.app import App
+from vigil.clients.errors import ServerError, Unimplemented, error_for
+from vigil.server.app import App
 
 
 def rows(n: int = 5) -> np.ndarray:

@@ -21,10 +21,10 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from server.app import SHUTDOWN_MARGIN_SECONDS
-from server.settings import Settings
 from tests.certs import Authority
-from tests.clients.test_cli import start, stop
+from tests.clients.cli.test_cli import start, stop
+from vigil.server.app import SHUTDOWN_MARGIN_SECONDS
+from vigil.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -259,7 +259,7 @@ def test_every_copied_source_exists_and_is_in_the_build_context(dockerfile: list
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not excluded(source, patterns), f"COPY {source}: .dockerignore leaves it out"
-    model = "server/default_models/breast_cancer/1/model.onnx"
+    model = "server/models/default_models/breast_cancer/1/model.onnx"
     assert model in context_files("server", patterns)
     for heavy in (".git", ".venv", ".venv-tritonclient", ".hypothesis", "bench/models", "docs/dashboard.png",
                   "server/__pycache__/app.cpython-311.pyc", "tests"):
@@ -282,8 +282,8 @@ def test_the_build_context_alone_builds_a_wheel_with_the_bundled_model(dockerfil
     (wheel,) = (tmp_path / "wheels").glob("vigil-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("model.onnx", "profile.json"):
-        assert f"server/default_models/breast_cancer/1/{name}" in names
-    assert "server/default_models/breast_cancer/config.toml" in names
+        assert f"vigil/server/models/default_models/breast_cancer/1/{name}" in names
+    assert "vigil/server/models/default_models/breast_cancer/config.toml" in names
     assert not any("__pycache__" in n for n in names)
 
 

@@ -13,14 +13,14 @@ import numpy as np
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from clients import AsyncClient, Rollout
-from telemetry.prometheus import prometheus_name
 from tests.conftest import build_repository, running_app
 from tests.deploy.test_configs import check_queries, needs_promtool
+from vigil.clients import AsyncClient, Rollout
+from vigil.telemetry.export.prometheus import prometheus_name
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "vigil.json"
-GPU_SOURCE = Path(__file__).resolve().parents[2] / "telemetry" / "gpu.py"
+GPU_SOURCE = Path(__file__).resolve().parents[2] / "telemetry" / "metrics" / "gpu.py"
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s"}
 """Values for the variables Grafana fills in, so promtool can parse the queries."""
 

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import yaml
 
-from clients import AsyncClient
-from server.app import SHUTDOWN_MARGIN_SECONDS
-from server.settings import Settings
 from tests.conftest import running_app
 from tests.deploy.test_configs import check_collector_pipelines, check_queries, needs_promtool
+from vigil.clients import AsyncClient
+from vigil.server.app import SHUTDOWN_MARGIN_SECONDS
+from vigil.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

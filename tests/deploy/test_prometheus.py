@@ -14,8 +14,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from clients import AsyncClient
 from tests.conftest import running_app
+from vigil.clients import AsyncClient
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

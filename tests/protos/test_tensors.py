@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protos.tensors import NUMPY_DTYPES, DataType, TensorError, from_array, to_array, wire_dtype
-from protos.timing import format_timing, parse_timing
-from protos.vigil.v1 import tensor_pb2
+from vigil.protos.tensors import NUMPY_DTYPES, DataType, TensorError, from_array, to_array, wire_dtype
+from vigil.protos.timing import format_timing, parse_timing
+from vigil.protos.vigil.v1 import tensor_pb2
 
 
 @pytest.mark.parametrize("dtype", [d for d in NUMPY_DTYPES if d != DataType.STRING], ids=DataType.Name)

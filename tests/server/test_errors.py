@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.tensors import DataType, from_array
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2, tensor_pb2
 from tests.conftest import expect, running_app
+from vigil.protos.tensors import DataType, from_array
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2, tensor_pb2
 
 Stub = inference_pb2_grpc.InferenceStub
 Code = grpc.StatusCode

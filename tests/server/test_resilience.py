@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.tensors import from_array
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
-from server.alert_settings import AlertRuleSettings, AlertSettings
 from tests.conftest import running_app
+from vigil.protos.tensors import from_array
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
+from vigil.server.settings import AlertRuleSettings, AlertSettings
 
 ROWS = np.random.default_rng(3).normal(10.0, 3.0, size=(4, 30)).astype(np.float32)
 
@@ -103,7 +103,7 @@ async def test_dead_collector_alertmanager_and_stalled_subscribers_do_not_slow_i
 
 
 async def test_connections_closed_for_age_do_not_fail_calls(model_repo: Path) -> None:
-    from clients import AsyncClient
+    from vigil.clients import AsyncClient
 
     async with running_app(model_repo, max_connection_age_seconds=0.3) as app:
         options = [("grpc.lb_policy_name", "round_robin")]

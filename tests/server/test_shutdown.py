@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc
-from protos.tensors import from_array
-from protos.vigil.v1 import inference_pb2 as pb
-from protos.vigil.v1 import inference_pb2_grpc
 from tests import onnx_models
 from tests.conftest import running_app
+from vigil.protos.inference import grpc_service_pb2 as oip
+from vigil.protos.inference import grpc_service_pb2_grpc
+from vigil.protos.tensors import from_array
+from vigil.protos.vigil.v1 import inference_pb2 as pb
+from vigil.protos.vigil.v1 import inference_pb2_grpc
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 WIDTH = 256

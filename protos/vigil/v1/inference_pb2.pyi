@@ -1,6 +1,6 @@
-from protos.vigil.v1 import tensor_pb2 as _tensor_pb2
-from protos.vigil.v1 import telemetry_pb2 as _telemetry_pb2
-from protos.vigil.v1 import rollout_pb2 as _rollout_pb2
+from vigil.protos.vigil.v1 import tensor_pb2 as _tensor_pb2
+from vigil.protos.vigil.v1 import telemetry_pb2 as _telemetry_pb2
+from vigil.protos.vigil.v1 import rollout_pb2 as _rollout_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

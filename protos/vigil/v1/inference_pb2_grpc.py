@@ -3,9 +3,9 @@
 import grpc
 import warnings
 
-from protos.vigil.v1 import inference_pb2 as protos_dot_vigil_dot_v1_dot_inference__pb2
-from protos.vigil.v1 import rollout_pb2 as protos_dot_vigil_dot_v1_dot_rollout__pb2
-from protos.vigil.v1 import telemetry_pb2 as protos_dot_vigil_dot_v1_dot_telemetry__pb2
+from vigil.protos.vigil.v1 import inference_pb2 as vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2
+from vigil.protos.vigil.v1 import rollout_pb2 as vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2
+from vigil.protos.vigil.v1 import telemetry_pb2 as vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -20,7 +20,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/vigil/v1/inference_pb2_grpc.py depends on'
+        + ' but the generated code in vigil/protos/vigil/v1/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,58 +39,58 @@ class InferenceStub:
         """
         self.Predict = channel.unary_unary(
                 '/vigil.v1.Inference/Predict',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.BatchPredict = channel.unary_unary(
                 '/vigil.v1.Inference/BatchPredict',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.FromString,
                 _registered_method=True)
         self.Telemetry = channel.unary_stream(
                 '/vigil.v1.Inference/Telemetry',
-                request_serializer=protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/vigil.v1.Inference/ListModels',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.GetModelMetadata = channel.unary_unary(
                 '/vigil.v1.Inference/GetModelMetadata',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
                 _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/vigil.v1.Inference/Feedback',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
         self.BatchFeedback = channel.unary_unary(
                 '/vigil.v1.Inference/BatchFeedback',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
                 _registered_method=True)
         self.LoadModel = channel.unary_unary(
                 '/vigil.v1.Inference/LoadModel',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
         self.UnloadModel = channel.unary_unary(
                 '/vigil.v1.Inference/UnloadModel',
-                request_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
                 _registered_method=True)
         self.SetRollout = channel.unary_unary(
                 '/vigil.v1.Inference/SetRollout',
-                request_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
                 _registered_method=True)
         self.GetRollout = channel.unary_unary(
                 '/vigil.v1.Inference/GetRollout',
-                request_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
-                response_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
                 _registered_method=True)
 
 
@@ -190,58 +190,58 @@ def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.SerializeToString,
             ),
             'BatchPredict': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchPredict,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.SerializeToString,
             ),
             'Telemetry': grpc.unary_stream_rpc_method_handler(
                     servicer.Telemetry,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
             ),
             'GetModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelMetadata,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
             ),
             'BatchFeedback': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchFeedback,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.SerializeToString,
             ),
             'LoadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadModel,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.SerializeToString,
             ),
             'UnloadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.UnloadModel,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
             ),
             'SetRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.SetRollout,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
             ),
             'GetRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRollout,
-                    request_deserializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.FromString,
-                    response_serializer=protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,8 +270,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/Predict',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,8 +297,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/BatchPredict',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchPredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -324,8 +324,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/Telemetry',
-            protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_telemetry__pb2.TelemetryFrame.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,8 +351,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/ListModels',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -378,8 +378,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/GetModelMetadata',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ModelMetadata.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,8 +405,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/Feedback',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -432,8 +432,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/BatchFeedback',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.BatchFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -459,8 +459,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/LoadModel',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -486,8 +486,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/UnloadModel',
-            protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -513,8 +513,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/SetRollout',
-            protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.SetRolloutRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -540,8 +540,8 @@ class Inference:
             request,
             target,
             '/vigil.v1.Inference/GetRollout',
-            protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
-            protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
             options,
             channel_credentials,
             insecure,

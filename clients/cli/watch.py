@@ -1,0 +1,34 @@
+"""`vigil watch`: the live dashboard of the Telemetry stream in the terminal."""
+
+from __future__ import annotations
+
+import click
+
+from vigil.clients.cli.group import client_for, main, target_option
+from vigil.clients.errors import VigilError
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, help="Model to show (repeat for several; default all).")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between frames (0.1 to 60).")
+@click.option("--frames", type=int, default=0, help="Stop after this many frames (default: until interrupted).")
+@target_option
+def watch(models: tuple[str, ...], interval: float, frames: int, target: str) -> None:
+    """A live dashboard of the server's Telemetry stream: per-model throughput and latency with trends, alerts
+    and recent events."""
+    from rich.console import Console
+
+    from vigil.clients.cli.watch_screen import watch as show
+
+    console = Console()
+    if not console.is_terminal:  # piped: wide enough for every column
+        console = Console(width=160)
+    with client_for(target, None) as client:
+        try:
+            show(client.telemetry(interval_ms=round(interval * 1000), models=models), console, limit=frames)
+        except VigilError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except KeyboardInterrupt:
+            pass
+
+

@@ -1,0 +1,507 @@
+"""Dynamic batching: concurrent requests for one model version share ONNX Runtime runs.
+
+A batch is cut whenever an instance (a session and its worker thread) is free: everything waiting with the
+same non-batch shapes goes at once, up to `max_batch_size` rows. While every instance is busy, requests
+accumulate, so batches grow with load by themselves and a lone request at low load runs at once.
+
+Models that compute faster than the event loop brings in requests (small tabular models) would otherwise run
+one row at a time, paying a thread hand-off per row, because the instance is always free. So the cut runs in a
+`call_soon` callback that measures its own scheduling lag: a quiet loop runs it within microseconds and the
+batch goes at once (no timer at low load); a loop busy with other calls runs it late, and the batcher then
+waits further loop turns — each of which brings in more requests — until the batch is full, the loop goes
+quiet, or the oldest request has waited `_SETTLE_LIMIT`.
+Inputs whose non-batch dimensions differ are never mixed in one run (no padding).
+
+A failed run of several requests fails none of them yet: each goes back to the front of the queue to run alone,
+so only a request whose own run fails gets InferenceFailed (one bad row must not cost its neighbours their answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
+
+from vigil.server.batching.statistics import BatchStatistics
+from vigil.server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
+from vigil.server.models.sessions import Arrays
+
+logger = logging.getLogger(__name__)
+
+_BUSY_LAG = 50e-6
+"""A `call_soon` callback running this late (seconds) means the event loop is busy with other calls."""
+_SETTLE_LIMIT = 1e-3
+"""Longest a request waits (seconds) for a fuller batch while the event loop stays busy."""
+
+
+class Runner(Protocol):
+    """What the batcher runs: a session's blocking `run`."""
+
+    def run(self, inputs: Arrays, output_names: Sequence[str]) -> Arrays: ...
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's share of a run, and what it cost."""
+
+    outputs: Arrays
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+    """Rows in the ONNX Runtime run this request was part of."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What one ONNX Runtime run did; given to every batch hook."""
+
+    model: str
+    version: int
+    rows: int
+    request_ids: tuple[str, ...]
+    queue_seconds: tuple[float, ...]
+    compute_seconds: float
+    inputs: Arrays
+    outputs: Arrays
+    failed: bool
+    span_contexts: tuple[SpanContext | None, ...] = ()
+    """The trace span of each request in the run (None where a request had none)."""
+    started_ns: int = 0
+    """Wall-clock start of the run, in nanoseconds."""
+    ended_ns: int = 0
+    """Wall-clock end of the run, in nanoseconds."""
+    execution_provider: str = ""
+    """The ONNX Runtime execution provider that ran it."""
+    request_rows: tuple[int, ...] = ()
+    """Rows of each request, in `request_ids` order (their rows lie in that order in inputs and outputs)."""
+
+
+BatchHook = Callable[[BatchRecord], None]
+"""Called on the event loop after each run; must be cheap (sample, count) and must not raise."""
+
+
+@dataclass(eq=False)
+class _Work:
+    inputs: Arrays
+    rows: int
+    outputs: tuple[str, ...]
+    key: Hashable
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+    deadline: float | None
+    request_id: str
+    span_context: SpanContext | None = None
+    alone: bool = False
+    """Set when a shared run failed: this request now runs as a batch of its own, never merged."""
+
+
+@dataclass(frozen=True)
+class _RunOutcome:
+    inputs: Arrays
+    outputs: Arrays
+    compute_seconds: float
+    started_ns: int
+    ended_ns: int
+
+
+def _shape_key(inputs: Arrays) -> Hashable:
+    """Inputs may share a run only when every non-batch dimension and dtype is equal."""
+    return tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
+
+
+def _execute(runner: Runner, batch: list[_Work], outputs: tuple[str, ...], batched: bool) -> _RunOutcome:
+    """Runs in a worker thread: one concatenation per input, one session run, a check of the batch dimension."""
+    if len(batch) == 1:
+        inputs = batch[0].inputs
+    else:
+        inputs = {name: np.concatenate([w.inputs[name] for w in batch]) for name in batch[0].inputs}
+    started_ns = time.time_ns()
+    started = time.perf_counter()
+    results = runner.run(inputs, outputs)
+    compute = time.perf_counter() - started
+    ended_ns = time.time_ns()
+    if batched:
+        rows = sum(w.rows for w in batch)
+        for name, array in results.items():
+            if array.ndim == 0 or array.shape[0] != rows:
+                raise ValueError(f"output '{name}' has shape {list(array.shape)}, not a batch dimension of {rows}")
+    return _RunOutcome(inputs=inputs, outputs=results, compute_seconds=compute, started_ns=started_ns,
+                       ended_ns=ended_ns)
+
+
+_Job = tuple[list[_Work], tuple[str, ...], asyncio.AbstractEventLoop, Callable[..., None]]
+
+
+class _Worker(threading.Thread):
+    """One instance's thread: takes batches from its queue, runs them, posts the outcome to the event loop."""
+
+    def __init__(self, runner: Runner, *, batched: bool, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._runner = runner
+        self._batched = batched
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            batch, outputs, loop, done = job
+            try:
+                outcome: _RunOutcome | None = _execute(self._runner, batch, outputs, self._batched)
+                error: BaseException | None = None
+            except BaseException as exc:  # reported to every request of the batch, never lost
+                outcome, error = None, exc
+            try:
+                loop.call_soon_threadsafe(done, outcome, error)
+            except RuntimeError:  # the event loop closed while this batch ran: nobody waits for it
+                logger.debug("event loop closed before batch results were delivered")
+
+
+class DynamicBatcher:
+    """Queues requests for one model version and runs them in batches on its instances.
+
+    >>> batcher = DynamicBatcher([session], model="m", version=1, max_batch_size=64)
+    >>> result = await batcher.submit({"x": rows}, ("y",), rows=len(rows), request_id="r1")
+    >>> result.outputs["y"], result.batch_size
+    """
+
+    def __init__(
+        self,
+        runners: Sequence[Runner],
+        *,
+        model: str,
+        version: int,
+        max_batch_size: int,
+        max_queue_size: int = 1024,
+        max_queue_delay: float = 0.0,
+        preferred_batch_sizes: Sequence[int] = (),
+        execution_provider: str = "",
+    ) -> None:
+        if not runners:
+            raise ValueError("a batcher needs at least one runner")
+        if max_batch_size < 0 or max_queue_size < 1 or max_queue_delay < 0:
+            raise ValueError("max_batch_size must be >= 0, max_queue_size >= 1 and max_queue_delay >= 0")
+        if any(p < 1 or p > max(max_batch_size, 1) for p in preferred_batch_sizes):
+            raise ValueError(f"preferred_batch_sizes must lie in 1..max_batch_size ({max_batch_size})")
+        self.model = model
+        self.version = version
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_queue_delay = max_queue_delay
+        self.preferred_batch_sizes = sorted(set(preferred_batch_sizes), reverse=True)
+        self.execution_provider = execution_provider
+        self.statistics = BatchStatistics()
+        self._free = list(range(len(runners)))
+        self._queue: deque[_Work] = deque()
+        self._workers = [
+            _Worker(runner, batched=max_batch_size > 0, name=f"ort-{model}-{version}-{i}")
+            for i, runner in enumerate(runners)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._timer: asyncio.TimerHandle | None = None
+        self._hooks: list[BatchHook] = []
+        self._running = 0
+        self._dispatch_scheduled = False
+        self._closed = False
+
+    @property
+    def is_batching(self) -> bool:
+        """False for models without a batch dimension: every request is a run of its own."""
+        return self.max_batch_size > 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for an instance."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Runs executing now."""
+        return self._running
+
+    def add_hook(self, hook: BatchHook) -> None:
+        """Call `hook(record)` after every run; adding the same hook again changes nothing."""
+        if hook not in self._hooks:
+            self._hooks.append(hook)
+
+    async def submit(
+        self, inputs: Arrays, outputs: tuple[str, ...], *, rows: int, request_id: str, deadline: float | None = None
+    ) -> BatchResult:
+        """Queue a request and wait for its share of a run. `deadline` is a `time.monotonic()` instant.
+
+        Raises Overloaded when the queue is full, DeadlineExpired when the deadline passes before the run,
+        InferenceFailed when its own run fails (a failed shared run is retried one request at a time).
+        """
+        limit = self.max_batch_size if self.is_batching else rows
+        if rows <= limit:
+            return await self._submit_chunks([inputs], [rows], outputs, request_id, deadline)
+        starts = range(0, rows, limit)
+        chunks = [{name: a[s : s + limit] for name, a in inputs.items()} for s in starts]
+        sizes = [min(limit, rows - s) for s in starts]
+        return await self._submit_chunks(chunks, sizes, outputs, request_id, deadline)
+
+    async def submit_many(
+        self, items: Sequence[tuple[Arrays, int, str]], outputs: tuple[str, ...], *, deadline: float | None = None
+    ) -> list[BatchResult | BaseException]:
+        """Queue many (inputs, rows, request_id) items at once; each gets its result or its own exception."""
+        limit = self.max_batch_size if self.is_batching else None
+        small = [i for i, (_, rows, _) in enumerate(items) if limit is None or rows <= limit]
+        large = [i for i in range(len(items)) if limit is not None and items[i][1] > limit]
+        results: list[BatchResult | BaseException] = [Overloaded("not run")] * len(items)
+        if small:
+            try:
+                work = self._enqueue([items[i][0] for i in small], [items[i][1] for i in small], outputs,
+                                     [items[i][2] for i in small], deadline)
+            except Overloaded as exc:
+                for i in small:
+                    results[i] = exc
+            else:
+                done = await self._wait(work, return_exceptions=True)
+                for i, outcome in zip(small, done, strict=True):
+                    results[i] = outcome
+        if large:
+            split = await asyncio.gather(
+                *(self.submit(items[i][0], outputs, rows=items[i][1], request_id=items[i][2], deadline=deadline)
+                  for i in large),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(large, split, strict=True):
+                results[i] = outcome
+        return results
+
+    async def _submit_chunks(
+        self, chunks: list[Arrays], sizes: list[int], outputs: tuple[str, ...], request_id: str,
+        deadline: float | None,
+    ) -> BatchResult:
+        work = self._enqueue(chunks, sizes, outputs, [request_id] * len(chunks), deadline)
+        results = await self._wait(work, return_exceptions=False)
+        if len(results) == 1:
+            return results[0]  # type: ignore[return-value]
+        parts: list[BatchResult] = results  # type: ignore[assignment]
+        return BatchResult(
+            outputs={name: np.concatenate([r.outputs[name] for r in parts]) for name in outputs},
+            queue_seconds=max(r.queue_seconds for r in parts),
+            compute_seconds=sum(r.compute_seconds for r in parts),
+            batch_size=max(r.batch_size for r in parts),
+        )
+
+    def _enqueue(
+        self, chunks: list[Arrays], sizes: list[int], outputs: tuple[str, ...], request_ids: list[str],
+        deadline: float | None,
+    ) -> list[_Work]:
+        if len(self._queue) + len(chunks) > self.max_queue_size:
+            raise Overloaded(
+                f"model '{self.model}' version {self.version} has {len(self._queue)} requests queued; "
+                f"the limit is max_queue_size={self.max_queue_size}"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        span = trace.get_current_span().get_span_context()
+        span_context = span if span.is_valid else None
+        work = [
+            _Work(inputs=c, rows=n, outputs=outputs, key=_shape_key(c) if self.is_batching else object(),
+                  future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid,
+                  span_context=span_context)
+            for c, n, rid in zip(chunks, sizes, request_ids, strict=True)
+        ]
+        self._queue.extend(work)
+        self._schedule_dispatch(loop)
+        return work
+
+    async def _wait(self, work: list[_Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
+        try:
+            return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
+        except BaseException:
+            # Cancelled or failed: whatever has not started leaves the queue (and its futures are dropped).
+            for w in work:
+                if not w.future.done():
+                    w.future.cancel()
+                try:
+                    self._queue.remove(w)
+                except ValueError:
+                    pass
+            raise
+
+    def _schedule_dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            loop.call_soon(self._settle, time.monotonic())
+
+    def _settle(self, scheduled: float) -> None:
+        """Cut now if the loop is quiet; while it is busy, wait for a fuller batch (bounded)."""
+        now = time.monotonic()
+        if (
+            self.is_batching
+            and self._free
+            and self._queue
+            and now - scheduled > _BUSY_LAG
+            and len(self._queue) < self.max_batch_size
+            and now - self._queue[0].enqueued < _SETTLE_LIMIT
+        ):
+            asyncio.get_running_loop().call_soon(self._settle, now)
+            return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Cut and start batches while an instance is free. Runs on the event loop only."""
+        self._dispatch_scheduled = False
+        while self._free and self._queue:
+            if not self._is_due():
+                return
+            batch = self._cut()
+            if not batch:
+                continue
+            instance = self._free.pop()
+            outputs = tuple(dict.fromkeys(itertools.chain.from_iterable(w.outputs for w in batch)))
+            self._running += 1
+            done = functools.partial(self._finish, instance, batch, time.monotonic())
+            self._workers[instance].jobs.put((batch, outputs, asyncio.get_running_loop(), done))
+
+    def _is_due(self) -> bool:
+        """Always without a queue delay or for a retry; with one, when a batch is full or preferred, or the oldest
+        waited enough."""
+        if self.max_queue_delay <= 0 or not self.is_batching or self._queue[0].alone:
+            return True
+        waiting = sum(w.rows for w in self._queue)
+        if waiting >= self.max_batch_size or waiting in self.preferred_batch_sizes:
+            return True
+        due = self._queue[0].enqueued + self.max_queue_delay
+        if time.monotonic() >= due:
+            return True
+        if self._timer is None or self._timer.cancelled():
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + (due - time.monotonic()), self._on_timer)
+        return False
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _cut(self) -> list[_Work]:
+        """Take the oldest live request and every later one of the same shapes that fits; drop expired ones."""
+        now = time.monotonic()
+        batch: list[_Work] = []
+        keep: deque[_Work] = deque()
+        rows = 0
+        for work in self._queue:
+            if work.future.done():  # cancelled by its caller
+                continue
+            if work.deadline is not None and now >= work.deadline:
+                work.future.set_exception(DeadlineExpired(
+                    f"the deadline passed after {now - work.enqueued:.3f}s in the queue of model '{self.model}'"
+                ))
+                continue
+            fits = not batch or (
+                self.is_batching and not work.alone and not batch[0].alone
+                and work.key == batch[0].key and rows + work.rows <= self.max_batch_size
+            )
+            if fits:
+                batch.append(work)
+                rows += work.rows
+            else:
+                keep.append(work)
+        if self.preferred_batch_sizes and len(batch) > 1 and rows not in self.preferred_batch_sizes:
+            batch, rest = _trim_to_preferred(batch, self.preferred_batch_sizes)
+            keep.extendleft(reversed(rest))
+        self._queue = keep
+        return batch
+
+    def _finish(
+        self, instance: int, batch: list[_Work], dispatched: float, outcome: _RunOutcome | None,
+        error: BaseException | None,
+    ) -> None:
+        self._free.append(instance)
+        self._running -= 1
+        rows = sum(w.rows for w in batch)
+        self.statistics.record_run(
+            rows, outcome.compute_seconds if outcome else 0.0, [dispatched - w.enqueued for w in batch],
+            failed=outcome is None,
+        )
+        if outcome is None:
+            logger.error(
+                "inference failed on model %s version %d for requests %s",
+                self.model, self.version, ", ".join(w.request_id for w in batch), exc_info=error,
+            )
+            waiting = [w for w in batch if not w.future.done()]
+            if len(batch) > 1 and not self._closed:
+                # Retried alone, at the front: they keep their enqueue time, deadline and future.
+                for w in waiting:
+                    w.alone = True
+                self._queue.extendleft(reversed(waiting))
+            else:
+                for w in waiting:
+                    w.future.set_exception(InferenceFailed(w.request_id))
+            self._run_hooks(batch, rows, dispatched, None)
+        else:
+            offset = 0
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_result(BatchResult(
+                        outputs={n: outcome.outputs[n][offset : offset + w.rows] for n in w.outputs}
+                        if self.is_batching else {n: outcome.outputs[n] for n in w.outputs},
+                        queue_seconds=dispatched - w.enqueued,
+                        compute_seconds=outcome.compute_seconds,
+                        batch_size=rows,
+                    ))
+                offset += w.rows
+            self._run_hooks(batch, rows, dispatched, outcome)
+        self._dispatch()
+
+    def _run_hooks(self, batch: list[_Work], rows: int, dispatched: float, outcome: _RunOutcome | None) -> None:
+        if not self._hooks:
+            return
+        record = BatchRecord(
+            model=self.model, version=self.version, rows=rows,
+            request_ids=tuple(w.request_id for w in batch),
+            queue_seconds=tuple(dispatched - w.enqueued for w in batch),
+            compute_seconds=outcome.compute_seconds if outcome else 0.0,
+            inputs=outcome.inputs if outcome else {}, outputs=outcome.outputs if outcome else {},
+            failed=outcome is None, span_contexts=tuple(w.span_context for w in batch),
+            started_ns=outcome.started_ns if outcome else time.time_ns(),
+            ended_ns=outcome.ended_ns if outcome else time.time_ns(),
+            execution_provider=self.execution_provider, request_rows=tuple(w.rows for w in batch),
+        )
+        for hook in self._hooks:
+            try:
+                hook(record)
+            except Exception:
+                logger.exception("batch hook failed")
+
+    def close(self) -> None:
+        """Fail whatever still waits and release the worker threads (after in-flight runs finish). On the event
+        loop thread when one runs (futures and timers belong to it); `join` then waits for the threads."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for work in self._queue:
+            if not work.future.done():
+                work.future.set_exception(ModelNotReady(f"model '{self.model}' version {self.version} was unloaded"))
+        self._queue.clear()
+        for worker in self._workers:
+            worker.jobs.put(None)
+
+    def join(self) -> None:
+        """Wait for the worker threads to end (after `close`). Blocks: run it off the event loop."""
+        for worker in self._workers:
+            worker.join()
+
+
+def _trim_to_preferred(batch: list[_Work], preferred: list[int]) -> tuple[list[_Work], list[_Work]]:
+    """The longest prefix whose rows make a preferred size, and the rest; the whole batch when none does."""
+    totals = list(itertools.accumulate(w.rows for w in batch))
+    for size in preferred:  # largest first
+        if size in totals:
+            cut = totals.index(size) + 1
+            return batch[:cut], batch[cut:]
+    return batch, []

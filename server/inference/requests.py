@@ -1,0 +1,44 @@
+"""The request and result values that travel the request path once protobuf is left behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.server.models.sessions import Arrays
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One inference request, decoded: inputs as numpy arrays keyed by input name."""
+
+    model_name: str
+    model_version: int
+    inputs: Arrays
+    output_names: tuple[str, ...] = ()
+    """Outputs the caller wants; empty means all."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Per-row top class of a classifier's probability output."""
+
+    labels: list[str]
+    probabilities: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """The answer to one InferRequest."""
+
+    request_id: str
+    model_name: str
+    model_version: int
+    outputs: Arrays
+    classification: Classification | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage (queue, compute), for server-timing metadata."""
+    batch_size: int = 0
+    """Rows in the ONNX Runtime run that computed this request."""

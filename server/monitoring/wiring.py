@@ -1,0 +1,208 @@
+"""Wiring of quality monitoring and alerting: builds them from settings, follows the repository's versions, and
+starts and stops their schedules with the server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from vigil.protos.vigil.v1 import telemetry_pb2
+from vigil.server.models.repository import Model, ModelRepository
+from vigil.server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings
+from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
+from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
+from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, TransitionKind
+from vigil.telemetry.alerts.loop import AlertLoop
+from vigil.telemetry.alerts.rules import AlertRule
+from vigil.telemetry.alerts.signals import ServingState, SignalReader, parse_duration, rule_window
+from vigil.telemetry.alerts.slo import Objective, SLOTracker
+from vigil.telemetry.metrics.gauges import Readings, register_quality_gauges
+from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.quality.monitor import DriftThresholds, QualityLimits, QualityMonitor
+from vigil.telemetry.quality.readings import quality_readings
+from vigil.telemetry.quality.reference_profile import PROFILE_FILE, ProfileError, load_profile
+from vigil.telemetry.stream.frames import AlertState
+from vigil.telemetry.stream.hub import TelemetryHub
+
+logger = logging.getLogger(__name__)
+
+Kind = telemetry_pb2.TelemetryEvent.Kind
+
+
+def build_quality(settings: QualitySettings, instruments: Instruments) -> QualityMonitor:
+    if settings.subject_hash_key is not None:
+        key = settings.subject_hash_key.get_secret_value().encode("utf-8")
+    else:
+        key = os.urandom(32)
+        logger.warning("VIGIL_QUALITY__SUBJECT_HASH_KEY is not set: subject ids sent with feedback are hashed with "
+                       "a random key, so their hashes match only within this run")
+    limits = QualityLimits(
+        store_size=settings.prediction_store_size, ttl_seconds=settings.prediction_ttl_seconds,
+        accuracy_rows=settings.accuracy_window_rows, accuracy_seconds=settings.accuracy_window_seconds,
+        max_labelled_rows=settings.max_labelled_rows, expected_rows=settings.expected_accuracy_rows,
+        drift_rows=settings.drift_window_rows, drift_seconds=settings.drift_window_seconds,
+        drift_sample_ratio=settings.drift_sample_ratio, drift_min_rows=settings.drift_min_rows,
+        max_pending_batches=settings.max_pending_batches)
+    thresholds = DriftThresholds(psi=settings.psi_thresholds, ks_pvalue=settings.ks_pvalue_thresholds,
+                                 chi2_pvalue=settings.chi2_pvalue_thresholds)
+    return QualityMonitor(instruments, limits, thresholds, subject_key=key)
+
+
+def alert_rules(settings: AlertSettings) -> list[AlertRule]:
+    """The configured rules for the engine; ValueError names a rule with bad parameters."""
+    rules = []
+    for rule in settings.rules:
+        try:
+            rule_window(rule.signal, rule.params)
+            detection = _detection(rule)
+        except ValueError as exc:
+            raise ValueError(f"alert rule {rule.name}: {exc}") from None
+        rules.append(AlertRule(name=rule.name, signal=rule.signal, op=rule.op, threshold=rule.threshold,
+                               for_seconds=rule.for_seconds, severity=rule.severity, labels=rule.labels,
+                               summary=rule.summary, model=rule.model, params=rule.params, detection=detection))
+        _warn_if_too_few_points(rule.name, detection, settings.interval_seconds)
+    return rules
+
+
+def _detection(rule: AlertRuleSettings) -> Anomaly | Trend | None:
+    """An anomaly or trend rule's parameters for the engine, windows in seconds or points."""
+    if rule.kind == "anomaly":
+        band = rule.anomaly or AnomalySettings()
+        seconds, points = (None, band.window) if isinstance(band.window, int) else (parse_duration(band.window), None)
+        return Anomaly(method=Method(band.method), k=band.k, window_seconds=seconds, window_points=points,
+                       min_points=band.min_points, direction=Direction(band.direction),
+                       min_half_width=band.min_half_width, min_half_width_ratio=band.min_half_width_ratio,
+                       alpha=band.alpha)
+    if rule.kind == "trend":
+        assert rule.trend is not None  # the settings require it
+        return Trend(window_seconds=parse_duration(rule.trend.window),
+                     horizon_seconds=parse_duration(rule.trend.horizon), min_points=rule.trend.min_points)
+    return None
+
+
+def _warn_if_too_few_points(name: str, detection: Anomaly | Trend | None, interval_seconds: float) -> None:
+    """A time window that holds fewer evaluations than the rule needs points can never fire on the schedule (tests
+    that evaluate by hand may still drive it, so this is a warning, not an error). An EWMA band keeps no window of
+    values, so its warm-up does not depend on the window."""
+    if detection is None or (isinstance(detection, Anomaly) and detection.method is Method.EWMA):
+        return
+    window = detection.window_seconds
+    if window is None:
+        return
+    evaluations = int(window // interval_seconds)
+    if evaluations < detection.min_points:
+        logger.warning("alert rule %s: its %gs window holds about %d evaluations (every %gs), fewer than the %d "
+                       "points it needs, so it cannot fire", name, window, evaluations, interval_seconds,
+                       detection.min_points)
+
+
+class Monitoring:
+    """Quality monitoring (when enabled) and alert rules over the server's signals."""
+
+    def __init__(self, quality_settings: QualitySettings, alert_settings: AlertSettings, instruments: Instruments,
+                 repository: ModelRepository, hub: TelemetryHub | None, *, duration_bounds: tuple[float, ...],
+                 rolled_back: Readings | None = None) -> None:
+        self._quality_settings = quality_settings
+        self._alert_settings = alert_settings
+        self._repository = repository
+        self._hub = hub
+        self.quality = build_quality(quality_settings, instruments) if quality_settings.enabled else None
+        readings = quality_readings(self.quality) if self.quality is not None else {}
+        self.alerts: AlertLoop | None = None
+        self.alert_listeners: list[Callable[[AlertTransition], None]] = []
+        """Told of every alert that fires or resolves (e.g. the report history)."""
+        self.slo: SLOTracker | None = None
+        if alert_settings.enabled:
+            self.slo = SLOTracker([Objective(s.name, s.kind, s.objective, s.period_days * 86400, s.latency_seconds)
+                                   for s in alert_settings.slos], duration_bounds)
+            rules = alert_rules(alert_settings)
+            history = max((rule_window(r.signal, r.params) for r in rules), default=0.0)
+            signals = SignalReader(instruments.aggregates, serving=self._serving, quality=self.quality, slo=self.slo,
+                                   history_seconds=history + alert_settings.interval_seconds,
+                                   rolled_back=rolled_back)
+            notifier = (AlertmanagerNotifier(alert_settings.alertmanager_url,
+                                             resend_seconds=alert_settings.resend_seconds)
+                        if alert_settings.alertmanager_url else None)
+            self.alerts = AlertLoop(AlertEngine(rules), signals, self.slo, publish=self._publish, notifier=notifier)
+            slo = self.slo
+            alerts = self.alerts
+            readings.update({
+                "slo_objective": slo.objective_readings,
+                "slo_remaining": slo.remaining_readings,
+                "slo_burn": slo.burn_readings,
+                "alerts": lambda: _firing_counts(alerts)})
+        register_quality_gauges(instruments, readings)
+
+    def _serving(self) -> list[ServingState]:
+        return [ServingState(m.name, str(v.version), v.is_ready, v.batcher.queue_depth if v.batcher else 0)
+                for m in self._repository.models for v in m.versions.values()]
+
+    def _publish(self, transition: AlertTransition) -> None:
+        for listener in self.alert_listeners:
+            listener(transition)
+        if self._hub is None:
+            return
+        alert = transition.alert
+        labels = alert.label_dict
+        kind = Kind.ALERT_FIRED if transition.kind is TransitionKind.FIRED else Kind.ALERT_RESOLVED
+        self._hub.publish(kind, model=labels.get("model", ""), version=labels.get("version", ""),
+                          message=f"{alert.rule.name} ({alert.rule.severity}): {alert.summary}")
+
+    def alert_states(self) -> list[AlertState]:
+        """Firing alerts, for the Telemetry stream."""
+        if self.alerts is None:
+            return []
+        out = []
+        for alert in self.alerts.firing():
+            labels = alert.label_dict
+            out.append(AlertState(alert.rule.name, str(alert.rule.severity), labels.get("model", ""),
+                                  labels.get("version", ""), alert.summary,
+                                  int((alert.fired_at or alert.active_since) * 1e9), alert.value))
+        return out
+
+    async def on_model_change(self, model: Model) -> None:
+        """Monitor each ready classifier version of `model` (with its reference profile when one is stored)."""
+        monitor = self.quality
+        if monitor is None:
+            return
+        for number, version in model.versions.items():
+            key = str(number)
+            config = version.config
+            if not (version.is_ready and config.probability_output and config.labels):
+                monitor.forget(model.name, key)
+                continue
+            if monitor.get(model.name, key) is not None:
+                continue
+            profile = None
+            path = version.path / PROFILE_FILE
+            if path.is_file():
+                try:
+                    profile = load_profile(path)
+                except ProfileError as exc:
+                    logger.warning("%s version %s: reference profile not used: %s", model.name, key, exc)
+            monitor.watch(model.name, key, config.labels, config.probability_output, profile)
+            logger.info("%s version %s: quality monitored%s", model.name, key,
+                        " with a reference profile" if profile else " (no reference profile, so no drift check)")
+
+    async def start(self) -> None:
+        if self.quality is not None:
+            await self.quality.start(interval_seconds=self._quality_settings.interval_seconds,
+                                     drift_interval_seconds=self._quality_settings.drift_interval_seconds)
+        if self.alerts is not None:
+            await self.alerts.start(self._alert_settings.interval_seconds)
+
+    async def close(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.close()
+        if self.quality is not None:
+            await self.quality.close()
+
+
+def _firing_counts(alerts: AlertLoop) -> list[tuple[dict[str, str], float]]:
+    """Firing instances per rule, 0 for the quiet ones (so a dashboard sees every rule)."""
+    counts = {(rule.name, str(rule.severity)): 0 for rule in alerts.engine.rules}
+    for alert in alerts.firing():
+        key = (alert.rule.name, str(alert.rule.severity))
+        counts[key] = counts.get(key, 0) + 1
+    return [({"alertname": name, "severity": severity}, float(n)) for (name, severity), n in sorted(counts.items())]

@@ -1,0 +1,395 @@
+"""Rollouts: per model, the traffic split in force, how requests are routed by it, and the guard that rolls a
+worse canary or shadow back and promotes a healthy canary step by step.
+
+A split comes from the model's `config.toml` (`[rollout]`, applied whenever the model's config changes it) or
+from `SetRollout` at run time; the later one is in force. Routing reads one immutable plan per model, replaced in
+one assignment, so a change never drops or stalls a request. Requests that name a version bypass the split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vigil.protos.vigil.v1 import telemetry_pb2
+from vigil.server.errors import InvalidInput
+from vigil.server.models.repository import Model, ModelRepository, ModelVersion
+from vigil.server.rollouts.config import GuardConfig, RolloutConfig
+from vigil.server.rollouts.routing import Metadata, Split
+from vigil.telemetry.calls.context import annotate_call
+from vigil.telemetry.quality.comparison import Comparer, VersionFigures
+
+logger = logging.getLogger(__name__)
+
+Kind = telemetry_pb2.TelemetryEvent.Kind
+Publish = Callable[[int, str, str, str], None]
+"""(event kind, model, version, message): how rollout changes reach the Telemetry stream."""
+
+
+@dataclass
+class RolloutState:
+    """One model's rollout: as configured, as in force after rollbacks and promotion steps, and how it got there."""
+
+    model: str
+    origin: str
+    """"config" (config.toml) or "api" (SetRollout)."""
+    config: RolloutConfig
+    """In force: a rolled-back canary has weight 0, a promoted one its step's weight."""
+    reason: str
+    changed_ns: int
+    step: int = -1
+    promoted: bool = False
+    rolled_back: dict[int, str] = field(default_factory=dict)
+    """Version → why it was rolled back."""
+    breach_since: dict[int, float] = field(default_factory=dict)
+    hold_since: float | None = None
+    comparison: telemetry_pb2.RolloutTelemetry | None = None
+
+    @property
+    def phase(self) -> str:
+        config = self.config
+        if self.rolled_back:
+            return "rolled_back"
+        if self.promoted:
+            return "promoted"
+        if config.promotion is not None:
+            return "promoting"
+        active = [v for v in config.canaries if config.weights[v] > 0]
+        if active and config.guard is not None:
+            return "canary"
+        if config.shadow and not active:
+            return "shadow"
+        return "split"
+
+    def role(self, version: int) -> str:
+        config = self.config
+        if version == config.shadow or version not in config.weights:  # the shadow, or one rolled back
+            return "shadow"
+        if version == config.stable_version:
+            return "stable"
+        return "canary" if config.guard is not None or config.promotion is not None else "variant"
+
+    def candidates(self) -> list[int]:
+        """Versions the guard judges: canaries with a share, and the shadow."""
+        config = self.config
+        out = [v for v in config.canaries if config.weights[v] > 0]
+        return out + ([config.shadow] if config.shadow else [])
+
+
+def _split(model: str, config: RolloutConfig) -> Split:
+    return Split.of(model, config.weights, stable=config.stable_version, shadow=config.shadow,
+                    sticky_key=config.sticky_key)
+
+
+class Rollouts:
+    """Every model's rollout, and the routing of requests that name no version.
+
+    >>> rollouts = Rollouts(repository, comparer=comparer, publish=hub_publish)
+    >>> rollouts.set("m", RolloutConfig(weights={1: 90, 2: 10}))
+    >>> served, shadow = rollouts.resolve("m", 0, context.invocation_metadata)
+    """
+
+    def __init__(self, repository: ModelRepository, *, comparer: Comparer | None = None,
+                 publish: Publish | None = None) -> None:
+        self._repository = repository
+        self.comparer = comparer
+        """Reads the figures the guard judges and the stream shows; without it, rollouts only route."""
+        self.publish = publish
+        self._states: dict[str, RolloutState] = {}
+        self._splits: dict[str, Split] = {}
+        """The routing plans, by model: the only thing the request path reads."""
+        self._from_config: dict[str, RolloutConfig | None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the request path ---------------------------------------------------------------------------------------
+
+    def resolve(self, name: str, number: int, metadata: Metadata | None = None
+                ) -> tuple[ModelVersion, ModelVersion | None]:
+        """(the version that answers, a shadow version that gets a copy or None). A chosen version that is not
+        ready sends the request to the stable version (or the default one) instead."""
+        split = self._splits.get(name) if number == 0 else None
+        if split is None:
+            return self._repository.resolve(name, number), None
+        model = self._repository.get(name)
+        chosen = model.versions.get(split.choose(split.key_of(metadata)))
+        if chosen is None or not chosen.is_ready:
+            stable = model.versions.get(split.versions[-1])
+            chosen = stable if stable is not None and stable.is_ready else model.resolve(0)
+        shadow = model.versions.get(split.shadow) if split.shadow else None
+        if shadow is not None and (not shadow.is_ready or shadow is chosen):
+            shadow = None
+        return chosen, shadow
+
+    # -- setting and reading ------------------------------------------------------------------------------------
+
+    def get(self, name: str) -> RolloutState | None:
+        """The model's rollout, or None; ModelNotFound for a model not in the repository."""
+        self._repository.get(name)
+        return self._states.get(name)
+
+    def set(self, name: str, config: RolloutConfig | None, *, origin: str = "api") -> RolloutState | None:
+        """Put `config` in force for model `name` (None clears it); InvalidInput when it names versions the
+        model does not have."""
+        if not name:
+            raise InvalidInput("model_name is empty; name the model whose rollout to set")
+        annotate_call(model=name)
+        model = self._repository.get(name)
+        if config is None:
+            old = self._states.pop(name, None)
+            self._splits.pop(name, None)
+            if old is not None:
+                self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout cleared ({origin}); requests without a "
+                                                              "version go to the default version")
+            return None
+        missing = [v for v in config.versions() if v not in model.versions]
+        if missing:
+            known = ", ".join(str(v) for v in sorted(model.versions)) or "none"
+            raise InvalidInput(f"model '{name}' has no version {', '.join(map(str, missing))} for its rollout "
+                               f"(versions: {known})")
+        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=_step_of(config))
+        self._states[name] = state
+        self._splits[name] = _split(name, config)
+        if self.comparer is not None:  # the comparison window starts now
+            self._observe(self.comparer, time.time())
+        shares = ", ".join(f"{v}: {s:.4g}%" for v, s in config.shares.items())
+        shadow = f", shadow {config.shadow}" if config.shadow else ""
+        self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout set ({origin}): {shares}{shadow}")
+        logger.info("model %s rollout set (%s): %s%s", name, origin, shares, shadow)
+        return state
+
+    async def on_model_change(self, model: Model) -> None:
+        """Apply the `[rollout]` of the model's config whenever it differs from the one last applied."""
+        rollout = model.config.rollout if model.config is not None else None
+        if model.name in self._from_config and self._from_config[model.name] == rollout:
+            return
+        if model.name not in self._from_config and rollout is None:
+            self._from_config[model.name] = None
+            return
+        self._from_config[model.name] = rollout
+        current = self._states.get(model.name)
+        if rollout is None and (current is None or current.origin != "config"):
+            return
+        try:
+            self.set(model.name, rollout, origin="config")
+        except InvalidInput as exc:
+            logger.error("model %s: the rollout in config.toml is not applied: %s", model.name, exc)
+
+    # -- readings for metrics and alerts ------------------------------------------------------------------------
+
+    def weight_readings(self) -> list[tuple[dict[str, str], float]]:
+        """Per version in a rollout: its share of the split in percent (a shadow: 100, the share copied)."""
+        out = []
+        for name, state in sorted(self._states.items()):
+            for version, share in state.config.shares.items():
+                out.append(({"model": name, "version": str(version), "role": state.role(version)}, share))
+            if state.config.shadow:
+                out.append(({"model": name, "version": str(state.config.shadow), "role": "shadow"}, 100.0))
+        return out
+
+    def rolled_back_readings(self) -> list[tuple[dict[str, str], float]]:
+        """Per version a rollout names: 1 while its guard has it rolled back (until a new rollout is set), else 0
+        (the VigilCanaryRolledBack alert's signal)."""
+        out = []
+        for name, state in sorted(self._states.items()):
+            for version in sorted({*state.config.versions(), *state.rolled_back}):
+                out.append(({"model": name, "version": str(version)}, 1.0 if version in state.rolled_back else 0.0))
+        return out
+
+    def telemetry(self) -> list[telemetry_pb2.RolloutTelemetry]:
+        """The latest comparison of every rollout, for the Telemetry stream."""
+        return [s.comparison for _, s in sorted(self._states.items()) if s.comparison is not None]
+
+    # -- the guard ----------------------------------------------------------------------------------------------
+
+    def evaluate(self, now: float) -> None:
+        """Compare each rollout's versions over its window; roll back, promote, and refresh the comparisons."""
+        comparer = self.comparer
+        if comparer is None or not self._states:
+            return
+        self._observe(comparer, now)
+        for name, state in list(self._states.items()):
+            try:
+                self._evaluate(name, state, comparer, now)
+            except Exception:
+                logger.exception("evaluating the rollout of model %s failed", name)
+
+    def _observe(self, comparer: Comparer, now: float) -> None:
+        """A reading of the models with a rollout, kept as long as the longest of their windows."""
+        comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
+        comparer.observe(now, self._states)
+
+    def _evaluate(self, name: str, state: RolloutState, comparer: Comparer, now: float) -> None:
+        config = state.config
+        guard = config.guard
+        window = _window_of(config)
+        stable = config.stable_version
+        figures = {v: comparer.figures(name, str(v), shadow=state.role(v) == "shadow", window=window)
+                   for v in sorted({*config.weights, *state.rolled_back, *([config.shadow] if config.shadow else [])})}
+        breaches: dict[int, list[str]] = {}
+        if guard is not None:
+            for version in state.candidates():
+                found = _breaches(guard, figures[stable], figures[version], shadow=version == config.shadow)
+                if found and figures[version].requests >= guard.min_requests:
+                    breaches[version] = found
+        state.comparison = self._comparison(state, figures, breaches, window)
+        for version in list(state.breach_since):
+            if version not in breaches:
+                del state.breach_since[version]
+        for version, found in breaches.items():
+            since = state.breach_since.setdefault(version, now)
+            if guard is not None and now - since >= guard.for_seconds:
+                self._roll_back(state, version, found, figures[version], now - since)
+                return
+        self._promote_if_held(state, figures, bool(breaches), now)
+
+    def _comparison(self, state: RolloutState, figures: dict[int, VersionFigures], breaches: dict[int, list[str]],
+                    window: float) -> telemetry_pb2.RolloutTelemetry:
+        shares = state.config.shares
+        out = telemetry_pb2.RolloutTelemetry(model=state.model, phase=state.phase,
+                                             stable=str(state.config.stable_version), window_seconds=window,
+                                             reason=state.reason, step=state.step)
+        for version, f in figures.items():
+            entry = out.versions.add(
+                version=str(version), role=state.role(version), weight=shares.get(version, 0.0),
+                requests=f.requests, errors=f.errors, error_ratio=f.error_ratio,
+                p50_ms=_ms(f.p50_seconds), p99_ms=_ms(f.p99_seconds), drift_status=f.drift_status,
+                labelled_rows=f.labelled_rows, compared_rows=f.compared_rows, breaches=breaches.get(version, []))
+            entry.predictions.update(f.predictions)
+            for name, value in (("mean_confidence", f.mean_confidence), ("drift_score", f.drift_score),
+                                ("accuracy", f.accuracy), ("agreement", f.agreement)):
+                if value is not None:
+                    setattr(entry, name, value)
+        return out
+
+    def _roll_back(self, state: RolloutState, version: int, found: list[str], figures: VersionFigures,
+                   held: float) -> None:
+        config = state.config
+        role = "shadow" if version == config.shadow else "canary"
+        why = f"{'; '.join(found)} for {held:.0f}s over {figures.requests} requests"
+        if role == "shadow":
+            changed = config.model_copy(update={"shadow": 0})
+        else:
+            changed = config.model_copy(update={"weights": {**config.weights, version: 0.0}, "promotion": None})
+        self._put(state, changed)
+        state.rolled_back[version] = why
+        state.breach_since.clear()
+        state.hold_since = None
+        state.reason = f"{role} version {version} rolled back: {why}"
+        state.changed_ns = time.time_ns()
+        logger.warning("model %s: %s", state.model, state.reason)
+        self._event(Kind.ROLLOUT_ROLLED_BACK, state.model, str(version), state.reason)
+
+    def _promote_if_held(self, state: RolloutState, figures: dict[int, VersionFigures], breaching: bool,
+                         now: float) -> None:
+        config = state.config
+        promotion, guard = config.promotion, config.guard
+        if promotion is None or guard is None or state.rolled_back or state.promoted:
+            return
+        if breaching:
+            state.hold_since = None
+            return
+        if state.hold_since is None:
+            state.hold_since = now
+            return
+        canary = config.canaries[0]
+        if now - state.hold_since < promotion.hold_seconds or figures[canary].requests < guard.min_requests:
+            return
+        state.step += 1
+        share = promotion.steps[state.step]
+        stable = config.stable_version
+        if share >= 100:
+            changed = RolloutConfig(weights={canary: 100.0}, shadow=config.shadow if config.shadow != canary else 0,
+                                    sticky_key=config.sticky_key,
+                                    guard=guard if config.shadow and config.shadow != canary else None)
+            state.promoted = True
+            state.reason = f"version {canary} promoted to stable (was {stable})"
+        else:
+            changed = config.model_copy(update={"weights": {stable: 100.0 - share, canary: share}})
+            state.reason = f"version {canary} promoted to {share:g}% (step {state.step + 1} of {len(promotion.steps)})"
+        self._put(state, changed)
+        state.hold_since = now
+        state.changed_ns = time.time_ns()
+        logger.info("model %s: %s", state.model, state.reason)
+        self._event(Kind.ROLLOUT_PROMOTED, state.model, str(canary), state.reason)
+
+    def _put(self, state: RolloutState, config: RolloutConfig) -> None:
+        """Put a changed config in force: its routing plan replaces the old one in one assignment."""
+        state.config = config
+        self._splits[state.model] = _split(state.model, config)
+
+    def _event(self, kind: int, model: str, version: str,
+               message: str) -> None:
+        if self.publish is not None:
+            self.publish(kind, model, version, message)
+
+    # -- schedule -----------------------------------------------------------------------------------------------
+
+    async def start(self, interval_seconds: float) -> None:
+        """Evaluate every `interval_seconds` until `close`."""
+        if interval_seconds <= 0:
+            raise ValueError(f"interval_seconds must be above 0, got {interval_seconds}")
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                self.evaluate(time.time())
+
+        self._task = asyncio.create_task(run(), name="rollout-guard")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+DEFAULT_WINDOW_SECONDS = 300.0
+"""The comparison window of a rollout without a guard."""
+
+
+def _window_of(config: RolloutConfig) -> float:
+    return config.guard.window_seconds if config.guard is not None else DEFAULT_WINDOW_SECONDS
+
+
+def _step_of(config: RolloutConfig) -> int:
+    """Index of the largest promotion step at or below the canary's share; -1 below the first."""
+    if config.promotion is None:
+        return -1
+    share = config.shares[config.canaries[0]]
+    return sum(1 for s in config.promotion.steps if s <= share + 1e-9) - 1
+
+
+def _breaches(guard: GuardConfig, stable: VersionFigures, candidate: VersionFigures, *, shadow: bool
+              ) -> list[str]:
+    """The guard margins `candidate` exceeds against `stable`, as text."""
+    found = []
+    if guard.max_error_ratio_increase is not None:
+        increase = candidate.error_ratio - stable.error_ratio
+        if increase > guard.max_error_ratio_increase:
+            found.append(f"error ratio {candidate.error_ratio:.4g} vs {stable.error_ratio:.4g} "
+                         f"(+{increase:.4g} > {guard.max_error_ratio_increase:g})")
+    if guard.max_p99_ratio is not None and not shadow and stable.requests and candidate.requests:
+        if stable.p99_seconds > 0 and math.isfinite(candidate.p99_seconds):
+            ratio = candidate.p99_seconds / stable.p99_seconds
+            if ratio > guard.max_p99_ratio:
+                found.append(f"p99 {candidate.p99_seconds * 1e3:.4g} ms vs {stable.p99_seconds * 1e3:.4g} ms "
+                             f"(x{ratio:.3g} > {guard.max_p99_ratio:g})")
+    if (guard.max_accuracy_drop is not None and candidate.accuracy is not None and stable.accuracy is not None
+            and min(candidate.labelled_rows, stable.labelled_rows) >= guard.min_labelled_rows):
+        drop = stable.accuracy - candidate.accuracy
+        if drop > guard.max_accuracy_drop:
+            found.append(f"accuracy {candidate.accuracy:.4g} vs {stable.accuracy:.4g} "
+                         f"(-{drop:.4g} > {guard.max_accuracy_drop:g})")
+    if guard.max_disagreement is not None and shadow and candidate.agreement is not None:
+        disagreement = 1.0 - candidate.agreement
+        if disagreement > guard.max_disagreement:
+            found.append(f"disagreement {disagreement:.4g} > {guard.max_disagreement:g}")
+    return found
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1e3 if math.isfinite(seconds) else 0.0

@@ -1,0 +1,172 @@
+"""The nested groups of the server's settings (`VIGIL_LIMITS__...`, `VIGIL_SECURITY__...` and so on); the alert
+rules and SLOs are in `alerts`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class LimitSettings(BaseModel):
+    """Size limits checked before a request is queued."""
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message the server receives or sends, in bytes."""
+    max_rows_per_request: int = Field(65536, ge=1)
+    """Most rows (batch-dimension entries) one Predict request, or one BatchPredict item, may carry."""
+    max_batch_items: int = Field(1024, ge=1)
+    """Most items one BatchPredict call may carry."""
+    max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
+    """Most elements one input tensor may hold."""
+    max_pending_calls: int = Field(20_000, ge=100)
+    """Calls gRPC may hold before the server takes them up. Beyond it gRPC cancels calls itself (CANCELLED, no
+    reason); below it a burst reaches the model queues, which refuse the excess with RESOURCE_EXHAUSTED."""
+    max_string_bytes: int = Field(1024 * 1024, ge=1)
+    """Most bytes one element of a STRING (BYTES) input may hold."""
+
+
+class SecuritySettings(BaseModel):
+    """TLS, mutual TLS and bearer tokens for the gRPC and HTTP ports. Nothing set: plaintext and open."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tls_cert_file: Path | None = None
+    """PEM server certificate (chain); with `tls_key_file`, both ports speak TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of the server certificate."""
+    client_ca_file: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS). Needs the server certificate."""
+    tokens_file: Path | None = None
+    """File of bearer tokens, one `identity: token` per line (`#` comments); callers send
+    `authorization: Bearer <token>`. With tokens set, every call needs one (or a client certificate under mTLS)."""
+    tokens: dict[str, SecretStr] = {}
+    """Bearer tokens by identity, e.g. `VIGIL_SECURITY__TOKENS='{"dashboard": "..."}'`; merged with `tokens_file`."""
+    open_services: list[str] = ["grpc.health.v1.Health"]
+    """gRPC services callable without credentials (health for probes; add reflection for tooling)."""
+    open_http_paths: list[str] = ["/healthz", "/readyz", "/metrics"]
+    """HTTP paths served without a token (probes and the Prometheus scrape)."""
+    admin_identities: list[str] = []
+    """Identities allowed to load and unload models; empty: any authenticated caller."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SecuritySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
+
+
+class AuditSettings(BaseModel):
+    """The audit log: one JSON line per prediction and per feedback, in a file of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = None
+    """Where audit lines go; unset: no audit log."""
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Size at which the file is rotated (renamed to `.1`, older ones shifted)."""
+    backup_count: int = Field(10, ge=1)
+    """Rotated files kept."""
+    identity_hash_key: SecretStr | None = None
+    """Secret for the keyed hash (HMAC-SHA256) of caller identities in audit lines. Unset: a random key per
+    process, so hashes are comparable only within one run."""
+
+
+class TelemetrySettings(BaseModel):
+    """Metrics, traces and logs. Endpoints, service name and sampling come from the standard OTEL_* variables."""
+
+    enabled: bool = True
+    """Record metrics and traces at all (off only to measure what telemetry costs)."""
+    tracing: bool = True
+    """Record traces; with it off, metrics are still recorded."""
+    slow_request_seconds: float = Field(1.0, gt=0)
+    """Calls slower than this are exported as traces even when the sampler did not pick them."""
+    max_subscribers: int = Field(512, ge=1)
+    """Telemetry stream subscribers at once (gRPC and the web dashboard together); more get RESOURCE_EXHAUSTED."""
+    log_format: Literal["json", "text"] = "json"
+    """JSON lines (with trace, span and request ids) or plain text."""
+
+
+class QualitySettings(BaseModel):
+    """Prediction monitoring, ground-truth feedback and drift, for classifiers (models with a probability output)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """Monitor predictions at all (needs telemetry enabled)."""
+    interval_seconds: float = Field(0.5, gt=0, le=60)
+    """How often finished batches are folded into the quality windows (off the request path)."""
+    max_pending_batches: int = Field(4096, ge=1)
+    """Finished batches waiting to be folded in; beyond it the oldest are skipped and counted."""
+    prediction_store_size: int = Field(100_000, ge=1)
+    """Recent predictions kept for feedback to join; the oldest go first."""
+    prediction_ttl_seconds: float = Field(86_400.0, gt=0)
+    """Seconds a prediction can still receive feedback."""
+    accuracy_window_rows: int = Field(1000, ge=1)
+    """Count window: accuracy and per-class metrics over the most recent labelled rows."""
+    accuracy_window_seconds: float = Field(3600.0, gt=0)
+    """Time window: accuracy over labelled rows received in this many seconds."""
+    max_labelled_rows: int = Field(100_000, ge=1)
+    """Most labelled rows the time window holds."""
+    expected_accuracy_rows: int = Field(1000, ge=1)
+    """Most recent predictions the label-free accuracy estimate averages over."""
+    drift_window_rows: int = Field(2000, ge=10)
+    """Live rows kept per version for drift checks (the most recent)."""
+    drift_window_seconds: float = Field(3600.0, gt=0)
+    """Rows older than this leave the drift window."""
+    drift_sample_ratio: float = Field(1.0, gt=0, le=1)
+    """Fraction of rows sampled into the drift window."""
+    drift_interval_seconds: float = Field(30.0, gt=0)
+    """How often drift is computed."""
+    drift_min_rows: int = Field(100, ge=1)
+    """Fewest live rows a drift check needs."""
+    psi_thresholds: tuple[float, float] = (0.1, 0.25)
+    """PSI at or above these means possible drift, drift."""
+    ks_pvalue_thresholds: tuple[float, float] = (0.05, 0.01)
+    """KS p-values below these mean possible drift, drift."""
+    chi2_pvalue_thresholds: tuple[float, float] = (0.05, 0.01)
+    """Chi-square p-values (predicted-class mix) below these mean possible drift, drift."""
+    subject_hash_key: SecretStr | None = None
+    """Secret for the keyed hash (HMAC-SHA256) of subject ids sent with feedback. Unset: a random key per process,
+    so hashes are comparable only within one run."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualitySettings:
+        possible, drift = self.psi_thresholds
+        if not 0 < possible <= drift:
+            raise ValueError("psi_thresholds must be (possible, drift) with 0 < possible <= drift")
+        for name in ("ks_pvalue_thresholds", "chi2_pvalue_thresholds"):
+            possible, drift = getattr(self, name)
+            if not 0 < drift <= possible < 1:
+                raise ValueError(f"{name} must be (possible, drift) with 0 < drift <= possible < 1")
+        return self
+
+
+class RolloutSettings(BaseModel):
+    """Canary and A/B rollouts between model versions (each model's split is in its config.toml or set through
+    SetRollout)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: float = Field(1.0, gt=0, le=60)
+    """How often every rollout's versions are compared, and guard and promotion decide."""
+    max_shadow_in_flight: int = Field(256, ge=0)
+    """Shadow copies running at once; more are skipped (and counted) rather than queued."""
+
+
+class ReportSettings(BaseModel):
+    """The operator report's history: per-minute aggregates kept in memory, and optionally saved across restarts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: float = Field(7.0, gt=0, le=90)
+    """How far back the report can look; older minutes are dropped. Each model version with traffic in a minute
+    takes about 1.3 KB of memory for it (some 13 MB a week for a version busy around the clock)."""
+    state_file: Path | None = None
+    """JSON file the history is saved to (atomically) and restored from at start; unset: the history starts afresh
+    with each process. An unreadable file is logged and ignored."""
+    save_interval_seconds: float = Field(60.0, ge=1)
+    """How often the history is saved to `state_file` (and once more at shutdown)."""

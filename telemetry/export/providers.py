@@ -1,0 +1,123 @@
+"""Builds the OpenTelemetry tracer and meter providers: the only module that imports the SDK's wiring.
+
+Standard `OTEL_*` variables are read by the SDK itself (endpoint, service name, resource attributes, sampler,
+batch span processor and metric export settings). OTLP export is on when an endpoint is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+
+from vigil.telemetry.calls.spans import CallTracing, SpanWriter
+from vigil.telemetry.export.exporters import (
+    AggregatesExportingReader,
+    OutageReportingMetricExporter,
+    OutageReportingSpanExporter,
+    quiet_sdk_exporter_logs,
+)
+from vigil.telemetry.export.prometheus import PrometheusCollector, PrometheusReader
+from vigil.telemetry.export.span_encoding import fast_otlp_span_exporter
+from vigil.telemetry.metrics.aggregates import Aggregates
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                      "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+
+
+@dataclass
+class TelemetryProviders:
+    """What the server records into, and the `/metrics` collector over the same instruments."""
+
+    tracer_provider: TracerProvider
+    keep_processors: Sequence[SpanProcessor]
+    """Export everything: the spans of unsampled calls that failed or were slow."""
+    meter_provider: MeterProvider
+    prometheus: PrometheusCollector
+    resource: Resource
+    readers: Sequence[PrometheusReader | AggregatesExportingReader]
+    """The readers that export Vigil's own aggregates along with the SDK's instruments."""
+    call_tracing: CallTracing
+    """Sampling decisions for calls, and where their spans are written."""
+
+    def include(self, aggregates: Aggregates) -> None:
+        """Export `aggregates` through every metric output (the `/metrics` page and OTLP)."""
+        for reader in self.readers:
+            reader.include(aggregates, self.resource)
+
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
+        """Flush and stop exporters; never raises. Every span queue flushes before any stops, because the queues
+        share exporters and stopping one stops the exporter for the others. Flushes wait `timeout_seconds` at most
+        each (an unreachable collector must not hold the process)."""
+        keep = self.keep_processors
+        millis = int(timeout_seconds * 1000)
+        steps: list[Callable[[], object]] = [
+            lambda: self.tracer_provider.force_flush(millis), *(partial(p.force_flush, millis) for p in keep),
+            self.tracer_provider.shutdown, *(p.shutdown for p in keep),
+            lambda: self.meter_provider.shutdown(timeout_millis=millis)]
+        for shut in steps:
+            try:
+                shut()
+            except Exception:
+                logger.exception("telemetry shutdown failed")
+
+
+def otlp_enabled() -> bool:
+    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def default_sampler() -> Sampler:
+    """The SDK's sampler from OTEL_TRACES_SAMPLER when set; otherwise parent-based ratio (OTEL_TRACES_SAMPLER_ARG,
+    default 1.0)."""
+    from opentelemetry.sdk.trace import sampling
+
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return sampling._get_from_env_or_default()
+    ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    return ParentBasedTraceIdRatio(ratio)
+
+
+def build_providers(
+    *,
+    service_version: str,
+    span_exporters: Sequence[SpanExporter] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    sampler: Sampler | None = None,
+) -> TelemetryProviders:
+    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured."""
+    resource = Resource.create({SERVICE_VERSION: service_version})
+    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))  # OTEL_SERVICE_NAME was not set
+    exporters = list(span_exporters)
+    readers = list(metric_readers)
+    if otlp_enabled():
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        quiet_sdk_exporter_logs()
+        exporters.append(OutageReportingSpanExporter(fast_otlp_span_exporter()))
+        readers.append(AggregatesExportingReader(OutageReportingMetricExporter(OTLPMetricExporter())))
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
+    processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    # One exporter, two queues: the kept spans never wait behind (or crowd out) the sampled ones.
+    keep_processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    tracing = CallTracing(tracer_provider.sampler, SpanWriter(processors, resource),
+                          SpanWriter(keep_processors, resource))
+    prometheus_reader = PrometheusReader()
+    meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
+    own: list[PrometheusReader | AggregatesExportingReader] = [
+        prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
+    return TelemetryProviders(tracer_provider, keep_processors, meter_provider, PrometheusCollector(prometheus_reader),
+                              resource, own, tracing)

@@ -1,0 +1,163 @@
+"""A period of the report history summed up as plain JSON: totals, uptime, per-model and per-version usage, class mix,
+accuracy and drift, the alerts fired, and a timeline for plots.
+
+Percentiles come from the merged request-duration buckets (linear within the bucket, as `histogram_quantile`), so
+they lie in the same bucket as the true percentile. Totals count the calls that named a model; calls that named
+none (health checks, listings, streams) are counted apart, as `other_calls`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from vigil.telemetry.history.minutes import (
+    MINUTE_SECONDS,
+    Key,
+    VersionMinute,
+    dense,
+    merge_all,
+    minute_of,
+    sparse_items,
+)
+from vigil.telemetry.history.report_history import Window
+from vigil.telemetry.quality.drift import DriftStatus
+from vigil.telemetry.stream.frames import quantile
+
+MAX_POINTS = 240
+"""Most points in a timeline: longer periods put several minutes in each point."""
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def summarize(window: Window, model: str | None = None) -> dict[str, Any]:
+    """The report's numbers over `window`, of every model or only `model`."""
+    minutes = [(m, {k: v for k, v in versions.items() if model is None or k[0] == model})
+               for m, versions in window.minutes]
+    by_version: dict[Key, list[VersionMinute]] = {}
+    for _, versions in minutes:
+        for key, minute in versions.items():
+            by_version.setdefault(key, []).append(minute)
+    per_version = {key: merge_all(parts) for key, parts in by_version.items()}
+    named = {k: v for k, v in per_version.items() if k[0]}
+    totals = usage(merge_all(named.values()), window.duration_bounds)
+    totals["throughput"] = _throughput(minutes, totals["requests"], max(window.end - window.start, 1e-9))
+    totals["other_calls"] = usage(merge_all(v for k, v in per_version.items() if not k[0]),
+                                  window.duration_bounds)["calls_by_code"]
+    first, step, points = _bins(window)
+    models = []
+    for name in sorted({k[0] for k in named}):
+        entries = [_version(key, named[key], window, minutes, first, step, points)
+                   for key in sorted((k for k in named if k[0] == name), key=lambda k: _version_order(k[1]))]
+        requests = sum(v["requests"] for v in entries)
+        errors = sum(v["errors"] for v in entries)
+        models.append({"model": name, "requests": requests, "errors": errors,
+                       "error_ratio": errors / requests if requests else None, "versions": entries})
+    return {
+        "totals": totals, "uptime": uptime(window), "models": models,
+        "alerts": [{"name": a.name, "severity": a.severity, "model": a.model, "version": a.version,
+                    "summary": a.summary, "fired_unix": a.fired_unix}
+                   for a in window.alerts if model is None or a.model == model],
+        "timeline": _timeline(window, minutes, first, step, points),
+    }
+
+
+def usage(minute: VersionMinute, bounds: Sequence[float]) -> dict[str, Any]:
+    """Calls, errors by code, latency percentiles and rows of a (merged) minute."""
+    by_code: dict[str, int] = {}
+    by_method: dict[str, dict[str, int]] = {}
+    for (method, code), n in sorted(minute.calls.items()):
+        by_code[code] = by_code.get(code, 0) + n
+        by_method.setdefault(method, {})[code] = n
+    requests = sum(by_code.values())
+    errors = requests - by_code.get("OK", 0)
+    return {"requests": requests, "errors": errors, "error_ratio": errors / requests if requests else None,
+            "errors_by_code": {c: n for c, n in sorted(by_code.items()) if c != "OK"},
+            "calls_by_code": dict(sorted(by_code.items())), "calls_by_method": by_method,
+            "latency_ms": latency(minute, bounds), "rows": minute.rows}
+
+
+def latency(minute: VersionMinute, bounds: Sequence[float]) -> dict[str, float | None]:
+    counts = dense(minute.duration, len(bounds) + 1)
+    observed = sum(counts)
+    out: dict[str, float | None] = {name: quantile(q, bounds, counts) * 1e3 if observed else None
+                                    for name, q in QUANTILES}
+    out["mean"] = minute.duration_sum / observed * 1e3 if observed else None
+    return out
+
+
+def uptime(window: Window) -> dict[str, Any]:
+    """Seconds the server was up in the window, of the seconds the history observed (from its first start)."""
+    observed_from = max(window.start, window.first_seen) if window.first_seen is not None else window.end
+    observed = max(window.end - observed_from, 0.0)
+    up, reached = 0.0, observed_from
+    for start, last in sorted(window.runs):  # runs do not overlap, but a clock step must not count time twice
+        begin, end = max(start, reached), min(last, window.end)
+        if end > begin:
+            up += end - begin
+            reached = end
+    return {"up_seconds": up, "observed_seconds": observed, "down_seconds": max(observed - up, 0.0),
+            "ratio": min(up / observed, 1.0) if observed > 0 else None, "observed_from_unix": observed_from,
+            "starts_unix": [s for s, _ in window.runs if window.start <= s <= window.end]}
+
+
+def _throughput(minutes: Iterable[tuple[int, dict[Key, VersionMinute]]], requests: int, seconds: float
+                ) -> dict[str, Any]:
+    peak, peak_minute = 0, None
+    for m, versions in minutes:
+        n = sum(sum(v.calls.values()) for k, v in versions.items() if k[0])
+        if n > peak:
+            peak, peak_minute = n, m
+    return {"mean_rps": requests / seconds, "peak_rps": peak / MINUTE_SECONDS,
+            "peak_minute_unix": None if peak_minute is None else peak_minute * MINUTE_SECONDS}
+
+
+def _version(key: Key, total: VersionMinute, window: Window, minutes: list[tuple[int, dict[Key, VersionMinute]]],
+             first: int, step: int, points: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": key[1], **usage(total, window.duration_bounds)}
+    labels = sorted(total.predictions)
+    confidence_rows = sum(n for _, n in sparse_items(total.confidence))
+    out.update({
+        "classes": {label: total.predictions[label] for label in labels},
+        "confidence_mean": total.confidence_sum / confidence_rows if confidence_rows else None,
+        "feedback_rows": total.feedback, "correct_rows": total.correct,
+        "accuracy": total.correct / total.feedback if total.feedback else None,
+        "drift": None if total.drift_status < 0 else {"status": DriftStatus(total.drift_status).label,
+                                                      "max_psi": total.drift_psi if math.isfinite(total.drift_psi)
+                                                      else None},
+    })
+    if labels:
+        timeline = [[0] * len(labels) for _ in range(points)]
+        for m, versions in minutes:
+            minute = versions.get(key)
+            if minute is not None:
+                row = timeline[min((m - first) // step, points - 1)]
+                for i, label in enumerate(labels):
+                    row[i] += minute.predictions.get(label, 0)
+        out["class_timeline"] = timeline
+    return out
+
+
+def _bins(window: Window) -> tuple[int, int, int]:
+    """First minute, minutes per point, and points of the window's timeline."""
+    first, last = minute_of(window.start), minute_of(window.end)
+    span = last - first + 1
+    step = -(-span // MAX_POINTS)
+    return first, step, -(-span // step)
+
+
+def _timeline(window: Window, minutes: list[tuple[int, dict[Key, VersionMinute]]], first: int, step: int,
+              points: int) -> dict[str, Any]:
+    bins: list[list[VersionMinute]] = [[] for _ in range(points)]
+    for m, versions in minutes:
+        bins[min(max((m - first) // step, 0), points - 1)].extend(v for k, v in versions.items() if k[0])
+    out = []
+    for index, parts in enumerate(bins):
+        part = usage(merge_all(parts), window.duration_bounds)
+        out.append({"start_unix": (first + index * step) * MINUTE_SECONDS, "requests": part["requests"],
+                    "errors": part["errors"], "p99_ms": part["latency_ms"]["p99"]})
+    return {"step_seconds": step * MINUTE_SECONDS, "points": out}
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)

@@ -1,0 +1,84 @@
+"""GPU utilisation, memory and power through NVML (nvidia-ml-py), registered only when a GPU is present."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.stream.frames import GpuState
+
+logger = logging.getLogger(__name__)
+
+
+def _devices() -> list[tuple[dict[str, str], Any]] | None:
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception:  # no driver, no GPU, or no library: no GPU metrics
+        return None
+    devices = []
+    for index in range(count):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        devices.append(({"gpu": str(index), "gpu_uuid": uuid.decode() if isinstance(uuid, bytes) else uuid}, handle))
+    return devices
+
+
+def register_gpu_gauges(instruments: Instruments) -> bool:
+    """Register utilisation (ratio), memory used and total (bytes) and power (watts) per GPU; False when none."""
+    devices = _devices()
+    if not devices:
+        return False
+    import pynvml
+
+    def utilization(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(pynvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0, labels) for labels, h in devices]
+
+    def memory_used(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(pynvml.nvmlDeviceGetMemoryInfo(h).used, labels) for labels, h in devices]
+
+    def memory_total(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(pynvml.nvmlDeviceGetMemoryInfo(h).total, labels) for labels, h in devices]
+
+    def power(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0, labels) for labels, h in devices]
+
+    instruments.observe("vigil.gpu.utilization", "1", "GPU busy fraction over the last sample period", utilization)
+    instruments.observe("vigil.gpu.memory.used", "By", "GPU memory in use", memory_used)
+    instruments.observe("vigil.gpu.memory.total", "By", "GPU memory in all", memory_total)
+    instruments.observe("vigil.gpu.power.usage", "W", "GPU power draw", power)
+    logger.info("GPU metrics from NVML for %d device(s)", len(devices))
+    return True
+
+
+def gpu_reader() -> Callable[[], list[GpuState]] | None:
+    """A function reading every GPU's state for the Telemetry stream; None when there is no GPU."""
+    devices = _devices()
+    if not devices:
+        return None
+    import pynvml
+
+    names = []
+    for _, handle in devices:
+        name = pynvml.nvmlDeviceGetName(handle)
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+
+    def read() -> list[GpuState]:
+        states = []
+        for index, ((_, handle), name) in enumerate(zip(devices, names, strict=True)):
+            try:
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                states.append(GpuState(index, name, pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                                       int(memory.used), int(memory.total),
+                                       pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
+            except Exception:  # a device that stops answering is left out of this snapshot
+                logger.debug("reading GPU %d failed", index, exc_info=True)
+        return states
+
+    return read

@@ -1,0 +1,423 @@
+"""Prediction quality of classifiers: class mix, confidence, feedback accuracy, the label-free estimate and drift.
+
+Nothing here runs on the request path. The batch hook only queues each finished batch; `process` folds the queue
+into the instruments, the prediction store and the windows on a schedule (and before feedback is joined);
+`check_drift` compares each version's live window with its reference profile, on its own schedule, in a worker
+thread. Memory is bounded by the settings: pending batches, stored predictions, labelled rows and window rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX
+from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.quality.calibration import expected_accuracy
+from vigil.telemetry.quality.drift import (
+    DriftStatus,
+    bin_counts,
+    chi_square,
+    ks_2samp,
+    psi,
+    pvalue_status,
+    score_status,
+)
+from vigil.telemetry.quality.outcomes import (
+    InvalidFeedback,
+    Labelled,
+    LabelledWindow,
+    PredictionStore,
+    StoredPrediction,
+    UnknownPrediction,
+    subject_hash,
+)
+from vigil.telemetry.quality.reference_profile import ReferenceProfile
+from vigil.telemetry.quality.windows import RowWindow, ValueWindow
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""(model, version)."""
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Sizes, ages and schedules of the quality windows (see `vigil.server.settings.settings.QualitySettings`)."""
+
+    store_size: int = 100_000
+    ttl_seconds: float = 86_400.0
+    accuracy_rows: int = 1000
+    accuracy_seconds: float = 3600.0
+    max_labelled_rows: int = 100_000
+    expected_rows: int = 1000
+    drift_rows: int = 2000
+    drift_seconds: float = 3600.0
+    drift_sample_ratio: float = 1.0
+    drift_min_rows: int = 100
+    max_pending_batches: int = 4096
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """(possible, drift) thresholds: PSI at or above; KS and chi-square p-values below."""
+
+    psi: tuple[float, float] = (0.1, 0.25)
+    ks_pvalue: tuple[float, float] = (0.05, 0.01)
+    chi2_pvalue: tuple[float, float] = (0.05, 0.01)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    name: str
+    psi: float
+    psi_status: DriftStatus
+    ks_statistic: float
+    ks_pvalue: float
+    ks_status: DriftStatus
+    live_proportions: tuple[float, ...]
+    """Share of live rows in each of the reference's bins."""
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """One drift check of one version."""
+
+    computed_at: float
+    """Unix time."""
+    window_rows: int
+    features: tuple[FeatureDrift, ...]
+    chi2_statistic: float
+    chi2_pvalue: float
+    chi2_status: DriftStatus
+    live_class_proportions: tuple[float, ...]
+
+    @property
+    def status(self) -> DriftStatus:
+        statuses = [self.chi2_status, *(f.psi_status for f in self.features), *(f.ks_status for f in self.features)]
+        return max(statuses)
+
+    def worst(self, test: str) -> DriftStatus:
+        """The worst status of one test ("psi", "ks", "chi2") or of all ("any")."""
+        if test == "chi2":
+            return self.chi2_status
+        if test == "any":
+            return self.status
+        return max((getattr(f, f"{test}_status") for f in self.features), default=DriftStatus.NO_DRIFT)
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    request_id: str
+    model: str
+    version: str
+    predicted: tuple[str, ...]
+    replaced: bool
+
+
+class VersionQuality:
+    """The quality state of one classifier version."""
+
+    def __init__(self, model: str, version: str, labels: Sequence[str], probability_output: str,
+                 profile: ReferenceProfile | None, limits: QualityLimits) -> None:
+        self.model, self.version = model, version
+        self.labels = tuple(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.probability_output = probability_output
+        self.profile = profile
+        self.labelled = LabelledWindow(len(self.labels), count_rows=limits.accuracy_rows,
+                                       seconds=limits.accuracy_seconds, max_rows=limits.max_labelled_rows)
+        self.confidences = ValueWindow(limits.expected_rows)
+        self.rows = RowWindow(limits.drift_rows, len(profile.features)) if profile is not None else None
+        self.drift: DriftResult | None = None
+        self.input_problem_logged = False
+
+    def expected_accuracy(self) -> float | None:
+        values = self.confidences.values()
+        if len(values) == 0:
+            return None
+        calibration = self.profile.calibration if self.profile is not None else None
+        return expected_accuracy(values, calibration)
+
+
+class QualityMonitor:
+    """Quality monitoring for every classifier version the server serves.
+
+    >>> monitor = QualityMonitor(instruments, QualityLimits(), DriftThresholds(), subject_key=b"secret")
+    >>> monitor.watch("m", "1", ["no", "yes"], "probabilities", profile=None)
+    >>> batcher.add_hook(monitor.on_batch)
+    >>> await monitor.start(interval_seconds=0.5, drift_interval_seconds=30)
+    """
+
+    def __init__(self, instruments: Instruments, limits: QualityLimits, thresholds: DriftThresholds, *,
+                 subject_key: bytes, clock: Any = time.time, seed: int | None = None) -> None:
+        if not subject_key:
+            raise ValueError("subject_key must not be empty")
+        self._instruments = instruments
+        self._limits = limits
+        self._thresholds = thresholds
+        self._subject_key = subject_key
+        self._clock = clock
+        self._versions: dict[Key, VersionQuality] = {}
+        self._pending: deque[Any] = deque()
+        self.skipped_batches = 0
+        """Finished batches not folded in because the queue was full."""
+        self.store = PredictionStore(size=limits.store_size, ttl_seconds=limits.ttl_seconds)
+        self._rng = np.random.default_rng(seed)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def now(self) -> float:
+        """The monitor's clock (Unix seconds)."""
+        return float(self._clock())
+
+    # -- registration -------------------------------------------------------------------------------------------
+
+    def watch(self, model: str, version: str, labels: Sequence[str], probability_output: str,
+              profile: ReferenceProfile | None) -> None:
+        """Monitor a classifier version (again, from scratch, if it was monitored before)."""
+        if profile is not None and tuple(profile.labels) != tuple(labels):
+            logger.warning("the reference profile of %s version %s has labels %s, not the model's %s; drift is "
+                           "not checked", model, version, list(profile.labels), list(labels))
+            profile = None
+        self._versions[(model, version)] = VersionQuality(model, version, labels, probability_output, profile,
+                                                          self._limits)
+
+    def forget(self, model: str, version: str) -> None:
+        self._versions.pop((model, version), None)
+
+    def versions(self) -> list[VersionQuality]:
+        return [self._versions[k] for k in sorted(self._versions)]
+
+    def get(self, model: str, version: str) -> VersionQuality | None:
+        return self._versions.get((model, version))
+
+    # -- the batch hook and the fold ----------------------------------------------------------------------------
+
+    def on_batch(self, record: Any) -> None:
+        """Queue a finished batch (the batcher's `BatchRecord`) of a monitored version; O(1), never raises."""
+        if record.failed or (record.model, str(record.version)) not in self._versions:
+            return
+        if len(self._pending) >= self._limits.max_pending_batches:
+            self._pending.popleft()
+            self.skipped_batches += 1
+        self._pending.append(record)
+
+    def process(self) -> None:
+        """Fold every queued batch into the instruments, the prediction store and the windows. Batches of one
+        version are folded together, so the array work is per fold, not per batch (batches are often one row)."""
+        now = self._clock()
+        by_version: dict[Key, list[Any]] = {}
+        while self._pending:
+            record = self._pending.popleft()
+            by_version.setdefault((record.model, str(record.version)), []).append(record)
+        stored: list[tuple[str, Any]] = []
+        for key, records in by_version.items():
+            quality = self._versions.get(key)
+            if quality is None:
+                continue
+            try:
+                self._fold(quality, records, now, stored)
+            except Exception:
+                logger.exception("folding batches of %s version %s into quality monitoring failed", *key)
+        if stored:
+            self.store.put_many(stored, now)
+
+    def _fold(self, quality: VersionQuality, records: list[Any], now: float, stored: list[tuple[str, Any]]) -> None:
+        classes = len(quality.labels)
+        profile = quality.profile if quality.rows is not None else None
+        parts: list[npt.NDArray[Any]] = []
+        requests: list[tuple[str, int, float]] = []
+        inputs: list[npt.NDArray[Any] | None] = []
+        for record in records:
+            p = record.outputs.get(quality.probability_output)
+            if p is None or p.ndim != 2 or p.shape[1] != classes or len(p) == 0:
+                continue
+            rows_per_request = record.request_rows
+            if sum(rows_per_request) != len(p):  # a model without a batch dimension runs one request at a time
+                if len(record.request_ids) != 1:
+                    continue
+                rows_per_request = (len(p),)
+            answered = record.ended_ns / 1e9 if record.ended_ns else now  # time to live runs from the answer
+            requests.extend((r, n, answered) for r, n in zip(record.request_ids, rows_per_request, strict=True))
+            parts.append(p)
+            if profile is not None:
+                inputs.append(self._feature_rows(quality, profile, record.inputs, len(p)))
+        if not parts:
+            return
+        p = np.concatenate(parts).astype(np.float64, copy=False)
+        top = p.argmax(axis=1)
+        confidence = p[np.arange(len(p)), top]
+        runner_up = np.partition(p, -2, axis=1)[:, -2] if classes > 1 else np.zeros(len(p))
+        labels = (quality.model, quality.version)
+        instruments = self._instruments
+        for index, count in enumerate(np.bincount(top, minlength=classes)):
+            if count:
+                instruments.predictions.add((quality.model, quality.version, quality.labels[index]), int(count))
+        instruments.confidence.record_array(confidence, labels)
+        instruments.margin.record_array(confidence - runner_up, labels)
+        quality.confidences.add(confidence)
+        offset = 0
+        model, version, names = quality.model, quality.version, quality.labels
+        for request_id, rows, answered in requests:
+            stored.append((request_id, (model, version, names, top[offset:offset + rows], answered)))
+            offset += rows
+        if profile is not None and quality.rows is not None:
+            self._sample_rows(quality, inputs, [len(part) for part in parts], top, now)
+
+    def _feature_rows(self, quality: VersionQuality, profile: ReferenceProfile, inputs: Any,
+                      rows: int) -> npt.NDArray[Any] | None:
+        """The batch's rows of the profiled input, or None (logged once) when they do not fit the profile."""
+        x = inputs.get(profile.input)
+        if x is None or x.ndim != 2 or x.shape[1] != len(profile.features) or len(x) != rows:
+            if not quality.input_problem_logged:
+                quality.input_problem_logged = True
+                logger.warning("input %r of %s version %s does not match its reference profile (%d features); "
+                               "drift is not checked", profile.input, quality.model, quality.version,
+                               len(profile.features))
+            return None
+        return np.asarray(x)
+
+    def _sample_rows(self, quality: VersionQuality, inputs: list[npt.NDArray[Any] | None], sizes: list[int],
+                     top: npt.NDArray[np.intp], now: float) -> None:
+        assert quality.rows is not None
+        present = [x for x in inputs if x is not None]
+        if not present:
+            return
+        x: npt.NDArray[Any] = np.concatenate(present)
+        if len(present) < len(inputs):  # keep the predictions of the batches whose rows are kept
+            top = top[np.repeat([part is not None for part in inputs], sizes)]
+        ratio = self._limits.drift_sample_ratio
+        if ratio < 1.0:
+            keep = self._rng.random(len(x)) < ratio
+            x, top = x[keep], top[keep]
+        if len(x):
+            quality.rows.add(x, top, now)
+
+    # -- feedback -----------------------------------------------------------------------------------------------
+
+    def feedback(self, request_id: str, labels: Sequence[str], subject_id: str = "") -> FeedbackResult:
+        """Join true labels to a stored prediction. UnknownPrediction or InvalidFeedback say what is wrong."""
+        self.process()  # a prediction answered a moment ago may still be queued
+        now = self._clock()
+        prediction = self.store.get(request_id, now)
+        quality = self._versions.get((prediction.model, prediction.version))
+        if quality is None or quality.labels != prediction.labels:
+            raise InvalidFeedback(f"{prediction.model} version {prediction.version} is no longer monitored")
+        rows = len(prediction.predicted)
+        if len(labels) != rows:
+            raise InvalidFeedback(f"request {request_id} predicted {rows} row(s); feedback must give one label per "
+                                  f"row, got {len(labels)}")
+        unknown = sorted({label for label in labels if label not in quality.index})
+        if unknown:
+            raise InvalidFeedback(f"labels {unknown} are not labels of {prediction.model} version "
+                                  f"{prediction.version} (its labels: {list(quality.labels)})")
+        hashed = subject_hash(self._subject_key, subject_id) if subject_id else None
+        replaced, correct = self._label(quality, request_id, prediction, labels, now, hashed)
+        fields: dict[str, object] = {"request_id": request_id, "model": prediction.model,
+                                     "version": prediction.version, "rows": rows, "replaced": replaced,
+                                     "correct": correct}
+        if hashed is not None:
+            fields["subject_hash"] = hashed
+        logger.info("feedback received", extra={"fields": fields})
+        self._join_shadow(request_id, labels, now, hashed)
+        predicted = tuple(quality.labels[i] for i in prediction.predicted)
+        return FeedbackResult(request_id, prediction.model, prediction.version, predicted, replaced)
+
+    def _join_shadow(self, request_id: str, labels: Sequence[str], now: float, hashed: str | None) -> None:
+        """Give the same labels to the shadow run of the request, if one was recorded (its accuracy on the same
+        traffic is what a shadow rollout is judged by)."""
+        try:
+            shadow = self.store.get(request_id + SHADOW_SUFFIX, now)
+        except UnknownPrediction:
+            return
+        quality = self._versions.get((shadow.model, shadow.version))
+        if quality is None or len(shadow.predicted) != len(labels) or any(x not in quality.index for x in labels):
+            return
+        self._label(quality, request_id + SHADOW_SUFFIX, shadow, labels, now, hashed)
+
+    def _label(self, quality: VersionQuality, key: str, prediction: StoredPrediction, labels: Sequence[str],
+               now: float, hashed: str | None) -> tuple[bool, int]:
+        """Add checked labels to a version's window under `key`, counting rows and correct rows the first time;
+        (whether earlier labels were replaced, rows predicted right)."""
+        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=len(labels))
+        replaced = quality.labelled.add(key, Labelled(true, prediction.predicted, now, hashed))
+        correct = int((true == prediction.predicted).sum())
+        if not replaced:
+            version = (prediction.model, prediction.version)
+            self._instruments.feedback.add(version, len(labels))
+            self._instruments.feedback_correct.add(version, correct)
+        return replaced, correct
+
+    # -- drift --------------------------------------------------------------------------------------------------
+
+    def check_drift(self) -> None:
+        """Compare every profiled version's live window with its reference (safe to call from a worker thread)."""
+        now = self._clock()
+        for quality in list(self._versions.values()):
+            if quality.rows is None or quality.profile is None:
+                continue
+            try:
+                result = drift_against(quality.profile, *quality.rows.read(now, self._limits.drift_seconds),
+                                       self._thresholds, now=now, min_rows=self._limits.drift_min_rows)
+            except Exception:
+                logger.exception("the drift check of %s version %s failed", quality.model, quality.version)
+                continue
+            if result is not None:
+                quality.drift = result
+
+    # -- schedule -----------------------------------------------------------------------------------------------
+
+    async def start(self, *, interval_seconds: float, drift_interval_seconds: float) -> None:
+        """Fold batches every `interval_seconds` and check drift every `drift_interval_seconds`, until `close`."""
+        async def fold() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                self.process()
+
+        async def drift() -> None:
+            while True:
+                await asyncio.sleep(drift_interval_seconds)
+                self.process()
+                await asyncio.to_thread(self.check_drift)
+
+        self._tasks = [asyncio.create_task(fold(), name="quality-fold"),
+                       asyncio.create_task(drift(), name="quality-drift")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.process()  # the last batches' predictions count too (the report history flushes after this)
+
+
+def drift_against(profile: ReferenceProfile, rows: npt.NDArray[np.float64], classes: npt.NDArray[np.intp],
+                  thresholds: DriftThresholds, *, now: float, min_rows: int) -> DriftResult | None:
+    """PSI and KS per feature, chi-square of the predicted classes; None when the window has fewer than
+    `min_rows` rows."""
+    if len(rows) < min_rows:
+        return None
+    features = []
+    for column, reference in enumerate(profile.features):
+        values = rows[:, column]
+        edges = np.asarray(reference.edges, np.float64)
+        counts = bin_counts(values, edges)
+        score = psi(np.asarray(reference.proportions), counts)
+        statistic, pvalue = ks_2samp(reference.sorted_sample, values)
+        total = counts.sum()
+        features.append(FeatureDrift(
+            reference.name, score, score_status(score, *thresholds.psi), statistic, pvalue,
+            pvalue_status(pvalue, *thresholds.ks_pvalue),
+            tuple(float(c) / total if total else 0.0 for c in counts)))
+    class_counts = np.bincount(classes, minlength=len(profile.labels))
+    chi2, chi2_p = chi_square(class_counts, np.asarray(profile.predicted_prior))
+    return DriftResult(now, len(rows), tuple(features), chi2, chi2_p, pvalue_status(chi2_p, *thresholds.chi2_pvalue),
+                       tuple(float(c) / len(classes) for c in class_counts))
