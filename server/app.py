@@ -31,7 +31,7 @@ from vigil.server.inference.dataplane import DataPlane
 from vigil.server.inference.validation import Limits
 from vigil.server.models.folder_watch import RepositoryWatcher
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
-from vigil.server.monitoring.wiring import Monitoring
+from vigil.server.monitoring import Monitoring
 from vigil.server.rollouts.rollouts import DEFAULT_WINDOW_SECONDS, Rollouts
 from vigil.server.security.audit import AuditLog
 from vigil.server.security.credentials import grpc_credentials, http_ssl_context, token_table

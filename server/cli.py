@@ -43,7 +43,7 @@ def profile(model: str, data_file: Path, models_dir: Path | None, version: int, 
     """Build a model version's reference profile for drift checks, from a data file, on this machine."""
     from rich.progress import Progress
 
-    from vigil.server.monitoring.profile_builder import CHUNK_ROWS, profile_version, read_reference_csv
+    from vigil.server.models.profile_builder import CHUNK_ROWS, profile_version, read_reference_csv
     from vigil.server.settings import DEFAULT_MODELS_DIR
 
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import clients
-import server
+import vigil
+from vigil import clients, server
 
 
 def test_clients_exports() -> None:
@@ -21,3 +21,8 @@ def test_clients_exports() -> None:
 
 def test_server_exports() -> None:
     assert sorted(server.__all__) == ["App", "Settings", "build_server", "serve"]
+
+
+def test_the_vigil_namespace_exports_the_client() -> None:
+    assert vigil.__all__ == clients.__all__
+    assert vigil.Client is clients.Client and vigil.AsyncClient is clients.AsyncClient

@@ -35,7 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "vigil.server.errors": ("vigil.telemetry",),
     "vigil.server.batching": ("vigil.server.errors", "vigil.protos.tensors"),
     "vigil.server.models": ("vigil.server.batching", "vigil.server.errors", "vigil.telemetry.calls",
-                            "vigil.protos.tensors"),
+                            "vigil.telemetry.quality.reference_profile", "vigil.protos.tensors"),
     "vigil.server.rollouts": ("vigil.server.models", "vigil.server.errors", "vigil.telemetry", "vigil.protos"),
     "vigil.server.inference": ("vigil.server.models", "vigil.server.batching", "vigil.server.rollouts",
                                "vigil.server.errors", "vigil.telemetry", "vigil.protos.tensors"),
@@ -43,14 +43,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                          "vigil.server.rollouts", "vigil.server.errors", "vigil.telemetry", "vigil.protos"),
     "vigil.server.security": ("vigil.server.api.handler_wrapping", "vigil.server.errors", "vigil.server.settings",
                               "vigil.telemetry"),
-    "vigil.server.monitoring": ("vigil.server.models", "vigil.server.settings", "vigil.telemetry", "vigil.protos"),
     "vigil.server.web": ("vigil.server.security", "vigil.server.settings", "vigil.telemetry", "vigil.protos"),
     "vigil.server.logs": ("vigil.telemetry",),
-    # The wiring: everything of the server's, but never the client.
+    # The wiring (`app`, `monitoring`, `__main__`, `cli`): everything of the server's, but never the client.
     "vigil.server": ("vigil.server", "vigil.telemetry", "vigil.protos"),
 }
-"""Which way imports may run. The first matching key (the longest) rules a module; `vigil.server` covers the
-wiring (`app`, `__main__`, `cli`), which may import the whole server."""
+"""Which way imports may run. The longest matching key rules a module; `vigil.server` covers the wiring, which
+may import the whole server."""
 
 
 def module_name(path: Path) -> str:

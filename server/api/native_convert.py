@@ -10,10 +10,10 @@ import numpy.typing as npt
 from vigil.protos.tensors import TensorError, decode, from_array
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import tensor_pb2
+from vigil.server.batching.records import Arrays
 from vigil.server.errors import InvalidInput, ServerError, status_for
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
-from vigil.server.models.sessions import Arrays
 from vigil.server.models.signature import TensorSpec
 from vigil.telemetry.calls.context import CallItem
 from vigil.telemetry.quality.monitor import FeedbackResult

@@ -7,11 +7,11 @@ from typing import Final
 from vigil.protos.inference import grpc_service_pb2 as oip
 from vigil.protos.tensors import DataType, encode
 from vigil.server.api.native_convert import add_input
+from vigil.server.batching.records import Arrays
 from vigil.server.batching.statistics import Duration
 from vigil.server.errors import InvalidInput
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
-from vigil.server.models.sessions import Arrays
 from vigil.server.models.signature import TensorSpec
 
 DATATYPES: Final[dict[str, int]] = {

@@ -10,8 +10,8 @@ from vigil.server.api.health import HealthReporter
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion, VersionState
 from vigil.telemetry.metrics.aggregates import Aggregates
 from vigil.telemetry.metrics.gauges import process_cpu_seconds, resident_bytes
-from vigil.telemetry.stream.frames import AlertState, GpuState, Snapshot
-from vigil.telemetry.stream.frames import VersionState as VersionSnapshot
+from vigil.telemetry.metrics.gpu import GpuReading
+from vigil.telemetry.stream.frames import AlertSnapshot, Snapshot, VersionSnapshot
 from vigil.telemetry.stream.hub import TelemetryHub
 
 Kind = telemetry_pb2.TelemetryEvent.Kind
@@ -20,9 +20,9 @@ _STATE_EVENTS = {VersionState.READY: Kind.MODEL_LOADED, VersionState.FAILED: Kin
 
 
 def snapshot_reader(repository: ModelRepository, health: HealthReporter, aggregates: Aggregates, *,
-                    in_flight: Callable[[], int], gpus: Callable[[], list[GpuState]] | None,
+                    in_flight: Callable[[], int], gpus: Callable[[], list[GpuReading]] | None,
                     quality: Callable[[], Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry]] | None = None,
-                    alerts: Callable[[], Sequence[AlertState]] | None = None,
+                    alerts: Callable[[], Sequence[AlertSnapshot]] | None = None,
                     rollouts: Callable[[], Sequence[telemetry_pb2.RolloutTelemetry]] | None = None
                     ) -> Callable[[], Snapshot]:
     """A function taking one snapshot of the server (called once per tick, and once per new subscriber)."""

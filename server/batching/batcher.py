@@ -22,21 +22,17 @@ import asyncio
 import functools
 import itertools
 import logging
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
 
 import numpy as np
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext
 
+from vigil.server.batching.records import Arrays, BatchHook, BatchRecord, BatchResult
 from vigil.server.batching.statistics import BatchStatistics
+from vigil.server.batching.workers import Runner, RunOutcome, Work, Worker, shape_key
 from vigil.server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
-from vigil.server.models.sessions import Arrays
 
 logger = logging.getLogger(__name__)
 
@@ -44,127 +40,6 @@ _BUSY_LAG = 50e-6
 """A `call_soon` callback running this late (seconds) means the event loop is busy with other calls."""
 _SETTLE_LIMIT = 1e-3
 """Longest a request waits (seconds) for a fuller batch while the event loop stays busy."""
-
-
-class Runner(Protocol):
-    """What the batcher runs: a session's blocking `run`."""
-
-    def run(self, inputs: Arrays, output_names: Sequence[str]) -> Arrays: ...
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """One request's share of a run, and what it cost."""
-
-    outputs: Arrays
-    queue_seconds: float
-    compute_seconds: float
-    batch_size: int
-    """Rows in the ONNX Runtime run this request was part of."""
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """What one ONNX Runtime run did; given to every batch hook."""
-
-    model: str
-    version: int
-    rows: int
-    request_ids: tuple[str, ...]
-    queue_seconds: tuple[float, ...]
-    compute_seconds: float
-    inputs: Arrays
-    outputs: Arrays
-    failed: bool
-    span_contexts: tuple[SpanContext | None, ...] = ()
-    """The trace span of each request in the run (None where a request had none)."""
-    started_ns: int = 0
-    """Wall-clock start of the run, in nanoseconds."""
-    ended_ns: int = 0
-    """Wall-clock end of the run, in nanoseconds."""
-    execution_provider: str = ""
-    """The ONNX Runtime execution provider that ran it."""
-    request_rows: tuple[int, ...] = ()
-    """Rows of each request, in `request_ids` order (their rows lie in that order in inputs and outputs)."""
-
-
-BatchHook = Callable[[BatchRecord], None]
-"""Called on the event loop after each run; must be cheap (sample, count) and must not raise."""
-
-
-@dataclass(eq=False)
-class _Work:
-    inputs: Arrays
-    rows: int
-    outputs: tuple[str, ...]
-    key: Hashable
-    future: asyncio.Future[BatchResult]
-    enqueued: float
-    deadline: float | None
-    request_id: str
-    span_context: SpanContext | None = None
-    alone: bool = False
-    """Set when a shared run failed: this request now runs as a batch of its own, never merged."""
-
-
-@dataclass(frozen=True)
-class _RunOutcome:
-    inputs: Arrays
-    outputs: Arrays
-    compute_seconds: float
-    started_ns: int
-    ended_ns: int
-
-
-def _shape_key(inputs: Arrays) -> Hashable:
-    """Inputs may share a run only when every non-batch dimension and dtype is equal."""
-    return tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
-
-
-def _execute(runner: Runner, batch: list[_Work], outputs: tuple[str, ...], batched: bool) -> _RunOutcome:
-    """Runs in a worker thread: one concatenation per input, one session run, a check of the batch dimension."""
-    if len(batch) == 1:
-        inputs = batch[0].inputs
-    else:
-        inputs = {name: np.concatenate([w.inputs[name] for w in batch]) for name in batch[0].inputs}
-    started_ns = time.time_ns()
-    started = time.perf_counter()
-    results = runner.run(inputs, outputs)
-    compute = time.perf_counter() - started
-    ended_ns = time.time_ns()
-    if batched:
-        rows = sum(w.rows for w in batch)
-        for name, array in results.items():
-            if array.ndim == 0 or array.shape[0] != rows:
-                raise ValueError(f"output '{name}' has shape {list(array.shape)}, not a batch dimension of {rows}")
-    return _RunOutcome(inputs=inputs, outputs=results, compute_seconds=compute, started_ns=started_ns,
-                       ended_ns=ended_ns)
-
-
-_Job = tuple[list[_Work], tuple[str, ...], asyncio.AbstractEventLoop, Callable[..., None]]
-
-
-class _Worker(threading.Thread):
-    """One instance's thread: takes batches from its queue, runs them, posts the outcome to the event loop."""
-
-    def __init__(self, runner: Runner, *, batched: bool, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._runner = runner
-        self._batched = batched
-
-    def run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            batch, outputs, loop, done = job
-            try:
-                outcome: _RunOutcome | None = _execute(self._runner, batch, outputs, self._batched)
-                error: BaseException | None = None
-            except BaseException as exc:  # reported to every request of the batch, never lost
-                outcome, error = None, exc
-            try:
-                loop.call_soon_threadsafe(done, outcome, error)
-            except RuntimeError:  # the event loop closed while this batch ran: nobody waits for it
-                logger.debug("event loop closed before batch results were delivered")
 
 
 class DynamicBatcher:
@@ -202,9 +77,9 @@ class DynamicBatcher:
         self.execution_provider = execution_provider
         self.statistics = BatchStatistics()
         self._free = list(range(len(runners)))
-        self._queue: deque[_Work] = deque()
+        self._queue: deque[Work] = deque()
         self._workers = [
-            _Worker(runner, batched=max_batch_size > 0, name=f"ort-{model}-{version}-{i}")
+            Worker(runner, batched=max_batch_size > 0, name=f"ort-{model}-{version}-{i}")
             for i, runner in enumerate(runners)
         ]
         for worker in self._workers:
@@ -299,7 +174,7 @@ class DynamicBatcher:
     def _enqueue(
         self, chunks: list[Arrays], sizes: list[int], outputs: tuple[str, ...], request_ids: list[str],
         deadline: float | None,
-    ) -> list[_Work]:
+    ) -> list[Work]:
         if len(self._queue) + len(chunks) > self.max_queue_size:
             raise Overloaded(
                 f"model '{self.model}' version {self.version} has {len(self._queue)} requests queued; "
@@ -310,7 +185,7 @@ class DynamicBatcher:
         span = trace.get_current_span().get_span_context()
         span_context = span if span.is_valid else None
         work = [
-            _Work(inputs=c, rows=n, outputs=outputs, key=_shape_key(c) if self.is_batching else object(),
+            Work(inputs=c, rows=n, outputs=outputs, key=shape_key(c) if self.is_batching else object(),
                   future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid,
                   span_context=span_context)
             for c, n, rid in zip(chunks, sizes, request_ids, strict=True)
@@ -319,7 +194,7 @@ class DynamicBatcher:
         self._schedule_dispatch(loop)
         return work
 
-    async def _wait(self, work: list[_Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
+    async def _wait(self, work: list[Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
         try:
             return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
         except BaseException:
@@ -388,11 +263,11 @@ class DynamicBatcher:
         self._timer = None
         self._dispatch()
 
-    def _cut(self) -> list[_Work]:
+    def _cut(self) -> list[Work]:
         """Take the oldest live request and every later one of the same shapes that fits; drop expired ones."""
         now = time.monotonic()
-        batch: list[_Work] = []
-        keep: deque[_Work] = deque()
+        batch: list[Work] = []
+        keep: deque[Work] = deque()
         rows = 0
         for work in self._queue:
             if work.future.done():  # cancelled by its caller
@@ -418,7 +293,7 @@ class DynamicBatcher:
         return batch
 
     def _finish(
-        self, instance: int, batch: list[_Work], dispatched: float, outcome: _RunOutcome | None,
+        self, instance: int, batch: list[Work], dispatched: float, outcome: RunOutcome | None,
         error: BaseException | None,
     ) -> None:
         self._free.append(instance)
@@ -458,7 +333,7 @@ class DynamicBatcher:
             self._run_hooks(batch, rows, dispatched, outcome)
         self._dispatch()
 
-    def _run_hooks(self, batch: list[_Work], rows: int, dispatched: float, outcome: _RunOutcome | None) -> None:
+    def _run_hooks(self, batch: list[Work], rows: int, dispatched: float, outcome: RunOutcome | None) -> None:
         if not self._hooks:
             return
         record = BatchRecord(
@@ -497,7 +372,7 @@ class DynamicBatcher:
             worker.join()
 
 
-def _trim_to_preferred(batch: list[_Work], preferred: list[int]) -> tuple[list[_Work], list[_Work]]:
+def _trim_to_preferred(batch: list[Work], preferred: list[int]) -> tuple[list[Work], list[Work]]:
     """The longest prefix whose rows make a preferred size, and the rest; the whole batch when none does."""
     totals = list(itertools.accumulate(w.rows for w in batch))
     for size in preferred:  # largest first

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vigil.server.batching.batcher import BatchResult
+from vigil.server.batching.records import Arrays, BatchResult
 from vigil.server.errors import InferenceFailed, ServerError, status_for
 from vigil.server.inference.requests import Classification, InferRequest, InferResult
 from vigil.server.inference.validation import Limits, check_inputs, check_outputs
 from vigil.server.models.repository import ModelRepository, ModelVersion
-from vigil.server.models.sessions import Arrays
 from vigil.server.rollouts.rollouts import Rollouts
 from vigil.server.rollouts.routing import Metadata
 from vigil.telemetry.calls.context import annotate_call

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from vigil.server.models.sessions import Arrays
+from vigil.server.batching.records import Arrays
 
 
 @dataclass(frozen=True)

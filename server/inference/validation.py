@@ -8,8 +8,8 @@ from typing import Literal
 import numpy as np
 
 from vigil.protos.tensors import DataType, dtype_name, wire_dtype
+from vigil.server.batching.records import Arrays
 from vigil.server.errors import InvalidInput
-from vigil.server.models.sessions import Arrays
 from vigil.server.models.signature import Signature, TensorSpec
 
 

@@ -1,5 +1,6 @@
 """The model repository: finding models and versions on disk, their per-model `config.toml` (with its `[rollout]`
 table), ONNX Runtime sessions and their signatures, pinned host buffers for the GPU path, each version's state and
-draining, watching the repository folder, and the bundled default model. May import `batching`, `errors`,
-`vigil.telemetry.calls` and `vigil.protos.tensors`.
+draining, watching the repository folder, the bundled default model, and building a version's reference profile by
+running it on a data file (`vigil profile`). May import `batching`, `errors`, `vigil.telemetry.calls`, the
+reference profile of `vigil.telemetry.quality` and `vigil.protos.tensors`.
 """

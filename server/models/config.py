@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vigil.server.rollouts.config import RolloutConfig
+from vigil.server.models.rollout_config import RolloutConfig
 
 CONFIG_FILE = "config.toml"
 """Name of the per-model config file inside the model's folder; optional (defaults apply)."""
@@ -110,7 +110,7 @@ class ModelConfig(BaseModel):
     nonfinite_inputs: Literal["allow", "reject"] = "allow"
     """Floating-point inputs holding NaN or infinity: passed to the model, or refused with INVALID_ARGUMENT."""
     rollout: RolloutConfig | None = None
-    """How requests that name no version are split between versions (see `vigil.server.rollouts.config`); changing it
+    """How requests that name no version are split between versions (see `rollout_config`); changing it
     reloads no version."""
 
     @model_validator(mode="after")

@@ -12,13 +12,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from vigil.protos.tensors import NUMPY_DTYPES
+from vigil.server.batching.records import Arrays
 from vigil.server.models.config import ModelConfig
 from vigil.server.models.pinned_buffers import HostStaging, pinned_memory
 from vigil.server.models.signature import Signature
 
 logger = logging.getLogger(__name__)
 
-Arrays = dict[str, npt.NDArray[np.generic]]
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 

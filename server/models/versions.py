@@ -9,11 +9,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigil.server.batching.batcher import BatchResult, DynamicBatcher
+from vigil.server.batching.batcher import DynamicBatcher
+from vigil.server.batching.records import Arrays, BatchResult
 from vigil.server.batching.statistics import RequestStatistics
 from vigil.server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from vigil.server.models.config import ModelConfig
-from vigil.server.models.sessions import Arrays, ModelSession
+from vigil.server.models.sessions import ModelSession
 from vigil.server.models.signature import Signature
 
 logger = logging.getLogger(__name__)

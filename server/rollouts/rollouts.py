@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.errors import InvalidInput
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
-from vigil.server.rollouts.config import GuardConfig, RolloutConfig
+from vigil.server.models.rollout_config import GuardConfig, RolloutConfig
 from vigil.server.rollouts.routing import Metadata, Split
 from vigil.telemetry.calls.context import annotate_call
 from vigil.telemetry.quality.comparison import Comparer, VersionFigures

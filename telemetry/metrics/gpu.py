@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from vigil.telemetry.metrics.instruments import Instruments
-from vigil.telemetry.stream.frames import GpuState
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,19 @@ def register_gpu_gauges(instruments: Instruments) -> bool:
     return True
 
 
-def gpu_reader() -> Callable[[], list[GpuState]] | None:
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU's utilisation, memory and power, read through NVML."""
+
+    index: int
+    name: str
+    utilization: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    power_watts: float
+
+
+def gpu_reader() -> Callable[[], list[GpuReading]] | None:
     """A function reading every GPU's state for the Telemetry stream; None when there is no GPU."""
     devices = _devices()
     if not devices:
@@ -69,12 +81,12 @@ def gpu_reader() -> Callable[[], list[GpuState]] | None:
         name = pynvml.nvmlDeviceGetName(handle)
         names.append(name.decode() if isinstance(name, bytes) else str(name))
 
-    def read() -> list[GpuState]:
+    def read() -> list[GpuReading]:
         states = []
         for index, ((_, handle), name) in enumerate(zip(devices, names, strict=True)):
             try:
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                states.append(GpuState(index, name, pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                states.append(GpuReading(index, name, pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
                                        int(memory.used), int(memory.total),
                                        pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
             except Exception:  # a device that stops answering is left out of this snapshot

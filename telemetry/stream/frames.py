@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.telemetry.metrics.aggregates import HistogramSeries, Labels, Reading
+from vigil.telemetry.metrics.gpu import GpuReading
 
 
 @dataclass(frozen=True)
-class VersionState:
+class VersionSnapshot:
     """One model version's serving state at the snapshot."""
 
     model: str
@@ -28,17 +29,7 @@ class VersionState:
 
 
 @dataclass(frozen=True)
-class GpuState:
-    index: int
-    name: str
-    utilization: float
-    memory_used_bytes: int
-    memory_total_bytes: int
-    power_watts: float
-
-
-@dataclass(frozen=True)
-class AlertState:
+class AlertSnapshot:
     name: str
     severity: str
     model: str
@@ -56,13 +47,13 @@ class Snapshot:
     """Unix time."""
     monotonic: float
     reading: Reading
-    versions: Sequence[VersionState] = ()
+    versions: Sequence[VersionSnapshot] = ()
     server_state: str = "SERVING"
     cpu_seconds: float = 0.0
     memory_bytes: int = 0
     in_flight: int = 0
-    gpus: Sequence[GpuState] = ()
-    alerts: Sequence[AlertState] = field(default_factory=tuple)
+    gpus: Sequence[GpuReading] = ()
+    alerts: Sequence[AlertSnapshot] = field(default_factory=tuple)
     quality: Mapping[tuple[str, str], telemetry_pb2.QualityTelemetry] = field(default_factory=dict)
     """Per monitored classifier version: the parts of its quality section that are not interval counts."""
     rollouts: Sequence[telemetry_pb2.RolloutTelemetry] = ()

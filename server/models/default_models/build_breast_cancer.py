@@ -78,7 +78,7 @@ def main() -> None:
 
 def write_profile(x_train: np.ndarray, y_train: np.ndarray, names: list[str]) -> None:
     """Profile the training rows through the written ONNX model, as `vigil profile --label-column label` does."""
-    from vigil.server.monitoring.profile_builder import profile_version, read_reference_csv
+    from vigil.server.models.profile_builder import profile_version, read_reference_csv
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "train.csv"

@@ -21,10 +21,11 @@ from vigil.protos.timing import SERVER_TIMING_KEY, parse_timing
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import inference_pb2_grpc
 from vigil.server.app import App
-from vigil.server.batching.batcher import BatchRecord, BatchResult, DynamicBatcher
+from vigil.server.batching.batcher import DynamicBatcher
+from vigil.server.batching.records import Arrays, BatchRecord, BatchResult
 from vigil.server.errors import DeadlineExpired, InferenceFailed, Overloaded
 from vigil.server.models.config import ModelConfig
-from vigil.server.models.sessions import Arrays, ModelSession
+from vigil.server.models.sessions import ModelSession
 
 Code = grpc.StatusCode
 

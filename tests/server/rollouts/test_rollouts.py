@@ -22,8 +22,8 @@ from vigil.protos.tensors import from_array, to_array
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 from vigil.server.app import App
+from vigil.server.models.rollout_config import RolloutConfig
 from vigil.server.models.versions import VersionState
-from vigil.server.rollouts.config import RolloutConfig
 from vigil.server.rollouts.rollouts import Rollouts
 
 Kind = telemetry_pb2.TelemetryEvent.Kind

@@ -7,7 +7,7 @@ import collections
 import pytest
 from pydantic import ValidationError
 
-from vigil.server.rollouts.config import GuardConfig, PromotionConfig, RolloutConfig
+from vigil.server.models.rollout_config import GuardConfig, PromotionConfig, RolloutConfig
 from vigil.server.rollouts.routing import Split
 
 
@@ -91,7 +91,7 @@ def test_stable_defaults_to_the_largest_weight_and_shares_are_percent() -> None:
 
 
 def test_each_guard_margin_is_judged_against_the_stable_version() -> None:
-    from vigil.server.rollouts.config import GuardConfig
+    from vigil.server.models.rollout_config import GuardConfig
     from vigil.server.rollouts.rollouts import _breaches
     from vigil.telemetry.quality.comparison import VersionFigures
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.clients.cli.test_cli import VIGIL
 from tests.conftest import running_app
-from tests.server.monitoring.test_drift import SETTINGS, checked, fresh_sample, send
-from tests.server.monitoring.test_drift import training as training  # a fixture, used by name
+from tests.server.test_drift import SETTINGS, checked, fresh_sample, send
+from tests.server.test_drift import training as training  # a fixture, used by name
 from vigil.clients import AsyncClient
 from vigil.server.settings import QualitySettings
 

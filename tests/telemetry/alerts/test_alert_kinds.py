@@ -18,7 +18,7 @@ from opentelemetry.metrics import NoOpMeter
 
 from tests.conftest import running_app
 from vigil.clients import AsyncClient
-from vigil.server.monitoring.wiring import alert_rules
+from vigil.server.monitoring import alert_rules
 from vigil.server.settings import AlertRuleSettings, AlertSettings
 from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, Series, TransitionKind

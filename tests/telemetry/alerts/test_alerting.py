@@ -26,7 +26,7 @@ from vigil.clients import AsyncClient, InvalidInput
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.app import App
 from vigil.server.models.repository import ModelRepository
-from vigil.server.monitoring.wiring import Monitoring, alert_rules
+from vigil.server.monitoring import Monitoring, alert_rules
 from vigil.server.settings import (
     DEFAULT_ALERT_RULES,
     DEFAULT_SLOS,

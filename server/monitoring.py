@@ -22,7 +22,7 @@ from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.monitor import DriftThresholds, QualityLimits, QualityMonitor
 from vigil.telemetry.quality.readings import quality_readings
 from vigil.telemetry.quality.reference_profile import PROFILE_FILE, ProfileError, load_profile
-from vigil.telemetry.stream.frames import AlertState
+from vigil.telemetry.stream.frames import AlertSnapshot
 from vigil.telemetry.stream.hub import TelemetryHub
 
 logger = logging.getLogger(__name__)
@@ -149,14 +149,14 @@ class Monitoring:
         self._hub.publish(kind, model=labels.get("model", ""), version=labels.get("version", ""),
                           message=f"{alert.rule.name} ({alert.rule.severity}): {alert.summary}")
 
-    def alert_states(self) -> list[AlertState]:
+    def alert_states(self) -> list[AlertSnapshot]:
         """Firing alerts, for the Telemetry stream."""
         if self.alerts is None:
             return []
         out = []
         for alert in self.alerts.firing():
             labels = alert.label_dict
-            out.append(AlertState(alert.rule.name, str(alert.rule.severity), labels.get("model", ""),
+            out.append(AlertSnapshot(alert.rule.name, str(alert.rule.severity), labels.get("model", ""),
                                   labels.get("version", ""), alert.summary,
                                   int((alert.fired_at or alert.active_since) * 1e9), alert.value))
         return out
