@@ -2,8 +2,9 @@
 values, errors mapped from gRPC status codes, and the `vigil` command line (`cli`). Imports only `vigil.protos`.
 """
 
+from vigil.clients.async_client import AsyncClient
 from vigil.clients.channel import TLS
-from vigil.clients.client import AsyncClient, Client
+from vigil.clients.client import Client
 from vigil.clients.errors import (
     Cancelled,
     DeadlineExceeded,

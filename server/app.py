@@ -32,7 +32,8 @@ from vigil.server.inference.validation import Limits
 from vigil.server.models.folder_watch import RepositoryWatcher
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
 from vigil.server.monitoring import Monitoring
-from vigil.server.rollouts.rollouts import DEFAULT_WINDOW_SECONDS, Rollouts
+from vigil.server.rollouts.guard import DEFAULT_WINDOW_SECONDS
+from vigil.server.rollouts.splits import Rollouts
 from vigil.server.security.audit import AuditLog
 from vigil.server.security.credentials import grpc_credentials, http_ssl_context, token_table
 from vigil.server.security.gate import CallGate

@@ -15,11 +15,12 @@ from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, TransitionKind
 from vigil.telemetry.alerts.loop import AlertLoop
 from vigil.telemetry.alerts.rules import AlertRule
-from vigil.telemetry.alerts.signals import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.alerts.slo import Objective, SLOTracker
+from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.metrics.gauges import Readings, register_quality_gauges
 from vigil.telemetry.metrics.instruments import Instruments
-from vigil.telemetry.quality.monitor import DriftThresholds, QualityLimits, QualityMonitor
+from vigil.telemetry.quality.drift_check import DriftThresholds
+from vigil.telemetry.quality.monitor import QualityLimits, QualityMonitor
 from vigil.telemetry.quality.readings import quality_readings
 from vigil.telemetry.quality.reference_profile import PROFILE_FILE, ProfileError, load_profile
 from vigil.telemetry.stream.frames import AlertSnapshot

@@ -190,3 +190,16 @@ def test_nothing_imports_the_folders_by_their_own_names() -> None:
                 if name.split(".")[0] in OLD_NAMES:
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert not offenders
+
+
+def test_every_metric_name_is_written_once() -> None:
+    """Metric names live in `vigil.telemetry.metrics.instruments`; everything else refers to its constants."""
+    home = ROOT / "telemetry" / "metrics" / "instruments.py"
+    names = {node.args[0].value for node in ast.walk(ast.parse(home.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "MetricSpec"
+             and isinstance(node.args[0], ast.Constant)}
+    assert len(names) > 30
+    retyped = [f"{path.relative_to(ROOT)}: {node.value}" for path in sources().values() if path != home
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.Constant) and node.value in names]
+    assert not retyped

@@ -11,8 +11,9 @@ from typing import Any
 import click
 import numpy as np
 
+from vigil.clients.base import DEFAULT_TARGET
 from vigil.clients.channel import TLS
-from vigil.clients.client import DEFAULT_TARGET, Client
+from vigil.clients.client import Client
 from vigil.clients.errors import VigilError
 
 COMMAND_ENTRY_POINTS = "vigil.commands"

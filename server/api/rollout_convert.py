@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from vigil.protos.vigil.v1 import rollout_pb2 as pb
 from vigil.server.errors import InvalidInput
 from vigil.server.models.rollout_config import GuardConfig, PromotionConfig, RolloutConfig
-from vigil.server.rollouts.rollouts import RolloutState
+from vigil.server.rollouts.splits import RolloutState
 
 _MARGINS = ("max_error_ratio_increase", "max_p99_ratio", "max_accuracy_drop", "max_disagreement")
 

@@ -18,8 +18,8 @@ from vigil.server.errors import InferenceFailed, ServerError, status_for
 from vigil.server.inference.requests import Classification, InferRequest, InferResult
 from vigil.server.inference.validation import Limits, check_inputs, check_outputs
 from vigil.server.models.repository import ModelRepository, ModelVersion
-from vigil.server.rollouts.rollouts import Rollouts
 from vigil.server.rollouts.routing import Metadata
+from vigil.server.rollouts.splits import Rollouts
 from vigil.telemetry.calls.context import annotate_call
 from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX, ShadowOutcome
 

@@ -17,7 +17,7 @@ from vigil.server.settings import ReportSettings
 from vigil.server.web.drift_report import report as quality_report
 from vigil.server.web.report_page import render
 from vigil.telemetry.alerts.engine import AlertTransition, TransitionKind
-from vigil.telemetry.alerts.signals import parse_duration
+from vigil.telemetry.alerts.watched_values import parse_duration
 from vigil.telemetry.history.minutes import Key
 from vigil.telemetry.history.period import summarize
 from vigil.telemetry.history.recorder import HistoryRecorder

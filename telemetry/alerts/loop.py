@@ -12,8 +12,8 @@ from collections.abc import Callable
 from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
 from vigil.telemetry.alerts.engine import ActiveAlert, AlertEngine, AlertTransition, Series, TransitionKind
 from vigil.telemetry.alerts.rules import AlertRule
-from vigil.telemetry.alerts.signals import SignalReader
 from vigil.telemetry.alerts.slo import SLOTracker
+from vigil.telemetry.alerts.watched_values import SignalReader
 
 logger = logging.getLogger(__name__)
 

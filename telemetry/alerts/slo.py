@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vigil.telemetry.metrics.aggregates import HistogramSeries, Reading
+from vigil.telemetry.metrics.instruments import REQUEST_DURATION, REQUESTS
 
 SERVER_FAULTS = frozenset({"UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN",
                            "DATA_LOSS"})
@@ -117,7 +118,7 @@ class SLOTracker:
     def _totals(self, objective: Objective, reading: Reading) -> dict[str, tuple[int, int]]:
         out: dict[str, list[int]] = {}
         if objective.kind == "availability":
-            for labels, count in reading.get("vigil.requests", {}).items():
+            for labels, count in reading.get(REQUESTS.name, {}).items():
                 model, _version, _method, code = labels
                 if model and isinstance(count, int):
                     entry = out.setdefault(model, [0, 0])
@@ -126,7 +127,7 @@ class SLOTracker:
                         entry[0] += count
         else:
             index = self._bound_index[objective.name]
-            for labels, series in reading.get("vigil.request.duration", {}).items():
+            for labels, series in reading.get(REQUEST_DURATION.name, {}).items():
                 if labels[0] and isinstance(series, HistogramSeries):
                     entry = out.setdefault(labels[0], [0, 0])
                     entry[0] += sum(series.counts[:index + 1])

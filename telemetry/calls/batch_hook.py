@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.trace import Link, Status, StatusCode
 
 from vigil.telemetry.calls.spans import UNSET, SpanWriter
-from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.metrics.instruments import BATCH_SIZE, Instruments
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class BatchTelemetry:
         version = str(record.version)
         self._stages.write(
             "inference", parent=sampled[0][0], start_ns=record.started_ns, end_ns=record.ended_ns,
-            attributes={"vigil.model": record.model, "vigil.model.version": version, "vigil.batch.size": record.rows,
+            attributes={"vigil.model": record.model, "vigil.model.version": version, BATCH_SIZE.name: record.rows,
                         "vigil.batch.requests": len(record.request_ids),
                         "vigil.execution_provider": record.execution_provider},
             links=[Link(c) for c, _ in sampled], status=_FAILED if record.failed else UNSET)

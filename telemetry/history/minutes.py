@@ -7,16 +7,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from vigil.telemetry.metrics.aggregates import HistogramSeries, Reading
+from vigil.telemetry.metrics.instruments import (
+    BATCH_SIZE,
+    CONFIDENCE,
+    FEEDBACK,
+    FEEDBACK_CORRECT,
+    PREDICTIONS,
+    REQUEST_DURATION,
+    REQUESTS,
+)
 from vigil.telemetry.stream.frames import counts
 
 Key = tuple[str, str]
 """(model, version)."""
 MINUTE_SECONDS = 60
 
-DURATION, CONFIDENCE = "vigil.request.duration", "vigil.prediction.confidence"
 """The histograms whose buckets a minute keeps."""
-_REQUESTS, _BATCH, _PREDICTIONS = "vigil.requests", "vigil.batch.size", "vigil.predictions"
-_FEEDBACK, _CORRECT = "vigil.feedback", "vigil.feedback.correct"
 
 
 def minute_of(unix: float) -> int:
@@ -168,23 +174,23 @@ def difference(now: Reading, then: Reading) -> dict[Key, VersionMinute]:
             builder = built[key] = _Builder()
         return builder
 
-    for labels, n in _counter(now, then, _REQUESTS):
+    for labels, n in _counter(now, then, REQUESTS.name):
         of(labels).calls[_pair(labels[2], labels[3])] = n
-    for labels, buckets, total in _histogram(now, then, DURATION):
+    for labels, buckets, total in _histogram(now, then, REQUEST_DURATION.name):
         b = of(labels)
         for i, n in buckets.items():
             b.duration[i] = b.duration.get(i, 0) + n
         b.duration_sum += total
-    for labels, _, total in _histogram(now, then, _BATCH):
+    for labels, _, total in _histogram(now, then, BATCH_SIZE.name):
         of(labels).rows += round(total)
-    for labels, n in _counter(now, then, _PREDICTIONS):
+    for labels, n in _counter(now, then, PREDICTIONS.name):
         of(labels).predictions[labels[2]] = n
-    for labels, buckets, total in _histogram(now, then, CONFIDENCE):
+    for labels, buckets, total in _histogram(now, then, CONFIDENCE.name):
         b = of(labels)
         b.confidence, b.confidence_sum = buckets, total
-    for labels, n in _counter(now, then, _FEEDBACK):
+    for labels, n in _counter(now, then, FEEDBACK.name):
         of(labels).feedback = n
-    for labels, n in _counter(now, then, _CORRECT):
+    for labels, n in _counter(now, then, FEEDBACK_CORRECT.name):
         of(labels).correct = n
     out = {key: b.build() for key, b in built.items()}
     return {key: minute for key, minute in out.items() if minute.is_active}

@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from vigil.telemetry.history.minutes import (
-    CONFIDENCE,
-    DURATION,
     MINUTE_SECONDS,
     Key,
     VersionMinute,
@@ -27,6 +25,7 @@ from vigil.telemetry.history.minutes import (
     minute_of,
 )
 from vigil.telemetry.metrics.aggregates import Aggregates, Histogram, Reading
+from vigil.telemetry.metrics.instruments import CONFIDENCE, REQUEST_DURATION
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +89,9 @@ class ReportHistory:
         if max_alerts < 1 or max_runs < 1:
             raise ValueError("max_alerts and max_runs must be at least 1")
         members = {m.name: m for m in aggregates.members}
-        duration, confidence = members.get(DURATION), members.get(CONFIDENCE)
+        duration, confidence = members.get(REQUEST_DURATION.name), members.get(CONFIDENCE.name)
         if not isinstance(duration, Histogram) or not isinstance(confidence, Histogram):
-            raise ValueError(f"the aggregates must hold the histograms {DURATION} and {CONFIDENCE}")
+            raise ValueError(f"the aggregates must hold the histograms {REQUEST_DURATION.name} and {CONFIDENCE.name}")
         self.duration_bounds, self.confidence_bounds = duration.bounds, confidence.bounds
         self.retention_seconds = float(retention_seconds)
         self._read = aggregates.read

@@ -8,7 +8,32 @@ from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.metrics.instruments import (
+    ACCURACY,
+    ALERTS_FIRING,
+    DRIFT_CHI2_PVALUE,
+    DRIFT_CHI2_STATISTIC,
+    DRIFT_KS_PVALUE,
+    DRIFT_KS_STATISTIC,
+    DRIFT_PSI,
+    DRIFT_STATUS,
+    DRIFT_WINDOW_ROWS,
+    EXPECTED_ACCURACY,
+    INFERENCE_ROWS,
+    MODEL_LOAD_DURATION,
+    MODEL_READY,
+    PROCESS_CPU_TIME,
+    PROCESS_MEMORY_USAGE,
+    QUEUE_DEPTH,
+    REQUESTS_IN_FLIGHT,
+    ROLLOUT_ROLLED_BACK,
+    ROLLOUT_WEIGHT,
+    RUNS_IN_FLIGHT,
+    SLO_BUDGET_REMAINING,
+    SLO_BURN_RATE,
+    SLO_OBJECTIVE,
+    Instruments,
+)
 
 Readings = Callable[[], Iterable[tuple[dict[str, str], float]]]
 """(labels, value) pairs, produced on demand."""
@@ -28,14 +53,12 @@ def register_serving_gauges(instruments: Instruments, *, queue_depth: Readings, 
                             rows: Readings) -> None:
     """Per model version: requests queued, runs executing, ready (1) or not (0), and how long loading took;
     per method: calls being handled."""
-    instruments.observe_counter("vigil.inference.rows", "{row}", "Rows inferred by successful runs",
-                                _observer(rows))
-    instruments.observe("vigil.requests.in_flight", "{request}", "Calls being handled now", _observer(in_flight))
-    instruments.observe("vigil.queue.depth", "{request}", "Requests waiting for an instance", _observer(queue_depth))
-    instruments.observe("vigil.runs.in_flight", "{run}", "ONNX Runtime runs executing now", _observer(running))
-    instruments.observe("vigil.model.ready", "", "1 when the model version serves, else 0", _observer(model_ready))
-    instruments.observe("vigil.model.load.duration", "s", "Seconds the version took to load and warm up",
-                        _observer(load_seconds))
+    instruments.observe_counter(INFERENCE_ROWS, _observer(rows))
+    instruments.observe(REQUESTS_IN_FLIGHT, _observer(in_flight))
+    instruments.observe(QUEUE_DEPTH, _observer(queue_depth))
+    instruments.observe(RUNS_IN_FLIGHT, _observer(running))
+    instruments.observe(MODEL_READY, _observer(model_ready))
+    instruments.observe(MODEL_LOAD_DURATION, _observer(load_seconds))
 
 
 def process_cpu_seconds() -> tuple[float, float]:
@@ -60,42 +83,38 @@ def register_process_gauges(instruments: Instruments) -> None:
     def memory() -> Iterable[tuple[dict[str, str], float]]:
         return [({}, float(resident_bytes()))]
 
-    instruments.observe_counter("process.cpu.time", "s", "CPU seconds used by the server process", _observer(cpu))
-    instruments.observe("process.memory.usage", "By", "Resident memory of the server process", _observer(memory))
+    instruments.observe_counter(PROCESS_CPU_TIME, _observer(cpu))
+    instruments.observe(PROCESS_MEMORY_USAGE, _observer(memory))
 
 
 def register_quality_gauges(instruments: Instruments, readings: Mapping[str, Readings]) -> None:
     """Accuracy, the label-free estimate, drift, SLOs and firing alerts, from the monitors' latest results
     (`readings` keyed as `QUALITY_GAUGES` below; missing keys are not registered)."""
-    for key, (name, unit, description) in QUALITY_GAUGES.items():
+    for key, metric in QUALITY_GAUGES.items():
         if key in readings:
-            instruments.observe(name, unit, description, _observer(readings[key]))
+            instruments.observe(metric, _observer(readings[key]))
 
 
 QUALITY_GAUGES = {
-    "accuracy": ("vigil.accuracy", "", "Fraction of labelled rows predicted right, over the count or time window"),
-    "expected_accuracy": ("vigil.accuracy.expected", "",
-                          "Label-free accuracy estimate: mean calibrated confidence of recent predictions"),
-    "psi": ("vigil.drift.psi", "", "Population stability index of a feature against the reference profile"),
-    "ks_statistic": ("vigil.drift.ks.statistic", "", "Two-sample Kolmogorov-Smirnov statistic of a feature"),
-    "ks_pvalue": ("vigil.drift.ks.pvalue", "", "Kolmogorov-Smirnov p-value of a feature"),
-    "chi2_statistic": ("vigil.drift.chi2.statistic", "", "Chi-square statistic of the predicted-class mix"),
-    "chi2_pvalue": ("vigil.drift.chi2.pvalue", "", "Chi-square p-value of the predicted-class mix"),
-    "drift_status": ("vigil.drift.status", "", "Drift status per feature and test: 0 none, 1 possible, 2 drift"),
-    "drift_window": ("vigil.drift.window.rows", "{row}", "Live rows the latest drift check compared"),
-    "slo_objective": ("vigil.slo.objective", "", "Target fraction of good calls"),
-    "slo_remaining": ("vigil.slo.error_budget.remaining", "",
-                      "Fraction of the period's error budget left (negative once overspent)"),
-    "slo_burn": ("vigil.slo.burn_rate", "", "Error-budget burn rate over a window (1 spends it exactly in the period)"),
-    "alerts": ("vigil.alerts.firing", "{alert}", "Alerts firing now, by name and severity"),
+    "accuracy": ACCURACY,
+    "expected_accuracy": EXPECTED_ACCURACY,
+    "psi": DRIFT_PSI,
+    "ks_statistic": DRIFT_KS_STATISTIC,
+    "ks_pvalue": DRIFT_KS_PVALUE,
+    "chi2_statistic": DRIFT_CHI2_STATISTIC,
+    "chi2_pvalue": DRIFT_CHI2_PVALUE,
+    "drift_status": DRIFT_STATUS,
+    "drift_window": DRIFT_WINDOW_ROWS,
+    "slo_objective": SLO_OBJECTIVE,
+    "slo_remaining": SLO_BUDGET_REMAINING,
+    "slo_burn": SLO_BURN_RATE,
+    "alerts": ALERTS_FIRING,
 }
-"""Key → (name, unit, description) of each quality gauge."""
+"""The quality gauges by the key their readings come under."""
 
 
 def register_rollout_gauges(instruments: Instruments, *, weights: Readings, rolled_back: Readings) -> None:
     """Per version in a rollout (model, version, role): its share of the split in percent; and 1 per version the
     guard rolled back."""
-    instruments.observe("vigil.rollout.weight", "%", "Share of the requests naming no version that each version of "
-                        "a rollout answers (a shadow: the share it gets copies of)", _observer(weights))
-    instruments.observe("vigil.rollout.rolled_back", "", "1 for a version its rollout's guard took out of the split, "
-                        "until a new rollout is set", _observer(rolled_back))
+    instruments.observe(ROLLOUT_WEIGHT, _observer(weights))
+    instruments.observe(ROLLOUT_ROLLED_BACK, _observer(rolled_back))

@@ -9,7 +9,13 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from vigil.telemetry.metrics.instruments import Instruments
+from vigil.telemetry.metrics.instruments import (
+    GPU_MEMORY_TOTAL,
+    GPU_MEMORY_USED,
+    GPU_POWER_USAGE,
+    GPU_UTILIZATION,
+    Instruments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +55,10 @@ def register_gpu_gauges(instruments: Instruments) -> bool:
     def power(options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0, labels) for labels, h in devices]
 
-    instruments.observe("vigil.gpu.utilization", "1", "GPU busy fraction over the last sample period", utilization)
-    instruments.observe("vigil.gpu.memory.used", "By", "GPU memory in use", memory_used)
-    instruments.observe("vigil.gpu.memory.total", "By", "GPU memory in all", memory_total)
-    instruments.observe("vigil.gpu.power.usage", "W", "GPU power draw", power)
+    instruments.observe(GPU_UTILIZATION, utilization)
+    instruments.observe(GPU_MEMORY_USED, memory_used)
+    instruments.observe(GPU_MEMORY_TOTAL, memory_total)
+    instruments.observe(GPU_POWER_USAGE, power)
     logger.info("GPU metrics from NVML for %d device(s)", len(devices))
     return True
 

@@ -8,6 +8,7 @@ model, version, method, status code, execution provider — never a request or s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -27,6 +28,78 @@ MARGIN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
+class MetricSpec(NamedTuple):
+    """A metric's OpenTelemetry name, unit and description, defined once here; everything else refers to it by
+    constant (the Prometheus names follow from name and unit)."""
+
+    name: str
+    unit: str
+    description: str
+
+
+# Recorded per call and per run, pre-aggregated (`Instruments` below).
+REQUESTS = MetricSpec("vigil.requests", "{request}", "Inference calls by model, version, method and gRPC status code")
+REQUEST_DURATION = MetricSpec("vigil.request.duration", "s", "Time from call received to answer sent")
+QUEUE_DURATION = MetricSpec("vigil.queue.duration", "s", "Time a request waited for an instance")
+INFERENCE_DURATION = MetricSpec("vigil.inference.duration", "s", "Time of one ONNX Runtime run (a batch)")
+BATCH_SIZE = MetricSpec("vigil.batch.size", "{row}", "Rows per ONNX Runtime run")
+PREDICTIONS = MetricSpec("vigil.predictions", "{row}", "Rows predicted by classifiers, by predicted class")
+CONFIDENCE = MetricSpec("vigil.prediction.confidence", "", "Top-class probability of each predicted row")
+MARGIN = MetricSpec("vigil.prediction.margin", "", "Top-class minus runner-up probability of each predicted row")
+FEEDBACK = MetricSpec("vigil.feedback", "{row}",
+                      "Labelled rows received through Feedback (each request id counted once)")
+FEEDBACK_CORRECT = MetricSpec("vigil.feedback.correct", "{row}",
+                              "Of the rows counted in vigil.feedback, those predicted right")
+SHADOW_REQUESTS = MetricSpec(
+    "vigil.shadow.requests", "{request}",
+    "Shadow runs (copies of served requests, answers recorded and never returned) by status code")
+SHADOW_DURATION = MetricSpec("vigil.shadow.duration", "s", "Time of one shadow run, queue included")
+SHADOW_COMPARISONS = MetricSpec(
+    "vigil.shadow.comparisons", "{row}",
+    "Rows a shadow version predicted, by whether its class agreed with the served version's (agree, disagree)")
+SHADOW_SKIPPED = MetricSpec("vigil.shadow.skipped", "{request}",
+                            "Shadow copies not run because the most allowed were running")
+
+# Read when metrics are collected (`gauges`, `gpu`).
+INFERENCE_ROWS = MetricSpec("vigil.inference.rows", "{row}", "Rows inferred by successful runs")
+REQUESTS_IN_FLIGHT = MetricSpec("vigil.requests.in_flight", "{request}", "Calls being handled now")
+QUEUE_DEPTH = MetricSpec("vigil.queue.depth", "{request}", "Requests waiting for an instance")
+RUNS_IN_FLIGHT = MetricSpec("vigil.runs.in_flight", "{run}", "ONNX Runtime runs executing now")
+MODEL_READY = MetricSpec("vigil.model.ready", "", "1 when the model version serves, else 0")
+MODEL_LOAD_DURATION = MetricSpec("vigil.model.load.duration", "s", "Seconds the version took to load and warm up")
+PROCESS_CPU_TIME = MetricSpec("process.cpu.time", "s", "CPU seconds used by the server process")
+PROCESS_MEMORY_USAGE = MetricSpec("process.memory.usage", "By", "Resident memory of the server process")
+ACCURACY = MetricSpec("vigil.accuracy", "", "Fraction of labelled rows predicted right, over the count or time window")
+EXPECTED_ACCURACY = MetricSpec("vigil.accuracy.expected", "",
+                               "Label-free accuracy estimate: mean calibrated confidence of recent predictions")
+DRIFT_PSI = MetricSpec("vigil.drift.psi", "", "Population stability index of a feature against the reference profile")
+DRIFT_KS_STATISTIC = MetricSpec("vigil.drift.ks.statistic", "", "Two-sample Kolmogorov-Smirnov statistic of a feature")
+DRIFT_KS_PVALUE = MetricSpec("vigil.drift.ks.pvalue", "", "Kolmogorov-Smirnov p-value of a feature")
+DRIFT_CHI2_STATISTIC = MetricSpec("vigil.drift.chi2.statistic", "", "Chi-square statistic of the predicted-class mix")
+DRIFT_CHI2_PVALUE = MetricSpec("vigil.drift.chi2.pvalue", "", "Chi-square p-value of the predicted-class mix")
+DRIFT_STATUS = MetricSpec("vigil.drift.status", "", "Drift status per feature and test: 0 none, 1 possible, 2 drift")
+DRIFT_WINDOW_ROWS = MetricSpec("vigil.drift.window.rows", "{row}", "Live rows the latest drift check compared")
+SLO_OBJECTIVE = MetricSpec("vigil.slo.objective", "", "Target fraction of good calls")
+SLO_BUDGET_REMAINING = MetricSpec("vigil.slo.error_budget.remaining", "",
+                                  "Fraction of the period's error budget left (negative once overspent)")
+SLO_BURN_RATE = MetricSpec("vigil.slo.burn_rate", "",
+                           "Error-budget burn rate over a window (1 spends it exactly in the period)")
+ALERTS_FIRING = MetricSpec("vigil.alerts.firing", "{alert}", "Alerts firing now, by name and severity")
+ROLLOUT_WEIGHT = MetricSpec(
+    "vigil.rollout.weight", "%",
+    "Share of the requests naming no version that each version of a rollout answers (a shadow: the share it gets "
+    "copies of)")
+ROLLOUT_ROLLED_BACK = MetricSpec(
+    "vigil.rollout.rolled_back", "", "1 for a version its rollout's guard took out of the split, until a new rollout "
+    "is set")
+GPU_UTILIZATION = MetricSpec("vigil.gpu.utilization", "1", "GPU busy fraction over the last sample period")
+GPU_MEMORY_USED = MetricSpec("vigil.gpu.memory.used", "By", "GPU memory in use")
+GPU_MEMORY_TOTAL = MetricSpec("vigil.gpu.memory.total", "By", "GPU memory in all")
+GPU_POWER_USAGE = MetricSpec("vigil.gpu.power.usage", "W", "GPU power draw")
+GPU_METRICS = (GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_POWER_USAGE)
+"""Registered only where NVML finds a GPU."""
+
+
 class Instruments:
     """The instruments the call wrapper, the batch hook and the gauges record into.
 
@@ -38,59 +111,32 @@ class Instruments:
     """
 
     def __init__(self, meter: Meter) -> None:
-        self.requests = Counter(
-            "vigil.requests", "{request}", "Inference calls by model, version, method and gRPC status code",
-            ("model", "version", "method", "code"))
-        self.request_duration = Histogram(
-            "vigil.request.duration", "s", "Time from call received to answer sent", DURATION_BUCKETS,
-            ("model", "version", "method"))
-        self.queue_duration = Histogram(
-            "vigil.queue.duration", "s", "Time a request waited for an instance", DURATION_BUCKETS,
-            ("model", "version"))
-        self.inference_duration = Histogram(
-            "vigil.inference.duration", "s", "Time of one ONNX Runtime run (a batch)", DURATION_BUCKETS,
-            ("model", "version"))
-        self.batch_size = Histogram(
-            "vigil.batch.size", "{row}", "Rows per ONNX Runtime run", BATCH_BUCKETS, ("model", "version"))
-        self.predictions = Counter(
-            "vigil.predictions", "{row}", "Rows predicted by classifiers, by predicted class",
-            ("model", "version", "class"))
-        self.confidence = Histogram(
-            "vigil.prediction.confidence", "", "Top-class probability of each predicted row", CONFIDENCE_BUCKETS,
-            ("model", "version"))
-        self.margin = Histogram(
-            "vigil.prediction.margin", "", "Top-class minus runner-up probability of each predicted row",
-            MARGIN_BUCKETS, ("model", "version"))
-        self.feedback = Counter(
-            "vigil.feedback", "{row}", "Labelled rows received through Feedback (each request id counted once)",
-            ("model", "version"))
-        self.feedback_correct = Counter(
-            "vigil.feedback.correct", "{row}", "Of the rows counted in vigil.feedback, those predicted right",
-            ("model", "version"))
-        self.shadow_requests = Counter(
-            "vigil.shadow.requests", "{request}",
-            "Shadow runs (copies of served requests, answers recorded and never returned) by status code",
-            ("model", "version", "code"))
-        self.shadow_duration = Histogram(
-            "vigil.shadow.duration", "s", "Time of one shadow run, queue included", DURATION_BUCKETS,
-            ("model", "version"))
-        self.shadow_comparisons = Counter(
-            "vigil.shadow.comparisons", "{row}",
-            "Rows a shadow version predicted, by whether its class agreed with the served version's (agree, disagree)",
-            ("model", "version", "outcome"))
-        self.shadow_skipped = Counter(
-            "vigil.shadow.skipped", "{request}", "Shadow copies not run because the most allowed were running",
-            ("model", "version"))
+        self.requests = Counter(*REQUESTS, ("model", "version", "method", "code"))
+        self.request_duration = Histogram(*REQUEST_DURATION, DURATION_BUCKETS, ("model", "version", "method"))
+        self.queue_duration = Histogram(*QUEUE_DURATION, DURATION_BUCKETS, ("model", "version"))
+        self.inference_duration = Histogram(*INFERENCE_DURATION, DURATION_BUCKETS, ("model", "version"))
+        self.batch_size = Histogram(*BATCH_SIZE, BATCH_BUCKETS, ("model", "version"))
+        self.predictions = Counter(*PREDICTIONS, ("model", "version", "class"))
+        self.confidence = Histogram(*CONFIDENCE, CONFIDENCE_BUCKETS, ("model", "version"))
+        self.margin = Histogram(*MARGIN, MARGIN_BUCKETS, ("model", "version"))
+        self.feedback = Counter(*FEEDBACK, ("model", "version"))
+        self.feedback_correct = Counter(*FEEDBACK_CORRECT, ("model", "version"))
+        self.shadow_requests = Counter(*SHADOW_REQUESTS, ("model", "version", "code"))
+        self.shadow_duration = Histogram(*SHADOW_DURATION, DURATION_BUCKETS, ("model", "version"))
+        self.shadow_comparisons = Counter(*SHADOW_COMPARISONS, ("model", "version", "outcome"))
+        self.shadow_skipped = Counter(*SHADOW_SKIPPED, ("model", "version"))
         self.aggregates = Aggregates(
             [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size,
              self.predictions, self.confidence, self.margin, self.feedback, self.feedback_correct, self.shadow_requests,
              self.shadow_duration, self.shadow_comparisons, self.shadow_skipped])
         self._meter = meter
 
-    def observe(self, name: str, unit: str, description: str, callback: Callback) -> None:
+    def observe(self, metric: MetricSpec, callback: Callback) -> None:
         """A gauge computed when metrics are collected (queue depth, model state, process resources)."""
-        self._meter.create_observable_gauge(name, callbacks=[callback], unit=unit, description=description)
+        self._meter.create_observable_gauge(metric.name, callbacks=[callback], unit=metric.unit,
+                                            description=metric.description)
 
-    def observe_counter(self, name: str, unit: str, description: str, callback: Callback) -> None:
+    def observe_counter(self, metric: MetricSpec, callback: Callback) -> None:
         """A monotonic total computed when metrics are collected (e.g. process CPU seconds)."""
-        self._meter.create_observable_counter(name, callbacks=[callback], unit=unit, description=description)
+        self._meter.create_observable_counter(metric.name, callbacks=[callback], unit=metric.unit,
+                                              description=metric.description)

@@ -16,6 +16,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vigil.telemetry.metrics.aggregates import Aggregates, Histogram, Reading
+from vigil.telemetry.metrics.instruments import (
+    CONFIDENCE,
+    PREDICTIONS,
+    REQUEST_DURATION,
+    REQUESTS,
+    SHADOW_COMPARISONS,
+    SHADOW_DURATION,
+    SHADOW_REQUESTS,
+)
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.frames import by_version, counts, quantile
 
@@ -102,8 +111,8 @@ class Comparer:
         if self._latest is None:
             return VersionFigures(version)
         now, then = self._window(window)
-        request_counter, duration = (("vigil.shadow.requests", "vigil.shadow.duration") if shadow
-                                     else ("vigil.requests", "vigil.request.duration"))
+        request_counter, duration = ((SHADOW_REQUESTS.name, SHADOW_DURATION.name) if shadow
+                                     else (REQUESTS.name, REQUEST_DURATION.name))
         requests = errors = 0
         before = counts(then, request_counter) if then is not None else {}
         for labels, total in counts(now, request_counter).items():
@@ -119,8 +128,8 @@ class Comparer:
         if merged is not None and sum(merged.counts) > 0:
             p50, p99 = quantile(0.5, bounds, merged.counts), quantile(0.99, bounds, merged.counts)
         predictions = _class_mix(now, then, model, version)
-        confidence = by_version(now, then, "vigil.prediction.confidence",
-                                self._bounds["vigil.prediction.confidence"]).get((model, version))
+        confidence = by_version(now, then, CONFIDENCE.name,
+                                self._bounds[CONFIDENCE.name]).get((model, version))
         rows = sum(confidence.counts) if confidence is not None else 0
         agreed, compared = _agreement(now, then, model, version)
         figures = VersionFigures(
@@ -148,9 +157,9 @@ def _only(series: Any, models: set[str]) -> Any:
 
 
 def _class_mix(now: Reading, then: Reading | None, model: str, version: str) -> dict[str, int]:
-    before = counts(then, "vigil.predictions") if then is not None else {}
+    before = counts(then, PREDICTIONS.name) if then is not None else {}
     out: dict[str, int] = {}
-    for labels, total in counts(now, "vigil.predictions").items():
+    for labels, total in counts(now, PREDICTIONS.name).items():
         if labels[0] == model and labels[1] == version:
             delta = total - before.get(labels, 0)
             if delta:
@@ -160,9 +169,9 @@ def _class_mix(now: Reading, then: Reading | None, model: str, version: str) -> 
 
 def _agreement(now: Reading, then: Reading | None, model: str, version: str) -> tuple[int, int]:
     """(agreed rows, compared rows) of a shadow version over the window."""
-    before = counts(then, "vigil.shadow.comparisons") if then is not None else {}
+    before = counts(then, SHADOW_COMPARISONS.name) if then is not None else {}
     agreed = compared = 0
-    for labels, total in counts(now, "vigil.shadow.comparisons").items():
+    for labels, total in counts(now, SHADOW_COMPARISONS.name).items():
         if labels[0] == model and labels[1] == version:
             delta = total - before.get(labels, 0)
             compared += delta

@@ -22,15 +22,7 @@ import numpy.typing as npt
 from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX
 from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.calibration import expected_accuracy
-from vigil.telemetry.quality.drift import (
-    DriftStatus,
-    bin_counts,
-    chi_square,
-    ks_2samp,
-    psi,
-    pvalue_status,
-    score_status,
-)
+from vigil.telemetry.quality.drift_check import DriftResult, DriftThresholds, drift_against
 from vigil.telemetry.quality.outcomes import (
     InvalidFeedback,
     Labelled,
@@ -64,54 +56,6 @@ class QualityLimits:
     drift_sample_ratio: float = 1.0
     drift_min_rows: int = 100
     max_pending_batches: int = 4096
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """(possible, drift) thresholds: PSI at or above; KS and chi-square p-values below."""
-
-    psi: tuple[float, float] = (0.1, 0.25)
-    ks_pvalue: tuple[float, float] = (0.05, 0.01)
-    chi2_pvalue: tuple[float, float] = (0.05, 0.01)
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    name: str
-    psi: float
-    psi_status: DriftStatus
-    ks_statistic: float
-    ks_pvalue: float
-    ks_status: DriftStatus
-    live_proportions: tuple[float, ...]
-    """Share of live rows in each of the reference's bins."""
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """One drift check of one version."""
-
-    computed_at: float
-    """Unix time."""
-    window_rows: int
-    features: tuple[FeatureDrift, ...]
-    chi2_statistic: float
-    chi2_pvalue: float
-    chi2_status: DriftStatus
-    live_class_proportions: tuple[float, ...]
-
-    @property
-    def status(self) -> DriftStatus:
-        statuses = [self.chi2_status, *(f.psi_status for f in self.features), *(f.ks_status for f in self.features)]
-        return max(statuses)
-
-    def worst(self, test: str) -> DriftStatus:
-        """The worst status of one test ("psi", "ks", "chi2") or of all ("any")."""
-        if test == "chi2":
-            return self.chi2_status
-        if test == "any":
-            return self.status
-        return max((getattr(f, f"{test}_status") for f in self.features), default=DriftStatus.NO_DRIFT)
 
 
 @dataclass(frozen=True)
@@ -397,27 +341,3 @@ class QualityMonitor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.process()  # the last batches' predictions count too (the report history flushes after this)
-
-
-def drift_against(profile: ReferenceProfile, rows: npt.NDArray[np.float64], classes: npt.NDArray[np.intp],
-                  thresholds: DriftThresholds, *, now: float, min_rows: int) -> DriftResult | None:
-    """PSI and KS per feature, chi-square of the predicted classes; None when the window has fewer than
-    `min_rows` rows."""
-    if len(rows) < min_rows:
-        return None
-    features = []
-    for column, reference in enumerate(profile.features):
-        values = rows[:, column]
-        edges = np.asarray(reference.edges, np.float64)
-        counts = bin_counts(values, edges)
-        score = psi(np.asarray(reference.proportions), counts)
-        statistic, pvalue = ks_2samp(reference.sorted_sample, values)
-        total = counts.sum()
-        features.append(FeatureDrift(
-            reference.name, score, score_status(score, *thresholds.psi), statistic, pvalue,
-            pvalue_status(pvalue, *thresholds.ks_pvalue),
-            tuple(float(c) / total if total else 0.0 for c in counts)))
-    class_counts = np.bincount(classes, minlength=len(profile.labels))
-    chi2, chi2_p = chi_square(class_counts, np.asarray(profile.predicted_prior))
-    return DriftResult(now, len(rows), tuple(features), chi2, chi2_p, pvalue_status(chi2_p, *thresholds.chi2_pvalue),
-                       tuple(float(c) / len(classes) for c in class_counts))

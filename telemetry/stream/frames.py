@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.telemetry.metrics.aggregates import HistogramSeries, Labels, Reading
 from vigil.telemetry.metrics.gpu import GpuReading
+from vigil.telemetry.metrics.instruments import (
+    BATCH_SIZE,
+    CONFIDENCE,
+    INFERENCE_DURATION,
+    MARGIN,
+    PREDICTIONS,
+    QUEUE_DURATION,
+    REQUEST_DURATION,
+    REQUESTS,
+)
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,8 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
     """Per model version, sorted: counts, rates, latency summaries, batch sizes and serving state."""
     seconds = max(now.monotonic - then.monotonic, 1e-9) if then is not None else 0.0
     uptime = max(now.monotonic - start_monotonic, 1e-9)
-    requests_now = counts(now.reading, "vigil.requests")
-    requests_then = counts(then.reading, "vigil.requests") if then is not None else {}
+    requests_now = counts(now.reading, REQUESTS.name)
+    requests_then = counts(then.reading, REQUESTS.name) if then is not None else {}
     calls: dict[tuple[str, str], list[int]] = {}
     errors: dict[tuple[str, str], dict[str, list[int]]] = {}
     for labels, total in requests_now.items():
@@ -147,13 +157,13 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
             by_code = errors.setdefault((model, version), {}).setdefault(code, [0, 0])
             by_code[0] += total - earlier
             by_code[1] += total
-    request = by_version(now.reading, then.reading if then else None, "vigil.request.duration",
-                          bounds["vigil.request.duration"])
-    queue = by_version(now.reading, then.reading if then else None, "vigil.queue.duration",
-                        bounds["vigil.queue.duration"])
-    inference = by_version(now.reading, then.reading if then else None, "vigil.inference.duration",
-                            bounds["vigil.inference.duration"])
-    batches = by_version(now.reading, then.reading if then else None, "vigil.batch.size", bounds["vigil.batch.size"])
+    request = by_version(now.reading, then.reading if then else None, REQUEST_DURATION.name,
+                          bounds[REQUEST_DURATION.name])
+    queue = by_version(now.reading, then.reading if then else None, QUEUE_DURATION.name,
+                        bounds[QUEUE_DURATION.name])
+    inference = by_version(now.reading, then.reading if then else None, INFERENCE_DURATION.name,
+                            bounds[INFERENCE_DURATION.name])
+    batches = by_version(now.reading, then.reading if then else None, BATCH_SIZE.name, bounds[BATCH_SIZE.name])
     rows_then = {(v.model, v.version): v.rows_total for v in (then.versions if then else ())}
     quality = _quality_counts(now, then, bounds) if now.quality else {}
     frames = []
@@ -173,20 +183,20 @@ def model_frames(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, Sequ
             if in_interval:
                 frame.errors[code] = in_interval
             frame.errors_total[code] = total
-        for target, merged, name in ((frame.request_latency, request, "vigil.request.duration"),
-                                     (frame.queue_latency, queue, "vigil.queue.duration"),
-                                     (frame.inference_latency, inference, "vigil.inference.duration")):
+        for target, merged, name in ((frame.request_latency, request, REQUEST_DURATION.name),
+                                     (frame.queue_latency, queue, QUEUE_DURATION.name),
+                                     (frame.inference_latency, inference, INFERENCE_DURATION.name)):
             part = merged.get(key)
             if part is not None:
                 target.CopyFrom(latency(bounds[name], part.counts, part.sum))
         batch = batches.get(key)
-        frame.batch_size.bounds.extend(bounds["vigil.batch.size"])
+        frame.batch_size.bounds.extend(bounds[BATCH_SIZE.name])
         if batch is not None:
             frame.batch_size.counts.extend(batch.counts)
             runs = sum(batch.counts)
             frame.batch_size.mean = batch.sum / runs if runs else 0.0
         else:
-            frame.batch_size.counts.extend([0] * (len(bounds["vigil.batch.size"]) + 1))
+            frame.batch_size.counts.extend([0] * (len(bounds[BATCH_SIZE.name]) + 1))
         section = now.quality.get(key)
         if section is not None:
             frame.quality.CopyFrom(section)
@@ -206,16 +216,16 @@ def _quality_counts(now: Snapshot, then: Snapshot | None, bounds: Mapping[str, S
                     ) -> dict[tuple[str, str], telemetry_pb2.QualityTelemetry]:
     """Per version: predictions by class (interval and total), and confidence and margin over the interval."""
     earlier = then.reading if then is not None else None
-    confidence = by_version(now.reading, earlier, "vigil.prediction.confidence",
-                             bounds["vigil.prediction.confidence"])
-    margin = by_version(now.reading, earlier, "vigil.prediction.margin", bounds["vigil.prediction.margin"])
-    predictions_then = counts(earlier, "vigil.predictions") if earlier is not None else {}
+    confidence = by_version(now.reading, earlier, CONFIDENCE.name,
+                             bounds[CONFIDENCE.name])
+    margin = by_version(now.reading, earlier, MARGIN.name, bounds[MARGIN.name])
+    predictions_then = counts(earlier, PREDICTIONS.name) if earlier is not None else {}
     out: dict[tuple[str, str], telemetry_pb2.QualityTelemetry] = {}
     for key in now.quality:
         out[key] = telemetry_pb2.QualityTelemetry(
-            confidence=_distribution(bounds["vigil.prediction.confidence"], confidence.get(key)),
-            margin=_distribution(bounds["vigil.prediction.margin"], margin.get(key)))
-    for labels, total in counts(now.reading, "vigil.predictions").items():
+            confidence=_distribution(bounds[CONFIDENCE.name], confidence.get(key)),
+            margin=_distribution(bounds[MARGIN.name], margin.get(key)))
+    for labels, total in counts(now.reading, PREDICTIONS.name).items():
         section = out.get((labels[0], labels[1]))
         if section is not None:
             section.predictions_total[labels[2]] = total
@@ -227,7 +237,7 @@ def unattributed_errors(now: Snapshot) -> dict[str, int]:
     """Failed calls that named no model the server knows, by code (cumulative)."""
     known = {(v.model, v.version) for v in now.versions}
     out: dict[str, int] = {}
-    for labels, total in counts(now.reading, "vigil.requests").items():
+    for labels, total in counts(now.reading, REQUESTS.name).items():
         model, version, _method, code = labels
         if code != "OK" and (model, version) not in known:
             out[code] = out.get(code, 0) + total

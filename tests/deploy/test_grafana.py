@@ -17,10 +17,10 @@ from tests.conftest import build_repository, running_app
 from tests.deploy.test_configs import check_queries, needs_promtool
 from vigil.clients import AsyncClient, Rollout
 from vigil.telemetry.export.prometheus import prometheus_name
+from vigil.telemetry.metrics.instruments import GPU_METRICS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "vigil.json"
-GPU_SOURCE = Path(__file__).resolve().parents[2] / "telemetry" / "metrics" / "gpu.py"
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s"}
 """Values for the variables Grafana fills in, so promtool can parse the queries."""
 
@@ -45,7 +45,7 @@ def queried_metrics() -> set[str]:
 
 def gpu_metrics() -> set[str]:
     """The GPU gauges (exported only where NVML finds a GPU), by their Prometheus names."""
-    declared = re.findall(r'instruments\.observe\("([\w.]+)", "([^"]*)"', GPU_SOURCE.read_text())
+    declared = [(metric.name, metric.unit) for metric in GPU_METRICS]
     assert len(declared) == 4
     return {prometheus_name(name, unit, counter=False) for name, unit in declared}
 

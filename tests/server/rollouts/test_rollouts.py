@@ -24,7 +24,7 @@ from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 from vigil.server.app import App
 from vigil.server.models.rollout_config import RolloutConfig
 from vigil.server.models.versions import VersionState
-from vigil.server.rollouts.rollouts import Rollouts
+from vigil.server.rollouts.splits import Rollouts
 
 Kind = telemetry_pb2.TelemetryEvent.Kind
 CLASSIFIER_CONFIG = 'max_batch_size = 64\nlabels = ["red", "green", "blue"]\nprobability_output = "probabilities"\n'

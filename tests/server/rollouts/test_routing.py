@@ -92,7 +92,7 @@ def test_stable_defaults_to_the_largest_weight_and_shares_are_percent() -> None:
 
 def test_each_guard_margin_is_judged_against_the_stable_version() -> None:
     from vigil.server.models.rollout_config import GuardConfig
-    from vigil.server.rollouts.rollouts import _breaches
+    from vigil.server.rollouts.guard import find_breaches as _breaches
     from vigil.telemetry.quality.comparison import VersionFigures
 
     guard = GuardConfig(min_labelled_rows=10, max_error_ratio_increase=0.02, max_p99_ratio=1.5,

@@ -24,7 +24,7 @@ from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, Series, TransitionKind
 from vigil.telemetry.alerts.loop import AlertLoop
 from vigil.telemetry.alerts.rules import AlertRule, RuleKind
-from vigil.telemetry.alerts.signals import ServingState, SignalReader
+from vigil.telemetry.alerts.watched_values import ServingState, SignalReader
 from vigil.telemetry.metrics.instruments import Instruments
 
 START = 1_700_000_000.0

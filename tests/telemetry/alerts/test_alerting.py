@@ -40,8 +40,8 @@ from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier, rfc3339
 from vigil.telemetry.alerts.engine import AlertEngine, TransitionKind
 from vigil.telemetry.alerts.loop import AlertLoop
 from vigil.telemetry.alerts.rules import AlertRule, Severity
-from vigil.telemetry.alerts.signals import ServingState, SignalReader, parse_duration
 from vigil.telemetry.alerts.slo import BURN_WINDOWS, Objective, SLOTracker
+from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration
 from vigil.telemetry.metrics.instruments import DURATION_BUCKETS, Instruments
 
 Kind = telemetry_pb2.TelemetryEvent.Kind

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vigil.telemetry.alerts.signals import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.alerts.slo import Objective, SLOTracker
+from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.metrics.aggregates import Aggregates, Counter, Histogram
 from vigil.telemetry.stream.frames import quantile
 

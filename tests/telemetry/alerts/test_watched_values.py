@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from opentelemetry.metrics import NoOpMeter
 
-from vigil.telemetry.alerts.signals import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.alerts.slo import Objective, SLOTracker
+from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.metrics.instruments import DURATION_BUCKETS, Instruments
 from vigil.telemetry.quality.drift import DriftStatus
-from vigil.telemetry.quality.monitor import DriftResult, DriftThresholds, FeatureDrift, QualityLimits, QualityMonitor
+from vigil.telemetry.quality.drift_check import DriftResult, DriftThresholds, FeatureDrift
+from vigil.telemetry.quality.monitor import QualityLimits, QualityMonitor
 from vigil.telemetry.quality.outcomes import Labelled
 from vigil.telemetry.stream.frames import quantile
 

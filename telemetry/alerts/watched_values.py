@@ -15,13 +15,14 @@ from typing import Any
 
 from vigil.telemetry.alerts.slo import SLOTracker
 from vigil.telemetry.metrics.aggregates import Aggregates, Reading
+from vigil.telemetry.metrics.instruments import INFERENCE_DURATION, QUEUE_DURATION, REQUEST_DURATION, REQUESTS
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.frames import by_version, counts, quantile
 
 Series = tuple[Mapping[str, str], float]
 
-_STAGES = {"request": "vigil.request.duration", "queue": "vigil.queue.duration",
-           "inference": "vigil.inference.duration"}
+_STAGES = {"request": REQUEST_DURATION.name, "queue": QUEUE_DURATION.name,
+           "inference": INFERENCE_DURATION.name}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -107,8 +108,8 @@ class SignalReader:
     def _error_ratio(self, params: Mapping[str, str]) -> list[Series]:
         if not self._history:
             return []
-        now = counts(self._history[-1][1], "vigil.requests")
-        then = counts(self._baseline(parse_duration(params.get("window", "5m"))), "vigil.requests")
+        now = counts(self._history[-1][1], REQUESTS.name)
+        then = counts(self._baseline(parse_duration(params.get("window", "5m"))), REQUESTS.name)
         totals: dict[tuple[str, str], list[int]] = {}
         for labels, total in now.items():
             model, version, _method, code = labels

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.errors import InvalidInput
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
-from vigil.server.models.rollout_config import GuardConfig, RolloutConfig
+from vigil.server.models.rollout_config import RolloutConfig
+from vigil.server.rollouts.guard import find_breaches, promotion_step, window_of
 from vigil.server.rollouts.routing import Metadata, Split
 from vigil.telemetry.calls.context import annotate_call
 from vigil.telemetry.quality.comparison import Comparer, VersionFigures
@@ -150,7 +151,7 @@ class Rollouts:
             known = ", ".join(str(v) for v in sorted(model.versions)) or "none"
             raise InvalidInput(f"model '{name}' has no version {', '.join(map(str, missing))} for its rollout "
                                f"(versions: {known})")
-        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=_step_of(config))
+        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=promotion_step(config))
         self._states[name] = state
         self._splits[name] = _split(name, config)
         if self.comparer is not None:  # the comparison window starts now
@@ -219,20 +220,20 @@ class Rollouts:
 
     def _observe(self, comparer: Comparer, now: float) -> None:
         """A reading of the models with a rollout, kept as long as the longest of their windows."""
-        comparer.history_seconds = max(_window_of(s.config) for s in self._states.values())
+        comparer.history_seconds = max(window_of(s.config) for s in self._states.values())
         comparer.observe(now, self._states)
 
     def _evaluate(self, name: str, state: RolloutState, comparer: Comparer, now: float) -> None:
         config = state.config
         guard = config.guard
-        window = _window_of(config)
+        window = window_of(config)
         stable = config.stable_version
         figures = {v: comparer.figures(name, str(v), shadow=state.role(v) == "shadow", window=window)
                    for v in sorted({*config.weights, *state.rolled_back, *([config.shadow] if config.shadow else [])})}
         breaches: dict[int, list[str]] = {}
         if guard is not None:
             for version in state.candidates():
-                found = _breaches(guard, figures[stable], figures[version], shadow=version == config.shadow)
+                found = find_breaches(guard, figures[stable], figures[version], shadow=version == config.shadow)
                 if found and figures[version].requests >= guard.min_requests:
                     breaches[version] = found
         state.comparison = self._comparison(state, figures, breaches, window)
@@ -345,50 +346,6 @@ class Rollouts:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-
-
-DEFAULT_WINDOW_SECONDS = 300.0
-"""The comparison window of a rollout without a guard."""
-
-
-def _window_of(config: RolloutConfig) -> float:
-    return config.guard.window_seconds if config.guard is not None else DEFAULT_WINDOW_SECONDS
-
-
-def _step_of(config: RolloutConfig) -> int:
-    """Index of the largest promotion step at or below the canary's share; -1 below the first."""
-    if config.promotion is None:
-        return -1
-    share = config.shares[config.canaries[0]]
-    return sum(1 for s in config.promotion.steps if s <= share + 1e-9) - 1
-
-
-def _breaches(guard: GuardConfig, stable: VersionFigures, candidate: VersionFigures, *, shadow: bool
-              ) -> list[str]:
-    """The guard margins `candidate` exceeds against `stable`, as text."""
-    found = []
-    if guard.max_error_ratio_increase is not None:
-        increase = candidate.error_ratio - stable.error_ratio
-        if increase > guard.max_error_ratio_increase:
-            found.append(f"error ratio {candidate.error_ratio:.4g} vs {stable.error_ratio:.4g} "
-                         f"(+{increase:.4g} > {guard.max_error_ratio_increase:g})")
-    if guard.max_p99_ratio is not None and not shadow and stable.requests and candidate.requests:
-        if stable.p99_seconds > 0 and math.isfinite(candidate.p99_seconds):
-            ratio = candidate.p99_seconds / stable.p99_seconds
-            if ratio > guard.max_p99_ratio:
-                found.append(f"p99 {candidate.p99_seconds * 1e3:.4g} ms vs {stable.p99_seconds * 1e3:.4g} ms "
-                             f"(x{ratio:.3g} > {guard.max_p99_ratio:g})")
-    if (guard.max_accuracy_drop is not None and candidate.accuracy is not None and stable.accuracy is not None
-            and min(candidate.labelled_rows, stable.labelled_rows) >= guard.min_labelled_rows):
-        drop = stable.accuracy - candidate.accuracy
-        if drop > guard.max_accuracy_drop:
-            found.append(f"accuracy {candidate.accuracy:.4g} vs {stable.accuracy:.4g} "
-                         f"(-{drop:.4g} > {guard.max_accuracy_drop:g})")
-    if guard.max_disagreement is not None and shadow and candidate.agreement is not None:
-        disagreement = 1.0 - candidate.agreement
-        if disagreement > guard.max_disagreement:
-            found.append(f"disagreement {disagreement:.4g} > {guard.max_disagreement:g}")
-    return found
 
 
 def _ms(seconds: float) -> float:
