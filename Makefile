@@ -13,12 +13,16 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamps record which dependency set is installed; they are redone when pyproject.toml changes.
+# The editable install maps the folders onto `vigil` through an import hook, for which setuptools prints a generic
+# caution about folders named like the package; nothing here is so named, so it is silenced.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e
+
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(EDITABLE) .
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(EDITABLE) ".[dev]"
 	touch $@ $(VENV)/.runtime
 
 serve: $(VENV)/.runtime
@@ -75,7 +79,7 @@ $(BENCH_MODELS)/models.json: bench/build_models.py | $(EXPORT_VENV)/.installed
 	$(EXPORT_VENV)/bin/python bench/build_models.py --out $(BENCH_MODELS)
 
 bench: $(VENV)/.dev $(BENCH_MODELS)/models.json
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(EDITABLE) ".[dev,bench]"
 	$(BIN)/python bench/run.py --models $(BENCH_MODELS) --profile --telemetry-cost --quality-cost --rollout-cost
 
 # The soak benchmark (bench/soak.py): ten minutes of mixed load on the bundled model, the server's resident
