@@ -12,6 +12,7 @@ It sits inside the telemetry wrapper, so refused calls are counted and traced li
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -117,12 +118,21 @@ class CallGate:
 
     def _stream(self, method: str, authenticate: bool, drains: bool) -> Callable[[Any], Any]:
         def outer(behaviour: Any) -> Any:
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 record = self._admit(method, authenticate, drains, context)
                 if isinstance(record, Refused):
                     await context.abort(record.code, str(record))
-                request = await _parsed(request, method, context)
-                async for item in behaviour(request, context):
+                return await _parsed(request, method, context)
+
+            if not inspect.isasyncgenfunction(behaviour):
+                # A handler that writes its stream with `context.write` (grpc_health's Watch) is a coroutine:
+                # awaited, not iterated, and so is its wrapper.
+                async def writes(request: Any, context: grpc.aio.ServicerContext) -> None:
+                    await behaviour(await admitted(request, context), context)
+                return writes
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in behaviour(await admitted(request, context), context):
                     yield item
             return stream
         return outer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -11,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests import onnx_models
 from tests.conftest import make_settings, running_app
+from vigil.protos.vigil.v1 import inference_pb2, inference_pb2_grpc
 from vigil.server.app import App
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -85,3 +88,57 @@ async def test_http_port_serves_probes_and_metrics(app: App) -> None:
         async with session.get(f"{base}/metrics") as response:
             assert response.status == 200
             assert "process_cpu_time_seconds_total" in await response.text()
+
+
+async def next_status(stream: object) -> int:
+    response = await asyncio.wait_for(stream.read(), timeout=10)  # type: ignore[attr-defined]
+    assert response is not grpc.aio.EOF, "the Watch stream ended"
+    return int(response.status)
+
+
+async def test_watch_streams_status_changes_overall_and_per_model(model_repo: Path) -> None:
+    async with running_app(model_repo) as app, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        model = health.Watch(health_pb2.HealthCheckRequest(service="model/add"))
+        unknown = health.Watch(health_pb2.HealthCheckRequest(service="model/absent"))
+        assert await next_status(overall) == SERVING
+        assert await next_status(model) == SERVING
+        # the standard answer for a service the server does not know yet: SERVICE_UNKNOWN, and the stream stays
+        assert await next_status(unknown) == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        await app.repository.unload_model("add")
+        assert await next_status(model) == NOT_SERVING
+        await app.repository.load_model("add")
+        assert await next_status(model) == SERVING
+        await app.health.set_draining()
+        assert await next_status(overall) == NOT_SERVING
+        for stream in (overall, model, unknown):
+            stream.cancel()
+
+
+async def test_a_client_with_grpc_health_checking_makes_calls(model_repo: Path) -> None:
+    """gRPC's client-side health checking (`healthCheckConfig`) watches the server's health service and sends
+    calls only to a SERVING backend; the calls go through."""
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                         "healthCheckConfig": {"serviceName": "vigil.v1.Inference"}})
+    async with running_app(model_repo) as app, grpc.aio.insecure_channel(
+            f"127.0.0.1:{app.grpc_port}", options=[("grpc.service_config", config)]) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        for _ in range(3):
+            listed = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=10)
+            assert {m.name for m in listed.models} >= {"add", "breast_cancer"}
+        await app.health.set_draining()
+        # NOT_SERVING reaches the channel through its Watch; then it has no healthy backend and fails calls itself
+        # (UNAVAILABLE) instead of sending them to the draining server, which would say it is shutting down
+        failure = None
+        for _ in range(100):
+            try:
+                await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                failure = exc
+                break
+            await asyncio.sleep(0.05)
+        assert failure is not None, "calls still went through 5 s after the server reported NOT_SERVING"
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" not in (failure.details() or ""), failure.details()
