@@ -99,13 +99,35 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
 
 INTERNAL_MESSAGE = "internal server error; see the server log"
 
+MAX_QUOTED_CHARACTERS = 100
+"""What a message quotes of a name or id the caller sent: at most this many characters of it."""
+MAX_MESSAGE_BYTES = 1024
+"""The longest status message sent (UTF-8): gRPC carries it percent-encoded in a trailer, which clients limit to
+8 KiB of metadata, so a message echoing a huge input would otherwise turn into RESOURCE_EXHAUSTED."""
+
+
+def quoted(text: str) -> str:
+    """`text`, as a caller sent it, quoted for a message: in quotes, and cut after MAX_QUOTED_CHARACTERS (saying
+    how long it was)."""
+    if len(text) <= MAX_QUOTED_CHARACTERS:
+        return f"'{text}'"
+    return f"'{text[:MAX_QUOTED_CHARACTERS]}…' ({len(text)} characters)"
+
+
+def bounded(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_BYTES of UTF-8 (on a character boundary)."""
+    encoded = message.encode("utf-8")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    return encoded[:MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "…"
+
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and caller-safe message for an exception (most specific class wins)."""
     if isinstance(error, ServerError | StreamError):
         for cls in type(error).__mro__:
             if cls in STATUS_CODES:
-                return STATUS_CODES[cls], str(error)
+                return STATUS_CODES[cls], bounded(str(error))
     logger.error("unexpected error while handling a call", exc_info=error)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 

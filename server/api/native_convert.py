@@ -11,7 +11,7 @@ from vigil.protos.tensors import TensorError, decode, from_array
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import tensor_pb2
 from vigil.server.batching.records import Arrays
-from vigil.server.errors import InvalidInput, ServerError, status_for
+from vigil.server.errors import InvalidInput, ServerError, quoted, status_for
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
@@ -38,11 +38,11 @@ def add_input(inputs: Arrays, name: str, dtype: int, shape: list[int], raw: byte
     if not name:
         raise InvalidInput("an input tensor has no name")
     if name in inputs:
-        raise InvalidInput(f"input '{name}' is given more than once")
+        raise InvalidInput(f"input {quoted(name)} is given more than once")
     try:
         array = decode(dtype, shape, raw, contents)
     except TensorError as exc:
-        raise InvalidInput(f"input '{name}': {exc}") from None
+        raise InvalidInput(f"input {quoted(name)}: {exc}") from None
     inputs[name] = _decode_text(name, array) if array.dtype == object else array
 
 
@@ -88,7 +88,7 @@ def _decode_text(name: str, array: npt.NDArray[np.generic]) -> npt.NDArray[np.ge
         try:
             out[i] = item.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidInput(f"input '{name}': string element {i} is not valid UTF-8") from None
+            raise InvalidInput(f"input {quoted(name)}: string element {i} is not valid UTF-8") from None
     return out.reshape(array.shape)
 
 

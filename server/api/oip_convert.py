@@ -9,7 +9,7 @@ from vigil.protos.tensors import DataType, encode
 from vigil.server.api.native_convert import add_input
 from vigil.server.batching.records import Arrays
 from vigil.server.batching.statistics import Duration
-from vigil.server.errors import InvalidInput
+from vigil.server.errors import InvalidInput, quoted
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
@@ -27,12 +27,18 @@ PLATFORM = "onnxruntime_onnx"
 """Platform name clients of the protocol know ONNX Runtime models by."""
 
 
+MAX_VERSION_DIGITS = 18
+"""Versions are int64 in the native API; a longer string cannot name one (nor reach Python's int limit)."""
+
+
 def version_number(text: str) -> int:
     """The protocol carries versions as strings; empty means the default version."""
     if not text:
         return 0
     if not (text.isascii() and text.isdigit()):  # str.isdigit also takes "²", which int() refuses
-        raise InvalidInput(f"model_version must be a number, got '{text}'")
+        raise InvalidInput(f"model_version must be a number, got {quoted(text)}")
+    if len(text) > MAX_VERSION_DIGITS:
+        raise InvalidInput(f"model_version has {len(text)} digits; a version has at most {MAX_VERSION_DIGITS}")
     return int(text)
 
 
@@ -45,11 +51,11 @@ def to_request(message: oip.ModelInferRequest) -> InferRequest:
     for index, tensor in enumerate(message.inputs):
         dtype = DATATYPES.get(tensor.datatype)
         if dtype is None:
-            raise InvalidInput(f"input '{tensor.name}': datatype '{tensor.datatype}' is not supported "
+            raise InvalidInput(f"input {quoted(tensor.name)}: datatype {quoted(tensor.datatype)} is not supported "
                                f"(supported: {', '.join(DATATYPES)})")
         has_contents = tensor.HasField("contents")
         if raw and has_contents:
-            raise InvalidInput(f"input '{tensor.name}': contents is set but the request uses raw_input_contents")
+            raise InvalidInput(f"input {quoted(tensor.name)}: contents is set but the request uses raw_input_contents")
         add_input(inputs, tensor.name, dtype, list(tensor.shape), raw[index] if raw else b"",
                   tensor.contents if has_contents else None)
     return InferRequest(

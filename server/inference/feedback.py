@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vigil.server.errors import InvalidInput, NotSupported, PredictionNotFound
+from vigil.server.errors import InvalidInput, NotSupported, PredictionNotFound, quoted
+from vigil.server.inference.requests import MAX_REQUEST_ID_CHARACTERS
 from vigil.telemetry.calls.context import annotate_call
 from vigil.telemetry.quality.monitor import FeedbackResult, QualityMonitor
 from vigil.telemetry.quality.outcomes import InvalidFeedback, UnknownPrediction
@@ -22,7 +23,10 @@ def give_feedback(monitor: QualityMonitor | None, request_id: str, labels: Seque
     if not request_id:
         raise InvalidInput("request_id is empty; give the request id the prediction's response carried")
     if not labels:
-        raise InvalidInput(f"feedback for {request_id} has no labels; give one true label per predicted row")
+        raise InvalidInput(f"feedback for {quoted(request_id)} has no labels; give one true label per predicted row")
+    if len(request_id) > MAX_REQUEST_ID_CHARACTERS:
+        raise PredictionNotFound(f"no prediction has request id {quoted(request_id)}: request ids have at most "
+                                 f"{MAX_REQUEST_ID_CHARACTERS} characters")
     if len(subject_id.encode("utf-8")) > MAX_SUBJECT_ID_BYTES:
         raise InvalidInput(f"subject_id is longer than {MAX_SUBJECT_ID_BYTES} bytes")
     annotate_call(request_id=request_id)

@@ -9,6 +9,10 @@ import numpy.typing as npt
 
 from vigil.server.batching.records import Arrays
 
+MAX_REQUEST_ID_CHARACTERS = 128
+"""The longest request id: the server's own are 32 hex digits; a client-chosen id (an Open Inference Protocol
+request's `id`) may have up to this many characters."""
+
 
 @dataclass(frozen=True)
 class InferRequest:

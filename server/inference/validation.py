@@ -9,7 +9,7 @@ import numpy as np
 
 from vigil.protos.tensors import DataType, dtype_name, wire_dtype
 from vigil.server.batching.records import Arrays
-from vigil.server.errors import InvalidInput
+from vigil.server.errors import InvalidInput, quoted
 from vigil.server.models.signature import Signature, TensorSpec
 
 
@@ -42,7 +42,7 @@ def check_inputs(
     extra = [n for n in inputs if n not in expected]
     if extra:
         raise InvalidInput(
-            f"model '{model}' has no input {', '.join(repr(n) for n in extra)}; "
+            f"model '{model}' has no input {_names(extra)}; "
             f"it takes {_describe(signature.inputs)}"
         )
     rows: int | None = None
@@ -139,3 +139,9 @@ def _check_finite(model: str, name: str, array: np.ndarray) -> None:
 
 def _describe(specs: tuple[TensorSpec, ...]) -> str:
     return ", ".join(f"'{s.name}' {s.dtype_name} {s.shape_text}" for s in specs)
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    """Input names a caller sent, quoted: the first few, then how many more."""
+    text = ", ".join(quoted(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

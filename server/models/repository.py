@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from vigil.server.errors import InvalidInput, ModelLoadFailed, ModelNotFound
+from vigil.server.errors import InvalidInput, ModelLoadFailed, ModelNotFound, quoted
 from vigil.server.models.config import ConfigError, ModelConfig, load_config
 from vigil.server.models.versions import MODEL_FILE, Model, ModelVersion, VersionState, file_stamp
 from vigil.telemetry.calls.context import annotate_call
@@ -26,6 +26,8 @@ __all__ = ["DRAIN_SECONDS", "MODEL_FILE", "Model", "ModelRepository", "ModelVers
 logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
+MAX_NAME_BYTES = 255
+"""The longest model name: a folder name, as file systems allow it."""
 """Longest a replaced or unloaded version waits for its queued and running requests before it is closed."""
 
 StateListener = Callable[[Model], Awaitable[None]]
@@ -118,7 +120,7 @@ class ModelRepository:
         model = self._models.get(name)
         if model is None:
             known = ", ".join(sorted(self._models)) or "none"
-            raise ModelNotFound(f"model '{name}' is not in the repository (models: {known})")
+            raise ModelNotFound(f"model {quoted(name)} is not in the repository (models: {known})")
         return model
 
     def resolve(self, name: str, version: int) -> ModelVersion:
@@ -153,8 +155,11 @@ class ModelRepository:
     def _folder(self, name: str) -> Path:
         if not name:
             raise InvalidInput("model_name is empty; name the model folder to load")
-        if name != Path(name).name or name in (".", "..") or name[0] in "._":
-            raise InvalidInput(f"model_name '{name}' is not a model folder name (a plain name, not starting "
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise InvalidInput(f"model_name {quoted(name)} is longer than a model folder name can be "
+                               f"(at most {MAX_NAME_BYTES} bytes)")
+        if name != Path(name).name or name in (".", "..") or name[0] in "._" or "\0" in name:
+            raise InvalidInput(f"model_name {quoted(name)} is not a model folder name (a plain name, not starting "
                                "with '.' or '_')")
         return self.root / name
 
@@ -167,7 +172,7 @@ class ModelRepository:
             if name in self._models:
                 await self._unload(self._models[name], "its folder was removed from the repository")
                 raise ModelNotFound(f"model '{name}' has no folder in the repository any more; it was unloaded")
-            raise ModelNotFound(f"model '{name}' has no folder in the repository {self.root}")
+            raise ModelNotFound(f"model {quoted(name)} has no folder in the model repository")
         fresh = await asyncio.to_thread(_read_model, folder)
         model = self._models.get(name)
         if model is None:

@@ -197,6 +197,7 @@ class Model:
 
     def find(self, version: int) -> ModelVersion:
         """The version named, ready or not (0: the default, else the highest-numbered); raises ModelNotFound."""
+        _check_version_number(version)
         if version == 0:
             chosen = self.default_version or max(self.versions.values(), key=lambda v: v.version, default=None)
             if chosen is None:
@@ -210,8 +211,7 @@ class Model:
 
     def resolve(self, version: int) -> ModelVersion:
         """The version a request names (0 means the default); raises ModelNotFound or ModelNotReady."""
-        if version < 0:
-            raise InvalidInput(f"model_version must be 0 (latest) or a positive number, got {version}")
+        _check_version_number(version)
         if self.reason:
             raise ModelNotReady(f"model '{self.name}' is not available: {self.reason}")
         if version == 0:
@@ -261,3 +261,8 @@ def _short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return first if len(first) <= 500 else first[:497] + "..."
+
+
+def _check_version_number(version: int) -> None:
+    if version < 0:
+        raise InvalidInput(f"model_version must be 0 (latest) or a positive number, got {version}")
