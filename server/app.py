@@ -228,7 +228,8 @@ class App:
                 (add_inference_servicer, servicer),
                 (health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                 OpenInferenceServicer(self.dataplane, self.health)),
+                 OpenInferenceServicer(self.dataplane, self.health,
+                                       quality=self.monitoring.quality if self.monitoring is not None else None)),
             ],
             wraps,
         )

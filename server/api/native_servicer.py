@@ -120,11 +120,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 given = give_feedback(self._quality, item.request_id, item.labels, item.subject_id)
             except ServerError as exc:
                 results.append(pb.BatchFeedbackResult(status=native_convert.item_status(exc)))
-                items.append(CallItem(item.request_id, "", "", exc))
+                items.append(CallItem("", "", "", exc))  # the id sent may be a caller's own: not logged
             else:
                 results.append(pb.BatchFeedbackResult(status=pb.ItemStatus(code=0),
                                                       response=native_convert.to_feedback_response(given)))
-                items.append(CallItem(item.request_id, given.model, given.version))
+                items.append(CallItem(given.request_id, given.model, given.version))
         annotate_items(items)
         return pb.BatchFeedbackResponse(results=results)
 

@@ -10,7 +10,7 @@ from vigil.server.api.native_convert import add_input
 from vigil.server.batching.records import Arrays
 from vigil.server.batching.statistics import Duration
 from vigil.server.errors import InvalidInput, quoted
-from vigil.server.inference.requests import InferRequest, InferResult
+from vigil.server.inference.requests import MAX_REQUEST_ID_CHARACTERS, InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
 
@@ -25,6 +25,16 @@ DATATYPE_NAMES: Final[dict[int, str]] = {wire: name for name, wire in DATATYPES.
 
 PLATFORM = "onnxruntime_onnx"
 """Platform name clients of the protocol know ONNX Runtime models by."""
+
+
+def client_id(text: str) -> str:
+    """A request's own `id`, checked: at most MAX_REQUEST_ID_CHARACTERS printable ASCII characters, no spaces. It
+    is echoed in the response and may name the prediction in Feedback, but the server keys everything by its own
+    request id, and never logs this one."""
+    if len(text) > MAX_REQUEST_ID_CHARACTERS or not all("!" <= c <= "~" for c in text):
+        raise InvalidInput(f"id must be at most {MAX_REQUEST_ID_CHARACTERS} printable ASCII characters without "
+                           f"spaces (got {len(text)} characters)")
+    return text
 
 
 MAX_VERSION_DIGITS = 18

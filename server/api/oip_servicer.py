@@ -16,6 +16,7 @@ from vigil.server.api.native_servicer import Context, deadline_of
 from vigil.server.errors import ModelNotFound, ModelNotReady, NotSupported, maps_errors, status_for
 from vigil.server.inference.dataplane import DataPlane, new_request_id
 from vigil.server.rollouts.routing import Metadata
+from vigil.telemetry.quality.monitor import QualityMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ UNSUPPORTED_LOAD_PARAMETERS = ("config", "file:")
 """RepositoryModelLoad parameters (by name or prefix) that send a config or files with the call: Vigil loads from
 the repository folder only."""
 
+MAX_ECHOED = 256
+"""Characters of a failed stream request's model name and id repeated in its error answer."""
 STREAM_CONCURRENCY = 64
 """Requests of one ModelStreamInfer stream in flight at once; reading the stream waits beyond that."""
 
@@ -40,9 +43,10 @@ def server_version() -> str:
 class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """`inference.GRPCInferenceService`: the same validation, statuses and batching as `vigil.v1.Inference`."""
 
-    def __init__(self, dataplane: DataPlane, health: HealthReporter) -> None:
+    def __init__(self, dataplane: DataPlane, health: HealthReporter, *, quality: QualityMonitor | None = None) -> None:
         self._dataplane = dataplane
         self._health = health
+        self._quality = quality
         self._version = server_version()
 
     async def ServerLive(self, request: oip.ServerLiveRequest, context: Context) -> oip.ServerLiveResponse:
@@ -76,9 +80,13 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: oip.ModelInferRequest, deadline: float | None,
                      metadata: Metadata | None = None) -> oip.ModelInferResponse:
+        client_id = oip_convert.client_id(request.id)
         result = await self._dataplane.infer(oip_convert.to_request(request), deadline=deadline,
-                                             request_id=request.id or new_request_id(), metadata=metadata)
-        return oip_convert.to_response(result, request.id)
+                                             request_id=new_request_id(), metadata=metadata)
+        if client_id and self._quality is not None:
+            self._quality.remember_client_id(client_id, result.request_id, result.model_name,
+                                             str(result.model_version))
+        return oip_convert.to_response(result, client_id)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: Context
@@ -96,7 +104,8 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 code, message = status_for(exc)
                 await answers.put(oip.ModelStreamInferResponse(
                     error_message=f"{code.name}: {message}",
-                    infer_response=oip.ModelInferResponse(model_name=request.model_name, id=request.id),
+                    infer_response=oip.ModelInferResponse(model_name=request.model_name[:MAX_ECHOED],
+                                                          id=request.id[:MAX_ECHOED]),
                 ))
             finally:
                 slots.release()

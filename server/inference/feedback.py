@@ -29,12 +29,12 @@ def give_feedback(monitor: QualityMonitor | None, request_id: str, labels: Seque
                                  f"{MAX_REQUEST_ID_CHARACTERS} characters")
     if len(subject_id.encode("utf-8")) > MAX_SUBJECT_ID_BYTES:
         raise InvalidInput(f"subject_id is longer than {MAX_SUBJECT_ID_BYTES} bytes")
-    annotate_call(request_id=request_id)
     try:
         result = monitor.feedback(request_id, labels, subject_id)
     except UnknownPrediction as exc:
         raise PredictionNotFound(str(exc)) from None
     except InvalidFeedback as exc:
         raise InvalidInput(str(exc)) from None
-    annotate_call(model=result.model, version=int(result.version))
+    # The server's id of the prediction: the one sent may be an id the caller chose, which is never logged.
+    annotate_call(request_id=result.request_id, model=result.model, version=int(result.version))
     return result

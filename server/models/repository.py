@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,7 +54,8 @@ class ModelRepository:
         self._drain_seconds = drain_seconds
         self._models: dict[str, Model] = {}
         self._listeners: list[StateListener] = []
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A lock lives while some call holds or waits for it, so names that never exist leave none behind.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         """One lifecycle operation per model at a time (start-up load, load, unload)."""
         self._load_slots = asyncio.Semaphore(load_workers)
         """Versions loading at once after start-up (the start-up load has its own pool of as many threads)."""
@@ -83,7 +84,7 @@ class ModelRepository:
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(max_workers=self._load_workers, thread_name_prefix="model-load") as pool:
             async def load(model: Model) -> None:
-                async with self._locks[model.name]:
+                async with self._lock(model.name):
                     pending = [v for v in model.versions.values() if v.state is VersionState.LOADING]
                     await asyncio.gather(*(load_version(model, v) for v in pending))
 
@@ -102,7 +103,6 @@ class ModelRepository:
         when the folder does not exist (a model whose folder was removed is unloaded). Finishes even if the caller
         is cancelled.
         """
-        annotate_call(model=name)
         folder = self._folder(name)
         return await _finish_anyway(self._locked(name, self._load(name, folder)))
 
@@ -111,8 +111,8 @@ class ModelRepository:
         with its versions UNLOADED (requests get ModelNotReady) until `load_model` brings it back."""
         if not name:
             raise InvalidInput("model_name is empty; name the model to unload")
-        annotate_call(model=name)
         model = self.get(name)
+        annotate_call(model=name)
         await _finish_anyway(self._locked(name, self._unload(model, reason)))
         return model
 
@@ -163,8 +163,14 @@ class ModelRepository:
                                "with '.' or '_')")
         return self.root / name
 
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
     async def _locked(self, name: str, operation: Coroutine[Any, Any, _T]) -> _T:
-        async with self._locks[name]:
+        async with self._lock(name):
             return await operation
 
     async def _load(self, name: str, folder: Path) -> Model:
@@ -173,6 +179,8 @@ class ModelRepository:
                 await self._unload(self._models[name], "its folder was removed from the repository")
                 raise ModelNotFound(f"model '{name}' has no folder in the repository any more; it was unloaded")
             raise ModelNotFound(f"model {quoted(name)} has no folder in the model repository")
+        # Only a model that exists is named in telemetry: a made-up name must leave no series behind.
+        annotate_call(model=name)
         fresh = await asyncio.to_thread(_read_model, folder)
         model = self._models.get(name)
         if model is None:

@@ -137,8 +137,8 @@ class Rollouts:
         model does not have."""
         if not name:
             raise InvalidInput("model_name is empty; name the model whose rollout to set")
-        annotate_call(model=name)
         model = self._repository.get(name)
+        annotate_call(model=name)
         if config is None:
             old = self._states.pop(name, None)
             self._splits.pop(name, None)

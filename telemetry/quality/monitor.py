@@ -145,6 +145,12 @@ class QualityMonitor:
 
     # -- the batch hook and the fold ----------------------------------------------------------------------------
 
+    def remember_client_id(self, client_id: str, request_id: str, model: str, version: str) -> None:
+        """Let feedback name the prediction of `request_id` by the id its caller chose, for a monitored version
+        (see `PredictionStore.alias`: a caller's id never replaces a prediction)."""
+        if (model, version) in self._versions:
+            self.store.alias(client_id, request_id, self._clock())
+
     def on_batch(self, record: Any) -> None:
         """Queue a finished batch (the batcher's `BatchRecord`) of a monitored version; O(1), never raises."""
         if record.failed or (record.model, str(record.version)) not in self._versions:
@@ -251,7 +257,7 @@ class QualityMonitor:
         """Join true labels to a stored prediction. UnknownPrediction or InvalidFeedback say what is wrong."""
         self.process()  # a prediction answered a moment ago may still be queued
         now = self._clock()
-        prediction = self.store.get(request_id, now)
+        request_id, prediction = self.store.find(request_id, now)
         quality = self._versions.get((prediction.model, prediction.version))
         if quality is None or quality.labels != prediction.labels:
             raise InvalidFeedback(f"{prediction.model} version {prediction.version} is no longer monitored")

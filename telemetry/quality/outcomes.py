@@ -31,6 +31,10 @@ class InvalidFeedback(ValueError):
     """Feedback that does not fit its prediction: wrong number of labels, or a label the model does not have."""
 
 
+class AmbiguousId(InvalidFeedback):
+    """Feedback by a caller-chosen id that several recent predictions were sent with."""
+
+
 def subject_hash(key: bytes, subject: str) -> str:
     """The keyed hash (HMAC-SHA256, hex) under which a subject id is kept and logged."""
     return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -68,6 +72,8 @@ class PredictionStore:
         self._size = size
         self._ttl = ttl_seconds
         self._items: OrderedDict[str, _Entry] = OrderedDict()
+        self._aliases: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        """Caller-chosen id → (the server's request id, or None once several predictions used it; when)."""
         self._lock = threading.Lock()
         self.evicted = 0
         """Predictions dropped to stay within `size` before they expired."""
@@ -94,16 +100,40 @@ class PredictionStore:
         p = prediction
         self.put_many([(request_id, (p.model, p.version, p.labels, p.predicted, p.stored_at))], p.stored_at)
 
-    def get(self, request_id: str, now: float) -> StoredPrediction:
-        """The prediction stored under `request_id`; UnknownPrediction when there is none or it expired."""
+    def alias(self, client_id: str, request_id: str, now: float) -> None:
+        """Let feedback find the prediction of `request_id` by the id its caller chose. A caller-chosen id never
+        replaces a prediction: an id that is a server's request id is ignored, and one sent with several recent
+        predictions names none of them (feedback by it is refused as ambiguous until they expire)."""
+        with self._lock:
+            self._expire(now)
+            if client_id == request_id or client_id in self._items:
+                return
+            held = self._aliases.pop(client_id, None)
+            self._aliases[client_id] = (request_id if held is None else None, now)
+            while len(self._aliases) > self._size:
+                self._aliases.popitem(last=False)
+
+    def find(self, request_id: str, now: float) -> tuple[str, StoredPrediction]:
+        """The server's request id and the prediction that `request_id` names (the server's id, or the id a caller
+        chose); UnknownPrediction when there is none or it expired, AmbiguousId for a caller's id several
+        predictions were sent with."""
         with self._lock:
             self._expire(now)
             found = self._items.get(request_id)
+            if found is None and (alias := self._aliases.get(request_id)) is not None:
+                if alias[0] is None:
+                    raise AmbiguousId(f"several recent predictions were sent with the id {request_id!r}; give the "
+                                      "request id the server answered with (the response parameter request_id)")
+                request_id, found = alias[0], self._items.get(alias[0])
         if found is None:
             raise UnknownPrediction(
                 f"no recent prediction has request id {request_id!r} (unknown, or older than the "
                 f"{self._ttl:g} s predictions are kept for feedback)")
-        return StoredPrediction(*found)
+        return request_id, StoredPrediction(*found)
+
+    def get(self, request_id: str, now: float) -> StoredPrediction:
+        """The prediction `request_id` names (see `find`)."""
+        return self.find(request_id, now)[1]
 
     def _expire(self, now: float) -> None:
         entries = self._items
@@ -112,6 +142,9 @@ class PredictionStore:
             if now - oldest[4] <= self._ttl:
                 break
             entries.popitem(last=False)
+        aliases = self._aliases
+        while aliases and now - next(iter(aliases.values()))[1] > self._ttl:
+            aliases.popitem(last=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import aiohttp
+import grpc
 import numpy as np
 import pytest
 
@@ -124,9 +125,67 @@ async def test_open_inference_protocol_request_id_takes_feedback(model_repo: Pat
         request.inputs.add(name="features", datatype="FP32", shape=[1, 3])
         request.raw_input_contents.append(rows("green").tobytes())
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
-        assert (await stub.ModelInfer(request)).id == "case-17"
+        answer = await stub.ModelInfer(request)
+        assert answer.id == "case-17"
         receipt = await client.feedback("case-17", "green")
-    assert receipt.predicted_labels == ["green"] and receipt.request_id == "case-17"
+    # the prediction is kept under the server's own request id, which the receipt names
+    assert receipt.predicted_labels == ["green"]
+    assert receipt.request_id == answer.parameters["request_id"].string_param != "case-17"
+
+
+def oip_request(colour: str, request_id: str) -> oip.ModelInferRequest:
+    request = oip.ModelInferRequest(model_name="classifier", id=request_id)
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 3])
+    request.raw_input_contents.append(rows(colour).tobytes())
+    return request
+
+
+async def test_a_reused_client_id_never_replaces_a_prediction(model_repo: Path) -> None:
+    """A second caller reusing an id (even one the server assigned to someone else) must not have the first
+    caller's feedback scored against its prediction."""
+    async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+        first = await stub.ModelInfer(oip_request("green", "case-9"))
+        second = await stub.ModelInfer(oip_request("blue", "case-9"))
+        first_id = first.parameters["request_id"].string_param
+        second_id = second.parameters["request_id"].string_param
+        assert first.id == second.id == "case-9" and first_id != second_id
+        # the shared id names neither prediction now; the server's ids still name each
+        with pytest.raises(InvalidInput, match="several recent predictions were sent with the id 'case-9'"):
+            await client.feedback("case-9", "green")
+        assert (await client.feedback(first_id, "green")).predicted_labels == ["green"]
+        assert (await client.feedback(second_id, "green")).predicted_labels == ["blue"]
+        # a request sent with another caller's server-assigned id takes nothing from it
+        native = await client.predict("classifier", rows("red"))
+        await stub.ModelInfer(oip_request("blue", native.request_id))
+        receipt = await client.feedback(native.request_id, "red")
+        assert receipt.predicted_labels == ["red"] and receipt.request_id == native.request_id
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "two words", "tab\there", "naïve", "x" * (1 << 20)])
+async def test_a_client_id_is_bounded_and_printable(model_repo: Path, bad: str) -> None:
+    async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ModelInfer(oip_request("red", bad))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"id must be at most 128 printable ASCII characters without spaces (got {len(bad)} characters)" == \
+        info.value.details()
+
+
+async def test_a_client_id_is_written_to_no_log(model_repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                ) -> None:
+    audit = tmp_path / "audit.jsonl"
+    caplog.set_level(logging.DEBUG)
+    async with running_app(model_repo, audit={"file": audit}) as app, \
+            AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+        answer = await stub.ModelInfer(oip_request("red", "Jane.Doe-1970-01-01"))
+        await client.feedback("Jane.Doe-1970-01-01", "red")
+    lines = audit.read_text()
+    assert answer.parameters["request_id"].string_param in lines  # the server's id is what the audit keeps
+    assert "Jane.Doe" not in lines
+    assert all("Jane.Doe" not in (r.getMessage() + repr(getattr(r, "fields", ""))) for r in caplog.records)
 
 
 async def test_subject_ids_are_logged_only_as_a_keyed_hash(model_repo: Path, caplog: pytest.LogCaptureFixture
