@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -77,6 +77,42 @@ def otlp_enabled() -> bool:
     return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
 
 
+def otlp_protocol(signal: str) -> str:
+    """The OTLP transport for `signal` ("traces" or "metrics"), as the standard variables choose it: "grpc" (the
+    default) or "http/protobuf"; "" for one the SDK has no exporter for (http/json), which turns that export off."""
+    protocol = (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
+    if protocol in ("grpc", "http/protobuf"):
+        return protocol
+    logger.error("OTLP protocol %r is not supported for %s (use grpc or http/protobuf); %s are not exported",
+                 protocol, signal, signal)
+    return ""
+
+
+def otlp_span_exporter() -> SpanExporter | None:
+    """The OTLP span exporter for the configured transport (gRPC sends Vigil's own encoding of the spans)."""
+    protocol = otlp_protocol("traces")
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return fast_otlp_span_exporter() if protocol else None
+
+
+def otlp_metric_exporter() -> MetricExporter | None:
+    """The OTLP metric exporter for the configured transport."""
+    protocol = otlp_protocol("metrics")
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+
+        return HttpMetricExporter()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    return None
+
+
 def default_sampler() -> Sampler:
     """The SDK's sampler from OTEL_TRACES_SAMPLER when set; otherwise parent-based ratio (OTEL_TRACES_SAMPLER_ARG,
     default 1.0)."""
@@ -102,12 +138,14 @@ def build_providers(
     exporters = list(span_exporters)
     readers = list(metric_readers)
     if otlp_enabled():
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
         quiet_sdk_exporter_logs()
-        exporters.append(OutageReportingSpanExporter(fast_otlp_span_exporter()))
-        readers.append(AggregatesExportingReader(OutageReportingMetricExporter(OTLPMetricExporter())))
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler())
+        if (span_exporter := otlp_span_exporter()) is not None:
+            exporters.append(OutageReportingSpanExporter(span_exporter))
+        if (metric_exporter := otlp_metric_exporter()) is not None:
+            readers.append(AggregatesExportingReader(OutageReportingMetricExporter(metric_exporter)))
+    # Shut down by the server within its own bound (`TelemetryProviders.shutdown` in a daemon thread), never by the
+    # SDK's exit handlers, which wait on an unreachable collector for as long as its exporters retry.
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler or default_sampler(), shutdown_on_exit=False)
     processors = [BatchSpanProcessor(exporter) for exporter in exporters]
     for processor in processors:
         tracer_provider.add_span_processor(processor)
@@ -116,7 +154,8 @@ def build_providers(
     tracing = CallTracing(tracer_provider.sampler, SpanWriter(processors, resource),
                           SpanWriter(keep_processors, resource))
     prometheus_reader = PrometheusReader()
-    meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers])
+    meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers],
+                                   shutdown_on_exit=False)
     own: list[PrometheusReader | AggregatesExportingReader] = [
         prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
     return TelemetryProviders(tracer_provider, keep_processors, meter_provider, PrometheusCollector(prometheus_reader),

@@ -4,12 +4,14 @@ calls finish, the process exits 0; a second signal exits at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -48,8 +50,8 @@ class Served:
         self.target = target
 
 
-async def serve(repo: Path, grace: float) -> Served:
-    env = {**os.environ, "VIGIL_SHUTDOWN_GRACE_SECONDS": str(grace), "VIGIL_LOG_LEVEL": "WARNING"}
+async def serve(repo: Path, grace: float, **env_extra: str) -> Served:
+    env = {**os.environ, "VIGIL_SHUTDOWN_GRACE_SECONDS": str(grace), "VIGIL_LOG_LEVEL": "WARNING", **env_extra}
     process = await asyncio.create_subprocess_exec(
         VIGIL, "serve", "--models", str(repo), "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
@@ -154,3 +156,43 @@ async def test_draining_refuses_new_calls_while_in_flight_ones_finish(slow_repo:
         response = await in_flight
         assert np.all(np.frombuffer(response.outputs[0].raw_data, np.float32) == 2.0)
         await stopping
+
+
+EXIT_MARGIN_SECONDS = 15.0
+"""docs/reliability.md: the whole exit takes at most the grace period plus this."""
+
+
+@contextlib.contextmanager
+def unreachable_collector(fault: str) -> Iterator[str]:
+    """An OTLP endpoint that fails: a port nothing listens on, or a socket that accepts and never reads."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        if fault == "never-reads":
+            sock.listen(64)  # the kernel completes every handshake; nobody ever reads what is sent
+            yield f"http://127.0.0.1:{port}"
+            return
+    yield f"http://127.0.0.1:{port}"  # closed: connections are refused
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("fault", ["dead-port", "never-reads"])
+async def test_an_unreachable_collector_does_not_hold_the_exit(slow_repo: Path, protocol: str, fault: str) -> None:
+    grace = 1.0
+    with unreachable_collector(fault) as endpoint:
+        served = await serve(slow_repo, grace, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                             OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_TRACES_SAMPLER="always_on",
+                             OTEL_BSP_SCHEDULE_DELAY="200", OTEL_METRIC_EXPORT_INTERVAL="500")
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            # enough spans that exports queue up behind the collector (with 100 or more calls the SDK's own exit
+            # handlers used to hold the process for 25-30 s)
+            for value in range(200):
+                await stub.Predict(slow_request(1, float(value)))
+        await asyncio.sleep(2.0)  # exports are under way, waiting on the collector
+        started = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(served.process.wait(), grace + EXIT_MARGIN_SECONDS + 30)
+        elapsed = time.monotonic() - started
+    assert code == 0
+    assert elapsed <= grace + EXIT_MARGIN_SECONDS, f"the exit took {elapsed:.1f} s"

@@ -1,10 +1,12 @@
-"""A real OTLP/gRPC receiver for tests: the collector's TraceService and MetricsService, storing what arrives."""
+"""Real OTLP receivers for tests: the collector's TraceService and MetricsService over gRPC, and its OTLP/HTTP
+endpoints, storing what arrives."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
+from aiohttp import web
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -57,3 +59,35 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_
                     for metric in scope.metrics:
                         latest[metric.name] = metric
         return latest
+
+
+class OtlpHttpReceiver(OtlpReceiver):
+    """The collector's OTLP/HTTP receiver (protobuf bodies on /v1/traces and /v1/metrics), storing what arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runner: web.AppRunner | None = None
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        self.trace_requests.append(trace_service_pb2.ExportTraceServiceRequest.FromString(await request.read()))
+        return web.Response(body=trace_service_pb2.ExportTraceServiceResponse().SerializeToString(),
+                            content_type="application/x-protobuf")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metric_requests.append(metrics_service_pb2.ExportMetricsServiceRequest.FromString(await request.read()))
+        return web.Response(body=metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString(),
+                            content_type="application/x-protobuf")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._traces)
+        app.router.add_post("/v1/metrics", self._metrics)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

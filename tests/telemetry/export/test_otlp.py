@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import running_app
-from tests.telemetry.export.otlp_receiver import OtlpReceiver
+from tests.telemetry.export.otlp_receiver import OtlpHttpReceiver, OtlpReceiver
 from vigil.protos.tensors import from_array
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import inference_pb2_grpc
@@ -179,3 +179,26 @@ def test_app_without_telemetry_serves_and_exports_nothing(model_repo: Path) -> N
 
     app = App(make_settings(model_repo, telemetry={"enabled": False}))
     assert app.telemetry is None and app._interceptor is None
+
+
+async def test_spans_and_metrics_go_over_otlp_http_when_the_protocol_says_so(
+        monkeypatch: pytest.MonkeyPatch, model_repo: Path) -> None:
+    http = OtlpHttpReceiver()
+    await http.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", http.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        async with running_app(model_repo) as app, \
+                grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            for _ in range(3):
+                await stub.Predict(predict("breast_cancer", rows()))
+    finally:
+        await http.stop()
+    assert [s for s in http.spans() if s.name == "vigil.v1.Inference/Predict"]
+    key = (("code", "OK"), ("method", "Predict"), ("model", "breast_cancer"), ("version", "1"))
+    points = {tuple(sorted((a.key, a.value.string_value) for a in p.attributes)): p.as_int
+              for p in http.metrics()["vigil.requests"].sum.data_points}
+    assert points[key] == 3
