@@ -107,8 +107,18 @@ def error_for(code: grpc.StatusCode | int, message: str, *,
     return _ERRORS.get(code, ServerError)(code, message)
 
 
+SERVER_CANCELLED = "CANCELLED"
+"""The details of a call the server's gRPC library ended unheard: when a server shuts down, calls that arrived but
+no handler had taken yet end CANCELLED (a known gRPC core behaviour, grpc/grpc#41785), though nobody cancelled them.
+A call this client cancels says "Locally cancelled by application!" instead."""
+
+
 def error_from_rpc(error: grpc.RpcError, *, not_found: type[NotFound] = ModelNotFound) -> VigilError:
-    """The client exception for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
+    """The client exception for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`). A call the server
+    ended unheard while shutting down is `Unavailable` (it was never handled: send it again, elsewhere)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.CANCELLED and details == SERVER_CANCELLED:
+        return Unavailable(grpc.StatusCode.UNAVAILABLE, "the server ended the call before handling it (it was "
+                                                        "shutting down); it is safe to send it again")
     return error_for(code or grpc.StatusCode.UNKNOWN, details or "", not_found=not_found)

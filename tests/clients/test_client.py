@@ -19,7 +19,8 @@ from vigil.clients import (
     Prediction,
     Unavailable,
 )
-from vigil.clients.errors import ServerError, Unimplemented, error_for
+from vigil.clients.errors import Cancelled, ServerError, Unimplemented, error_for, error_from_rpc
+from vigil.protos.vigil.v1 import inference_pb2_grpc, telemetry_pb2
 from vigil.server.app import App
 
 
@@ -97,3 +98,22 @@ def test_error_mapping() -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout"):
         Client(timeout=0)
+
+
+async def test_a_call_this_client_cancels_stays_cancelled(app: App) -> None:
+    """Only a call the server's gRPC ended unheard becomes Unavailable; one cancelled here is still Cancelled."""
+
+    def cancel_a_stream() -> grpc.RpcError:
+        with grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            frames = inference_pb2_grpc.InferenceStub(channel).Telemetry(
+                telemetry_pb2.TelemetryRequest(interval_ms=100))
+            next(frames)
+            frames.cancel()
+            with pytest.raises(grpc.RpcError) as info:
+                next(frames)
+        return info.value
+
+    error = await asyncio.wait_for(asyncio.to_thread(cancel_a_stream), 30)
+    assert error.code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
+    local = error_from_rpc(error)
+    assert isinstance(local, Cancelled) and "Locally cancelled" in str(local)

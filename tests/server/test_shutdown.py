@@ -4,6 +4,7 @@ calls finish, the process exits 0; a second signal exits at once."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -21,11 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import onnx_models
 from tests.conftest import running_app
+from vigil.clients import AsyncClient, Unavailable, VigilError
 from vigil.protos.inference import grpc_service_pb2 as oip
 from vigil.protos.inference import grpc_service_pb2_grpc
 from vigil.protos.tensors import from_array
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import inference_pb2_grpc
+from vigil.server.settings import DEFAULT_MODELS_DIR
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 WIDTH = 256
@@ -196,3 +199,36 @@ async def test_an_unreachable_collector_does_not_hold_the_exit(slow_repo: Path, 
         elapsed = time.monotonic() - started
     assert code == 0
     assert elapsed <= grace + EXIT_MARGIN_SECONDS, f"the exit took {elapsed:.1f} s"
+
+
+async def test_callers_flooding_a_stopping_server_hear_only_ok_or_unavailable() -> None:
+    """Callers that keep sending through a shutdown: gRPC's core ends the calls it had received but not yet handed
+    to a handler, when the server stops, as CANCELLED (grpc/grpc#41785); Vigil's client reports those as
+    Unavailable, like the calls the draining server refused, so every call is answered OK or Unavailable."""
+    served = await serve(DEFAULT_MODELS_DIR, grace=3)
+    rows = np.zeros((1, 30), np.float32)
+    outcomes: collections.Counter[str] = collections.Counter()
+    signalled = asyncio.Event()
+
+    async def caller() -> None:
+        async with AsyncClient(served.target, timeout=10) as client:
+            while True:
+                try:
+                    await client.predict("breast_cancer", rows)
+                    outcomes["OK"] += 1
+                except Unavailable:
+                    outcomes["Unavailable"] += 1
+                    if signalled.is_set() and served.process.returncode is not None:
+                        return
+                except VigilError as exc:
+                    outcomes[type(exc).__name__] += 1
+                    return
+
+    callers = [asyncio.create_task(caller()) for _ in range(16)]
+    await asyncio.sleep(1.5)
+    served.process.send_signal(signal.SIGTERM)
+    signalled.set()
+    assert await asyncio.wait_for(served.process.wait(), 30) == 0
+    await asyncio.wait_for(asyncio.gather(*callers), 30)
+    assert outcomes["OK"] > 0 and outcomes["Unavailable"] > 0
+    assert set(outcomes) == {"OK", "Unavailable"}, outcomes
