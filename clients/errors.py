@@ -2,9 +2,10 @@
 
     VigilError
      ├── ModelNotFound      NOT_FOUND
-     ├── Unavailable        UNAVAILABLE (model not ready, or server unreachable)
+     ├── Unavailable        UNAVAILABLE (model not ready, server unreachable or shutting down)
      ├── InvalidInput       INVALID_ARGUMENT
-     ├── Overloaded         RESOURCE_EXHAUSTED
+     ├── Overloaded         RESOURCE_EXHAUSTED (a full queue or subscriber limit)
+     ├── MessageTooLarge    RESOURCE_EXHAUSTED (a message over a gRPC size limit, this client's or the server's)
      ├── DeadlineExceeded   DEADLINE_EXCEEDED
      ├── Unauthenticated    UNAUTHENTICATED
      ├── PermissionDenied   PERMISSION_DENIED
@@ -15,6 +16,8 @@
 """
 
 from __future__ import annotations
+
+import re
 
 import grpc
 
@@ -76,6 +79,12 @@ class LoadFailed(VigilError):
     """Loading a model, or some of its versions, failed; the message says why and what still serves."""
 
 
+class MessageTooLarge(VigilError):
+    """A message was over a gRPC size limit: the request over this client's `max_message_bytes` (it was never sent),
+    the request over the server's limit, or the answer over this client's. Not a sign of load: send less per call
+    (or raise the limit)."""
+
+
 class ServerError(VigilError):
     """The server failed while handling the call."""
 
@@ -118,7 +127,25 @@ def error_from_rpc(error: grpc.RpcError, *, not_found: type[NotFound] = ModelNot
     ended unheard while shutting down is `Unavailable` (it was never handled: send it again, elsewhere)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (size := _SIZE.search(details or "")) is not None:
+        return _too_large(size)
     if code == grpc.StatusCode.CANCELLED and details == SERVER_CANCELLED:
         return Unavailable(grpc.StatusCode.UNAVAILABLE, "the server ended the call before handling it (it was "
                                                         "shutting down); it is safe to send it again")
     return error_for(code or grpc.StatusCode.UNKNOWN, details or "", not_found=not_found)
+
+
+_SIZE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+"""How gRPC words a message over its size limit, on either side."""
+
+
+def _too_large(size: re.Match[str]) -> MessageTooLarge:
+    direction, got, limit = size.group(1), int(size.group(2)), int(size.group(3))
+    if direction == "Sent":
+        text = (f"the request is {got:,} bytes, over this client's max_message_bytes of {limit:,}; it was not sent "
+                "(send fewer rows per call, or raise max_message_bytes)")
+    else:
+        text = (f"a message of {got:,} bytes is over the server's limit or this client's max_message_bytes "
+                f"({limit:,}): over the server's limit (VIGIL_LIMITS__MAX_MESSAGE_BYTES) when the request was, "
+                "over this client's when the answer was; send fewer rows per call")
+    return MessageTooLarge(grpc.StatusCode.RESOURCE_EXHAUSTED, text)

@@ -13,7 +13,7 @@ import click
 @click.command()
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Model repository folder (default: the bundled breast-cancer model).")
-@click.option("--host", help="Address to listen on (default 0.0.0.0).")
+@click.option("--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
 @click.option("--port", "grpc_port", type=int, help="gRPC port (default 8001; 0 picks a free one).")
 @click.option("--http-port", type=int, help="HTTP port for /metrics (default 8002; 0 picks a free one).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")

@@ -9,6 +9,7 @@ from vigil import clients, server
 def test_clients_exports() -> None:
     assert sorted(clients.__all__) == [
         "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "LoadFailed",
+        "MessageTooLarge",
         "ModelInfo",
         "ModelNotFound", "ModelSummary", "NotFound", "Overloaded", "PermissionDenied", "Prediction",
         "PredictionNotFound", "Rollout", "RolloutGuard", "RolloutInfo", "RolloutPromotion", "ServerError", "TLS",

@@ -41,8 +41,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid")
 
-    host: str = "0.0.0.0"
-    """Address the gRPC and HTTP servers listen on."""
+    host: str = "127.0.0.1"
+    """Address the gRPC and HTTP servers listen on: loopback unless told otherwise, since both ports are plaintext
+    and open until TLS and tokens are set (the container image sets 0.0.0.0)."""
     grpc_port: int = Field(8001, ge=0, le=65535)
     """gRPC port; 0 picks a free one (the chosen port is logged)."""
     http_port: int = Field(8002, ge=0, le=65535)

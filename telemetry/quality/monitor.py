@@ -276,7 +276,7 @@ class QualityMonitor:
                                      "correct": correct}
         if hashed is not None:
             fields["subject_hash"] = hashed
-        logger.info("feedback received", extra={"fields": fields})
+        logger.debug("feedback received", extra={"fields": fields})  # per call: the audit log records each one
         self._join_shadow(request_id, labels, now, hashed)
         predicted = tuple(quality.labels[i] for i in prediction.predicted)
         return FeedbackResult(request_id, prediction.model, prediction.version, predicted, replaced)

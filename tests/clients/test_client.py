@@ -15,7 +15,9 @@ from vigil.clients import (
     Client,
     DeadlineExceeded,
     InvalidInput,
+    MessageTooLarge,
     ModelNotFound,
+    Overloaded,
     Prediction,
     Unavailable,
 )
@@ -117,3 +119,16 @@ async def test_a_call_this_client_cancels_stays_cancelled(app: App) -> None:
     assert error.code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
     local = error_from_rpc(error)
     assert isinstance(local, Cancelled) and "Locally cancelled" in str(local)
+
+
+async def test_a_message_over_a_size_limit_is_a_size_error_not_overload(app: App) -> None:
+    rows = np.zeros((200_000, 4), np.float32)  # 3.2 MB a tensor: over this client's limit, then the server's
+    async with AsyncClient(f"127.0.0.1:{app.grpc_port}", max_message_bytes=1_000_000) as client:
+        with pytest.raises(MessageTooLarge) as sent:
+            await client.predict("add", {"a": rows, "b": rows})
+    assert "over this client's max_message_bytes of 1,000,000" in str(sent.value)
+    async with AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:  # the server's limit is 4 MiB in the tests
+        with pytest.raises(MessageTooLarge) as received:
+            await client.predict("add", {"a": rows, "b": rows})
+    assert "over the server's limit" in str(received.value)
+    assert not isinstance(sent.value, Overloaded) and not isinstance(received.value, Overloaded)

@@ -193,7 +193,7 @@ async def test_subject_ids_are_logged_only_as_a_keyed_hash(model_repo: Path, cap
     quality = QualitySettings(subject_hash_key="test-secret")
     async with running_app(model_repo, quality=quality) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         prediction = await client.predict("classifier", rows("red"))
-        with caplog.at_level(logging.INFO, logger="vigil.telemetry.quality.monitor"):
+        with caplog.at_level(logging.DEBUG, logger="vigil.telemetry.quality.monitor"):
             await client.feedback(prediction.request_id, "red", subject_id="patient-0042")
     records = [r for r in caplog.records if r.getMessage() == "feedback received"]
     assert len(records) == 1
@@ -208,3 +208,14 @@ async def test_feedback_is_unimplemented_when_quality_monitoring_is_off(model_re
         prediction = await client.predict("classifier", rows("red"))
         with pytest.raises(Unimplemented, match="quality monitoring is turned off"):
             await client.feedback(prediction.request_id, "red")
+
+
+async def test_feedback_is_not_logged_at_info(model_repo: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A per-call event: at INFO, a day of feedback would drown everything else in the log."""
+    caplog.set_level(logging.INFO)
+    async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        caplog.clear()  # what starting the server logs
+        for _ in range(5):
+            prediction = await client.predict("classifier", rows("red"))
+            await client.feedback(prediction.request_id, "red")
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []

@@ -17,6 +17,7 @@ DOCS = Path(__file__).resolve().parents[3] / "docs"
 def test_defaults_serve_the_bundled_model() -> None:
     settings = Settings()
     assert settings.grpc_port == 8001 and settings.http_port == 8002
+    assert settings.host == "127.0.0.1"  # plaintext and open: loopback until told otherwise
     assert settings.models_dir == DEFAULT_MODELS_DIR
     assert (DEFAULT_MODELS_DIR / "breast_cancer" / "1" / "model.onnx").is_file()
 
