@@ -50,25 +50,38 @@ def read_inputs(path: Path, info: ModelInfo) -> dict[str, npt.NDArray[np.generic
         if isinstance(data, dict):
             unknown = set(data) - set(dtypes)
             if unknown:
-                raise click.UsageError(f"{path} names inputs the model does not take: {', '.join(sorted(unknown))}")
+                raise click.ClickException(f"{path} names inputs the model does not take: "
+                                           f"{', '.join(sorted(unknown))}")
             return {name: np.asarray(rows, dtype=dtypes[name]) for name, rows in data.items()}
         return {_single_input(info, path): np.asarray(data, dtype=next(iter(dtypes.values())))}
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if row]
-    if rows and not _is_numeric(rows[0]):
-        rows = rows[1:]  # a header row
-    if not rows:
-        raise click.UsageError(f"{path} holds no rows")
+        lines = [(number, row) for number, row in enumerate(csv.reader(f), start=1) if row]
+    header: list[str] = []
+    if lines and not _is_numeric(lines[0][1]):
+        header = lines.pop(0)[1]
+    if not lines:
+        raise click.ClickException(f"{path} holds no rows")
     name = _single_input(info, path)
+    width = len(lines[0][1])
+    values = []
+    for number, row in lines:
+        if len(row) != width:
+            raise click.ClickException(f"{path}, line {number}: {len(row)} values where the first row has {width}")
+        values.append([_number(path, number, column, header, cell) for column, cell in enumerate(row, start=1)])
+    return {name: np.asarray(values, dtype=dtypes[name])}
+
+
+def _number(path: Path, line: int, column: int, header: list[str], cell: str) -> float:
     try:
-        return {name: np.asarray([[float(v) for v in row] for row in rows], dtype=dtypes[name])}
-    except ValueError as exc:
-        raise click.UsageError(f"{path}: {exc}") from None
+        return float(cell)
+    except ValueError:
+        named = f" ({header[column - 1]!r})" if column <= len(header) else ""
+        raise click.ClickException(f"{path}, line {line}, column {column}{named}: {cell!r} is not a number") from None
 
 
 def _single_input(info: ModelInfo, path: Path) -> str:
     if len(info.inputs) != 1:
-        raise click.UsageError(
+        raise click.ClickException(
             f"model '{info.name}' takes {len(info.inputs)} inputs; give {path.name} as JSON {{input name: rows}}"
         )
     return info.inputs[0].name

@@ -32,24 +32,34 @@ class ReferenceData:
 def read_reference_csv(path: Path, label_column: str | None = None) -> ReferenceData:
     """A CSV with a header row; every column but `label_column` must be numeric."""
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if row]
-    if len(rows) < 2:
+        lines = [(number, row) for number, row in enumerate(csv.reader(f), start=1) if row]
+    if len(lines) < 2:
         raise ValueError(f"{path} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header, body = lines[0][1], [row for _, row in lines[1:]]
     label_index = None
     if label_column is not None:
         if label_column not in header:
             raise ValueError(f"{path} has no column {label_column!r} (columns: {', '.join(header)})")
         label_index = header.index(label_column)
     names = [h for i, h in enumerate(header) if i != label_index]
-    try:
-        features = np.asarray([[float(v) for i, v in enumerate(row) if i != label_index] for row in body], np.float32)
-    except ValueError as exc:
-        raise ValueError(f"{path}: a feature value is not a number ({exc})") from None
-    if features.ndim != 2 or features.shape[1] != len(names):
-        raise ValueError(f"{path}: every row needs {len(header)} values")
+    for number, row in lines[1:]:
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {number}: {len(row)} values where the header names {len(header)}")
+        for column, cell in enumerate(row):
+            if column != label_index and not _is_number(cell):
+                raise ValueError(f"{path}, line {number}, column {column + 1} ({header[column]!r}): {cell!r} is not "
+                                 "a number")
+    features = np.asarray([[float(v) for i, v in enumerate(row) if i != label_index] for row in body], np.float32)
     labels = [row[label_index] for row in body] if label_index is not None else None
     return ReferenceData(features, names, labels)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def profile_version(models_dir: Path, model: str, version: int, data: ReferenceData, *,

@@ -200,3 +200,28 @@ def test_profile_errors_are_clear(model_repo: Path, tmp_path: Path) -> None:
     assert missing.returncode != 0 and "has no column 'truth'" in missing.stderr
     not_classifier = profile("--model", "add")
     assert not_classifier.returncode != 0 and "is not a classifier" in not_classifier.stderr
+
+
+def test_csv_errors_name_the_line_and_column_without_usage_text(served: Served, model_repo: Path,
+                                                                tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    header = ",".join(f"f{i}" for i in range(30))
+    good = ",".join(["1.0"] * 30)
+    rows.write_text(f"{header}\n{good}\n{good.replace('1.0', 'n/a', 1)}\n")
+    bad = served.run("predict", "--model", "breast_cancer", "--input", str(rows))
+    assert bad.returncode == 1
+    assert f"{rows}, line 3, column 1 ('f0'): 'n/a' is not a number" in bad.stderr
+    assert "Usage:" not in bad.stderr
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text(f"{good}\n1.0,2.0\n")
+    short = served.run("predict", "--model", "breast_cancer", "--input", str(ragged))
+    assert short.returncode == 1 and "line 2: 2 values where the first row has 30" in short.stderr
+    assert "Usage:" not in short.stderr
+
+    reference = tmp_path / "reference.csv"
+    reference.write_text("a,b,c,label\n1,0,0,red\n0,oops,0,green\n")
+    profiled = subprocess.run([VIGIL, "profile", "--models", str(model_repo), "--model", "classifier", "--data",
+                               str(reference), "--label-column", "label"], capture_output=True, text=True, timeout=120)
+    assert profiled.returncode == 1
+    assert f"{reference}, line 3, column 2 ('b'): 'oops' is not a number" in profiled.stderr
+    assert "Usage:" not in profiled.stderr
