@@ -9,6 +9,9 @@ from typing import Any
 
 import click
 
+ROWS_PER_BIN = 10
+"""Reference rows a quantile bin needs for its proportion to be worth comparing with live traffic."""
+
 
 @click.command()
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -38,8 +41,9 @@ def serve(**options: Any) -> None:
 @click.option("--bins", type=click.IntRange(2, 100), default=10, show_default=True, help="Quantile bins per feature.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the profile (default: profile.json in the version's folder).")
+@click.option("--overwrite", is_flag=True, help="Replace the reference profile shipped with the bundled model.")
 def profile(model: str, data_file: Path, models_dir: Path | None, version: int, label_column: str | None,
-            bins: int, output: Path | None) -> None:
+            bins: int, output: Path | None, overwrite: bool) -> None:
     """Build a model version's reference profile for drift checks, from a data file, on this machine."""
     from rich.progress import Progress
 
@@ -48,6 +52,10 @@ def profile(model: str, data_file: Path, models_dir: Path | None, version: int, 
 
     try:
         data = read_reference_csv(data_file, label_column)
+        if len(data.features) < bins * ROWS_PER_BIN:
+            click.echo(f"warning: {len(data.features)} rows for {bins} bins per feature; with fewer than "
+                       f"{bins * ROWS_PER_BIN} ({ROWS_PER_BIN} a bin) the bins, and so drift scores, are unsteady",
+                       err=True)
         steps = -(-len(data.features) // CHUNK_ROWS) + len(data.names)
         with Progress(transient=True) as bar:
             task = bar.add_task(f"profiling {model}", total=steps)
@@ -56,6 +64,9 @@ def profile(model: str, data_file: Path, models_dir: Path | None, version: int, 
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     target = output or path
+    if target.exists() and target.resolve().is_relative_to(DEFAULT_MODELS_DIR.resolve()) and not overwrite:
+        raise click.ClickException(f"{target} is the reference profile shipped with the bundled model; write "
+                                   "elsewhere with --output, or replace it with --overwrite")
     built.save(target)
     accuracy = f", reference accuracy {built.accuracy:.3f}" if built.accuracy is not None else ""
     click.echo(f"wrote {target}: {built.rows} rows, {len(built.features)} features{accuracy}")

@@ -1,5 +1,6 @@
-"""Train the bundled breast-cancer classifier and write it as ONNX with its config, a sample CSV and the
-reference profile of its training rows (the same profile `vigil profile` builds).
+"""Train the bundled breast-cancer classifier and write it as ONNX with its config, a sample CSV, its training rows
+(`train.csv`, with a `label` column) and their reference profile (what `vigil profile --label-column label` builds
+from them).
 
 Run from the repository root with the development dependencies installed:
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -69,25 +69,28 @@ def main() -> None:
         writer.writerow(list(data.feature_names))
         for row in x_test[:8]:
             writer.writerow([f"{v:.6g}" for v in row])
-    write_profile(x_train, y_train, list(data.feature_names))
+    write_training_rows(x_train, y_train, list(data.feature_names))
+    write_profile()
     summary = {"held_out_accuracy": round(accuracy, 4), "train_rows": len(x_train), "test_rows": len(x_test),
                "labels": LABELS, "seed": SEED}
     (HERE / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary))
 
 
-def write_profile(x_train: np.ndarray, y_train: np.ndarray, names: list[str]) -> None:
+def write_training_rows(x_train: np.ndarray, y_train: np.ndarray, names: list[str]) -> None:
+    """The training rows with their true labels, shipped so that `vigil profile` can be tried on them."""
+    with (HERE / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*names, "label"])
+        for row, target in zip(x_train, y_train, strict=True):
+            writer.writerow([*(f"{v:.9g}" for v in row), LABELS[int(target)]])
+
+
+def write_profile() -> None:
     """Profile the training rows through the written ONNX model, as `vigil profile --label-column label` does."""
     from vigil.server.models.profile_builder import profile_version, read_reference_csv
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "train.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow([*names, "label"])
-            for row, target in zip(x_train, y_train, strict=True):
-                writer.writerow([*(f"{v:.9g}" for v in row), LABELS[int(target)]])
-        profile, target_path = profile_version(HERE.parent, HERE.name, 1, read_reference_csv(path, "label"))
+    profile, target_path = profile_version(HERE.parent, HERE.name, 1, read_reference_csv(HERE / "train.csv", "label"))
     profile.save(target_path)
 
 

@@ -225,3 +225,38 @@ def test_csv_errors_name_the_line_and_column_without_usage_text(served: Served, 
     assert profiled.returncode == 1
     assert f"{reference}, line 3, column 2 ('b'): 'oops' is not a number" in profiled.stderr
     assert "Usage:" not in profiled.stderr
+
+
+def test_the_readme_profile_example_runs_as_written_and_keeps_the_shipped_profile(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    command = re.search(r"\.venv/bin/vigil (profile .*?)\s+#", readme.replace("\\\n", " "), flags=re.S)
+    assert command is not None
+    args = command.group(1).split()
+    assert "train.csv" in " ".join(args)
+    root = Path(__file__).resolve().parents[3]
+    shipped = DEFAULT_MODELS_DIR / "breast_cancer" / "1" / "profile.json"
+    before = shipped.read_bytes()
+    result = subprocess.run([VIGIL, *args], capture_output=True, text=True, timeout=120, cwd=root)
+    written = root / "profile.json"
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "wrote profile.json: 426 rows, 30 features, reference accuracy" in result.stdout
+        assert "warning" not in result.stderr
+        assert json.loads(written.read_text())["features"] == json.loads(before)["features"]
+    finally:
+        written.unlink(missing_ok=True)
+    # without --output the target is the shipped profile: refused unless --overwrite
+    refused = subprocess.run([VIGIL, "profile", "--model", "breast_cancer", "--data", str(root / args[4]),
+                              "--label-column", "label"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr
+    assert shipped.read_bytes() == before
+
+
+def test_profile_warns_when_the_rows_are_too_few_for_the_bins(model_repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "few.csv"
+    data.write_text("a,b,c\n" + "1,0,0\n0,1,0\n0,0,1\n" * 5)
+    result = subprocess.run([VIGIL, "profile", "--models", str(model_repo), "--model", "classifier", "--data",
+                             str(data), "--output", str(tmp_path / "p.json")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "warning: 15 rows for 10 bins per feature" in result.stderr
