@@ -12,7 +12,7 @@
 # Python of its own). The one thing no wheel carries is the driver (libcuda.so.1, libnvidia-ml.so.1): the NVIDIA
 # Container Toolkit mounts it from the host when the container gets a GPU (--gpus, or a compose device
 # reservation). The host driver must support CUDA 13 (R580 or newer). Without a GPU or driver, ONNX Runtime cannot
-# create the CUDA provider and the models run on the CPU (server/models/sessions.py logs it once).
+# create the CUDA provider and the models run on the CPU (server/models/cuda.py finds that out and logs it once).
 
 ARG PYTHON_VERSION=3.11
 # Pinned: LD_LIBRARY_PATH below names the CUDA 13 wheel layout that this version's extras install.

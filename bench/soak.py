@@ -98,9 +98,9 @@ class ServerProcess:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start; its log:\n{log.read_text()[-3000:]}")
             text = log.read_text()
-            if grpc_port := re.search(r"vigil: gRPC listening on \S+:(\d+)", text):
+            if grpc_port := re.search(r"gRPC listening on [\d.]+:(\d+)", text):
                 self.target = f"127.0.0.1:{grpc_port.group(1)}"
-            if http_port := re.search(r"vigil: HTTP listening on \S+:(\d+)", text):
+            if http_port := re.search(r"HTTP listening on [\d.]+:(\d+)", text):
                 self.http = f"127.0.0.1:{http_port.group(1)}"
             time.sleep(0.1)
 

@@ -264,7 +264,7 @@ class App:
         )
         await self._web.start()
         self.http_port = self._web.port
-        logger.info("gRPC listening on %s:%d, HTTP on %s:%d", self.settings.host, self.grpc_port,
+        logger.debug("gRPC listening on %s:%d, HTTP on %s:%d", self.settings.host, self.grpc_port,
                     self.settings.host, self.http_port)
         freeze_startup_objects()
 
@@ -374,9 +374,8 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     await app.listen()
     if announce:
-        # Printed, not only logged, so scripts and tests can read the ports chosen for port 0.
-        print(f"vigil: gRPC listening on {settings.host}:{app.grpc_port}", flush=True)
-        print(f"vigil: HTTP listening on {settings.host}:{app.http_port}", flush=True)
+        _announce(f"gRPC listening on {settings.host}:{app.grpc_port}")
+        _announce(f"HTTP listening on {settings.host}:{app.http_port}")
     await app.load_models()  # a signal meanwhile is acted on once loading ends (calls are refused already)
     await stop.wait()
     try:
@@ -386,3 +385,11 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
                   "exiting now", 1)
     logger.info("stopped")
     return 0
+
+
+def _announce(message: str) -> None:
+    """A line that scripts and tests read the ports chosen for port 0 from: written whatever the log level, in the
+    log's own format (a JSON line, or text), so the output stays one format."""
+    record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+    handlers = logging.getLogger().handlers
+    print(handlers[0].format(record) if handlers else message, flush=True)

@@ -14,6 +14,7 @@ import onnxruntime as ort
 from vigil.protos.tensors import NUMPY_DTYPES
 from vigil.server.batching.records import Arrays
 from vigil.server.models.config import ModelConfig
+from vigil.server.models.cuda import cuda_unavailable_reason
 from vigil.server.models.pinned_buffers import HostStaging, pinned_memory
 from vigil.server.models.signature import Signature
 
@@ -50,6 +51,8 @@ class ModelSession:
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = config.inter_op_threads
         options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.optimization_level]
+        if any(p in _GPU_PROVIDERS for p in config.ort_providers) and cuda_unavailable_reason() is not None:
+            _unavailable_providers.update(_GPU_PROVIDERS)  # said once, in Vigil's words; ONNX Runtime is not asked
         requested = [p for p in config.ort_providers if p not in _unavailable_providers]
         if not requested:
             requested = ["CPUExecutionProvider"]

@@ -121,7 +121,7 @@ def _start(model_repo: Path, log: Path) -> tuple[subprocess.Popen[str], int, thr
             for line in process.stdout:
                 out.write(line)
                 out.flush()
-                match = re.search(r"vigil: gRPC listening on [\d.]+:(\d+)", line)
+                match = re.search(r"gRPC listening on [\d.]+:(\d+)", line)
                 if match:
                     ports.put(int(match.group(1)))
         ports.put(None)
