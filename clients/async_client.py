@@ -55,6 +55,7 @@ class AsyncClient(ClientBase):
         await self.close()
 
     async def close(self) -> None:
+        """Close the channel (the context manager does it on exit)."""
         await self._channel.close()
 
     async def _inputs(self, model: str, version: int, inputs: InputsLike) -> Mapping[str, npt.ArrayLike]:
@@ -128,6 +129,7 @@ class AsyncClient(ClientBase):
                 for r in response.results]
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
+        """Every model on the server, its default version and each version\'s state."""
         try:
             response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self._deadline(timeout))
         except grpc.aio.AioRpcError as exc:
@@ -175,6 +177,7 @@ class AsyncClient(ClientBase):
         return convert.rollout_info(response)
 
     async def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
+        """A model version\'s inputs, outputs, labels, providers and state (version 0: the default version)."""
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
         try:
             response = await self._stub.GetModelMetadata(request, timeout=self._deadline(timeout))

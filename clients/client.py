@@ -60,6 +60,7 @@ class Client(ClientBase):
         self.close()
 
     def close(self) -> None:
+        """Close the channel (the context manager does it on exit)."""
         self._channel.close()
 
     def _inputs(self, model: str, version: int, inputs: InputsLike) -> Mapping[str, npt.ArrayLike]:
@@ -130,6 +131,7 @@ class Client(ClientBase):
                 for r in response.results]
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
+        """Every model on the server, its default version and each version\'s state."""
         try:
             response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self._deadline(timeout))
         except grpc.RpcError as exc:
@@ -156,7 +158,7 @@ class Client(ClientBase):
 
     def set_rollout(self, model: str, rollout: Rollout | None, *, timeout: float | None = None) -> RolloutInfo:
         """Split the requests that name no version between `model`'s versions (None clears the split); applies at
-        once without dropping requests. Raises InvalidArgument with the reason for a split the server refuses."""
+        once without dropping requests. Raises InvalidInput with the reason for a split the server refuses."""
         request = rollout_pb2.SetRolloutRequest(model_name=model, clear=rollout is None)
         if rollout is not None:
             request.rollout.CopyFrom(convert.rollout_message(rollout))
@@ -176,6 +178,7 @@ class Client(ClientBase):
         return convert.rollout_info(response)
 
     def model_metadata(self, model: str, version: int = 0, *, timeout: float | None = None) -> ModelInfo:
+        """A model version\'s inputs, outputs, labels, providers and state (version 0: the default version)."""
         request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
         try:
             response = self._stub.GetModelMetadata(request, timeout=self._deadline(timeout))

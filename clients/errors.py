@@ -44,7 +44,7 @@ class PredictionNotFound(NotFound):
 
 
 class Unavailable(VigilError):
-    """The model is not ready, or the server cannot be reached."""
+    """The model is not ready, the server cannot be reached, or it is shutting down: try again, or elsewhere."""
 
 
 class InvalidInput(VigilError):

@@ -53,6 +53,9 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """One version of a model: its state (LOADING, READY, FAILED, UNLOADED), why when it is not READY, and the
+    ONNX Runtime providers really running it."""
+
     version: int
     state: str
     reason: str
