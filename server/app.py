@@ -190,7 +190,8 @@ class App:
                                 rolled_back=self.rollouts.rolled_back_readings)
         take_snapshot = snapshot_reader(
             self.repository, self.health, instruments.aggregates,
-            in_flight=lambda: sum(interceptor.in_flight.values()), gpus=gpu_reader(),
+            # calls being served: a Telemetry subscription is a viewer, not work (`subscribers` counts those)
+            in_flight=lambda: sum(n for m, n in interceptor.in_flight.items() if m != "Telemetry"), gpus=gpu_reader(),
             quality=partial(quality_sections, monitoring.quality) if monitoring.quality is not None else None,
             alerts=monitoring.alert_states, rollouts=self.rollouts.telemetry)
         self.repository.add_listener(ModelEvents(hub).on_model_change)

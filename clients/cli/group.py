@@ -14,7 +14,7 @@ import numpy as np
 from vigil.clients.base import DEFAULT_TARGET
 from vigil.clients.channel import TLS
 from vigil.clients.client import Client
-from vigil.clients.errors import VigilError
+from vigil.clients.errors import Unavailable, VigilError
 
 COMMAND_ENTRY_POINTS = "vigil.commands"
 """Entry-point group through which other packages add commands (the server adds `serve` and `profile`): loaded
@@ -95,7 +95,17 @@ def call(method: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return method(*args, **kwargs)
     except VigilError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(explained(exc)) from None
+
+
+def explained(error: VigilError) -> str:
+    """The error's text, with what to do when no server answers at the target."""
+    target = click.get_current_context().params.get("target")
+    if isinstance(error, Unavailable) and target and any(
+            sign in error.message for sign in ("failed to connect", "Connection refused", "Socket closed")):
+        return (f"{error}\nno Vigil server answers at {target}: start one with `vigil serve`, or point --target "
+                "(or VIGIL_TARGET) at one")
+    return str(error)
 
 
 def jsonable(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vigil.clients.cli.group import client_for, main, target_option
-from vigil.clients.errors import VigilError
+from vigil.clients.errors import Unavailable, VigilError
 
 
 @main.command()
@@ -25,7 +25,12 @@ def watch(models: tuple[str, ...], interval: float, frames: int, target: str) ->
         console = Console(width=160)
     with client_for(target, None) as client:
         try:
-            show(client.telemetry(interval_ms=round(interval * 1000), models=models), console, limit=frames)
+            shown = show(client.telemetry(interval_ms=round(interval * 1000), models=models), console, limit=frames)
+            if not frames or shown < frames:  # the server ended the stream: it is shutting down
+                raise click.ClickException(f"the server at {target} went away: it ended the stream (shutting down)")
+        except Unavailable as exc:
+            raise click.ClickException(f"the server at {target} went away or cannot be reached ({exc.message}); "
+                                       "start it with `vigil serve`, or point --target at one") from None
         except VigilError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         except KeyboardInterrupt:

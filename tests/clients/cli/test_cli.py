@@ -260,3 +260,27 @@ def test_profile_warns_when_the_rows_are_too_few_for_the_bins(model_repo: Path, 
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "warning: 15 rows for 10 bins per feature" in result.stderr
+
+
+def test_with_nothing_listening_the_cli_suggests_vigil_serve() -> None:
+    for command in (["models"], ["predict", "--model", "breast_cancer", "--input", str(SAMPLE)], ["watch"]):
+        result = subprocess.run([VIGIL, *command, "--target", "127.0.0.1:1"], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 1, command
+        assert "127.0.0.1:1" in result.stderr and "`vigil serve`" in result.stderr, result.stderr
+
+
+def test_watch_says_so_when_the_server_goes_away(model_repo: Path) -> None:
+    served = start("--models", str(model_repo), "--host", "127.0.0.1", "--port", "0", "--http-port", "0")
+    env = {**os.environ, "VIGIL_TARGET": served.target}
+    watcher = subprocess.Popen([VIGIL, "watch", "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        time.sleep(2.0)
+        assert stop(served) == 0
+        _, stderr = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 1
+    assert f"the server at {served.target} went away" in stderr, stderr

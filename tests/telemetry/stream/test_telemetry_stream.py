@@ -218,3 +218,17 @@ async def test_a_thousand_subscribe_cancel_cycles_leak_nothing(model_repo: Path)
         assert hub.subscriber_count == 0
         assert len(asyncio.all_tasks()) <= tasks_before
         assert len(hub._snapshots) <= 3
+
+
+async def test_in_flight_counts_calls_not_the_subscribers_reading(model_repo: Path) -> None:
+    async with running_app(model_repo) as app, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        viewers = [stub.Telemetry(telemetry_pb2.TelemetryRequest(interval_ms=100)) for _ in range(3)]
+        frames = [await viewer.read() for viewer in viewers]
+        for _ in range(3):
+            frames.append(await viewers[0].read())
+        last = frames[-1]
+        assert last.server.subscribers == 3 and last.server.in_flight == 0
+        for viewer in viewers:
+            viewer.cancel()
