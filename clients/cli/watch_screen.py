@@ -144,10 +144,11 @@ def alerts_panel(alerts: Sequence[telemetry_pb2.Alert]) -> Panel:
     lines = []
     for alert in sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(a.severity, 3), a.since_unix_nanos, a.name)):
         target = " ".join(p for p in (alert.model, f"v{alert.version}" if alert.version else "") if p)
+        summary = alert.summary.removeprefix(f"{target}: ") if target else alert.summary  # said once, in front
         since = (f" · since {datetime.fromtimestamp(alert.since_unix_nanos / 1e9):%H:%M:%S}"
                  if alert.since_unix_nanos else "")
         lines.append(Text.assemble((f"{alert.severity or '–':<8}", SEVERITY_STYLES.get(alert.severity, "")), " ",
-                                   (alert.name, "bold"), f"  {target}  " if target else "  ", alert.summary,
+                                   (alert.name, "bold"), f"  {target}  " if target else "  ", summary,
                                    (f"  (value {alert.value:.4g}{since})", "dim")))
     body = Text("\n").join(lines) if lines else Text("none", "dim")
     return Panel(body, title=f"alerts firing ({len(lines)})", title_align="left")
@@ -170,10 +171,14 @@ class Dashboard:
         self.p99: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=HISTORY))
         self.events: deque[telemetry_pb2.TelemetryEvent] = deque(maxlen=events_shown)
         self.frames = 0
+        self.firing_at_connect: list[str] = []
+        """Alerts already firing in the first frame: they fired before this viewer connected, so no event says so."""
 
     def update(self, frame: telemetry_pb2.TelemetryFrame) -> None:
         self.frame = frame
         self.frames += 1
+        if self.frames == 1:
+            self.firing_at_connect = [_already_firing(a) for a in frame.alerts]
         for model in frame.models:
             key = f"{model.model}:{model.version}"
             self.throughput[key].append(model.requests_per_second)
@@ -203,9 +208,10 @@ class Dashboard:
                 sparkline(self.throughput[key]), f"{model.request_latency.p50_ms:.2f}",
                 f"{model.request_latency.p99_ms:.2f}", sparkline(self.p99[key]),
                 Text(str(errors), "red" if errors else ""), str(model.queue_depth), f"{model.batch_size.mean:.1f}")
-        events = Text("\n").join(
-            Text(_describe(e), EVENT_STYLES.get(telemetry_pb2.TelemetryEvent.Kind.Name(e.kind), ""))
-            for e in reversed(self.events)) if self.events else Text("none yet", "dim")
+        lines = [Text(_describe(e), EVENT_STYLES.get(telemetry_pb2.TelemetryEvent.Kind.Name(e.kind), ""))
+                 for e in reversed(self.events)]
+        lines += [Text(line, EVENT_STYLES.get("ALERT_FIRED", "")) for line in self.firing_at_connect]
+        events = Text("\n").join(lines) if lines else Text("none yet", "dim")
         quality = quality_table(frame.models)
         parts: list[Text | Table | Panel] = [header, table, *([quality] if quality is not None else []),
                                              *rollout_tables(frame.rollouts),
@@ -239,3 +245,10 @@ def watch(frames: Iterable[telemetry_pb2.TelemetryFrame], console: Console, *, l
             if limit and dashboard.frames >= limit:
                 break
     return dashboard.frames
+
+
+def _already_firing(alert: telemetry_pb2.Alert) -> str:
+    when = (datetime.fromtimestamp(alert.since_unix_nanos / 1e9).strftime("%H:%M:%S") if alert.since_unix_nanos
+            else "--:--:--")
+    target = " ".join(p for p in (alert.model, f"v{alert.version}" if alert.version else "") if p)
+    return f"{when}  ALERT_FIRED · {alert.name}" + (f" · {target}" if target else "") + " (before you connected)"

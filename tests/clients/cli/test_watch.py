@@ -120,7 +120,8 @@ def test_alerts_are_listed_most_severe_first() -> None:
     dashboard = Dashboard()
     dashboard.update(frame(1, 1.0, alerts=alerts))
     text = render(dashboard)
-    listed = [line for line in text.splitlines() if "clf" in line and "│" in line and "alerts" not in line]
+    listed = [line for line in text.splitlines() if "clf" in line and "│" in line and "alerts" not in line
+              and "before you connected" not in line]  # the events panel names them too
     assert [line.split()[1] for line in listed] == ["critical", "warning", "info"]
     assert "ErrorBudgetBurn  clf  burning the budget 14x too fast  (value 14.4 · since " in listed[0]
     assert "InputDrift  clf v2  3 features drifted  (value 2)" in listed[1]
@@ -172,3 +173,17 @@ def test_rollouts_show_versions_side_by_side_with_breaches_and_agreement() -> No
     assert "v2 exceeds: error ratio 0.3 vs 0 (+0.3 > 0.05)" in text
     assert "shadow" in lines["4"] and "copy" in lines["4"] and "87.5%" in lines["4"]
     assert "canary version 2 rolled back" in text
+
+
+def test_alerts_already_firing_on_connect_are_in_the_events_and_the_text_names_the_model_once() -> None:
+    firing = telemetry_pb2.Alert(name="TooManyErrors", severity="critical", model="clf", version="2",
+                                 summary="clf v2: error ratio 0.3", value=0.3,
+                                 since_unix_nanos=1_700_000_000 * 10**9)
+    dashboard = Dashboard()
+    dashboard.update(frame(1, 1.0, alerts=[firing]))
+    text = render(dashboard)
+    assert "none yet" not in text
+    assert "ALERT_FIRED · TooManyErrors · clf v2 (before you connected)" in text
+    assert "TooManyErrors  clf v2  error ratio 0.3  (value 0.3" in text and "clf v2: error" not in text
+    dashboard.update(frame(1, 1.0, alerts=[firing]))  # later frames add no second line
+    assert render(dashboard).count("before you connected") == 1
