@@ -12,6 +12,8 @@ import ctypes
 import functools
 import logging
 
+from vigil.telemetry.metrics.gpu import nvml_gpu_count
+
 logger = logging.getLogger(__name__)
 
 CUDNN_MAJOR = 9
@@ -29,13 +31,7 @@ def cuda_unavailable_reason() -> str | None:
 
 def _no_device() -> str | None:
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
+        count = nvml_gpu_count()
     except Exception as exc:  # no library, no driver
         return f"no NVIDIA driver found ({type(exc).__name__}: {exc})"
     return None if count > 0 else "the NVIDIA driver reports no GPU"

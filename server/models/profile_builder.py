@@ -42,24 +42,23 @@ def read_reference_csv(path: Path, label_column: str | None = None) -> Reference
             raise ValueError(f"{path} has no column {label_column!r} (columns: {', '.join(header)})")
         label_index = header.index(label_column)
     names = [h for i, h in enumerate(header) if i != label_index]
+    values = []
     for number, row in lines[1:]:
         if len(row) != len(header):
             raise ValueError(f"{path}, line {number}: {len(row)} values where the header names {len(header)}")
-        for column, cell in enumerate(row):
-            if column != label_index and not _is_number(cell):
-                raise ValueError(f"{path}, line {number}, column {column + 1} ({header[column]!r}): {cell!r} is not "
-                                 "a number")
-    features = np.asarray([[float(v) for i, v in enumerate(row) if i != label_index] for row in body], np.float32)
+        values.append([_number(path, number, column, header, cell) for column, cell in enumerate(row)
+                       if column != label_index])
+    features = np.asarray(values, np.float32)
     labels = [row[label_index] for row in body] if label_index is not None else None
     return ReferenceData(features, names, labels)
 
 
-def _is_number(cell: str) -> bool:
+def _number(path: Path, line: int, column: int, header: list[str], cell: str) -> float:
     try:
-        float(cell)
+        return float(cell)
     except ValueError:
-        return False
-    return True
+        raise ValueError(f"{path}, line {line}, column {column + 1} ({header[column]!r}): {cell!r} is not a "
+                         "number") from None
 
 
 def profile_version(models_dir: Path, model: str, version: int, data: ReferenceData, *,

@@ -20,14 +20,22 @@ from vigil.telemetry.metrics.instruments import (
 logger = logging.getLogger(__name__)
 
 
+def nvml_gpu_count() -> int:
+    """GPUs the NVIDIA driver reports through NVML (nvidia-ml-py), which stays initialised for later readings;
+    raises when there is no library or driver."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    return int(pynvml.nvmlDeviceGetCount())
+
+
 def _devices() -> list[tuple[dict[str, str], Any]] | None:
     try:
-        import pynvml  # nvidia-ml-py
-
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
+        count = nvml_gpu_count()
     except Exception:  # no driver, no GPU, or no library: no GPU metrics
         return None
+    import pynvml
+
     devices = []
     for index in range(count):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
