@@ -40,12 +40,15 @@ ARG PYTHON_VERSION
 # Where the CUDA 13 and cuDNN wheels put their libraries; ONNX Runtime looks for them on the loader's path only.
 ARG NVIDIA_LIBS=/opt/vigil/lib/python${PYTHON_VERSION}/site-packages/nvidia
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/vigil vigil \
-    && install -d -o vigil -g vigil /models
+    && install -d -o vigil -g vigil /models /data
 COPY --from=builder /opt/vigil /opt/vigil
 # Settings come from VIGIL_* variables only (README's Settings table). VIGIL_MODELS_DIR is left at the bundled
 # model; mount a repository at /models and set VIGIL_MODELS_DIR=/models to serve your own.
 # NVIDIA_DRIVER_CAPABILITIES: compute for CUDA, utility for NVML (GPU metrics). NVIDIA_VISIBLE_DEVICES is left
 # unset, so a container sees a GPU only when it asks for one.
+# VIGIL_STORE__URL: the prediction log (every classifier prediction and its feedback) in a SQLite file on the /data
+# volume, owned by the vigil user, so it outlives the container. Containers on one host may share that volume; a
+# fleet on several hosts sets a postgresql:// URL instead (docs/scaling.md). Never put /data on a network filesystem.
 ENV PATH=/opt/vigil/bin:$PATH \
     LD_LIBRARY_PATH=${NVIDIA_LIBS}/cu13/lib:${NVIDIA_LIBS}/cudnn/lib \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
@@ -53,11 +56,12 @@ ENV PATH=/opt/vigil/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     VIGIL_HOST=0.0.0.0 \
     VIGIL_GRPC_PORT=8001 \
-    VIGIL_HTTP_PORT=8002
+    VIGIL_HTTP_PORT=8002 \
+    VIGIL_STORE__URL=sqlite:////data/vigil.db
 # Numeric, so that Kubernetes runAsNonRoot can check it.
 USER 10001:10001
 WORKDIR /home/vigil
-VOLUME /models
+VOLUME /models /data
 EXPOSE 8001 8002
 # The gRPC health service: `vigil health` exits 0 only when SERVING. It asks VIGIL_TARGET (default: this
 # container's gRPC port). With VIGIL_SECURITY__TLS_CERT_FILE set it speaks TLS and trusts VIGIL_TLS_CA, else the

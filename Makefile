@@ -28,16 +28,17 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.runtime
 	$(BIN)/vigil serve
 
-# Debian packages the tests drive as real components: Prometheus and promtool, and headless Chromium for the
-# web dashboard.
+# Debian packages the tests drive as real components: Prometheus and promtool, headless Chromium for the
+# web dashboard, and PostgreSQL 15 (the tests start private throwaway clusters from its binaries in
+# /usr/lib/postgresql/15/bin/; the service the package may set up is never started or used).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null \
-	  && command -v prometheus-alertmanager >/dev/null || { \
+	  && command -v prometheus-alertmanager >/dev/null && [ -x /usr/lib/postgresql/15/bin/initdb ] || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager chromium; }
+	    prometheus prometheus-alertmanager chromium postgresql; }
 
 # The official Open Inference Protocol client, in its own environment: it pins protobuf<7, which the
 # project's generated code cannot use. The tests drive it as a subprocess.

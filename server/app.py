@@ -28,6 +28,7 @@ from vigil.server.api.native_servicer import InferenceServicer, add_inference_se
 from vigil.server.api.oip_servicer import OpenInferenceServicer, server_version
 from vigil.server.api.telemetry_source import ModelEvents, snapshot_reader
 from vigil.server.inference.dataplane import DataPlane
+from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.validation import Limits
 from vigil.server.models.folder_watch import RepositoryWatcher
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
@@ -166,7 +167,8 @@ class App:
         self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
         self.monitoring = monitoring = Monitoring(
             self.settings.quality, self.settings.alerts, instruments, self.repository, hub,
-            duration_bounds=instruments.request_duration.bounds, rolled_back=self.rollouts.rolled_back_readings)
+            duration_bounds=instruments.request_duration.bounds, store_settings=self.settings.store,
+            rolled_back=self.rollouts.rolled_back_readings)
         self.repository.add_listener(monitoring.on_model_change)
         self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
         monitoring.alert_listeners.append(alert_listener(self.reports.history))
@@ -209,6 +211,9 @@ class App:
             "rows": lambda: [(k, float(v.batcher.statistics.inferences)) for k, v in versions() if v.batcher],
         }
 
+    def _outcomes(self) -> Outcomes | None:
+        return self.monitoring.outcomes if self.monitoring is not None else None
+
     async def start(self) -> None:
         """Listen, then load every model; health reports SERVING once loading is over."""
         await self.listen()
@@ -218,8 +223,7 @@ class App:
         """Bind and serve gRPC and HTTP; health reports NOT_SERVING until `load_models` finishes."""
         self.repository.scan()
         servicer = InferenceServicer(self.dataplane, max_batch_items=self.settings.limits.max_batch_items,
-                                     hub=self.telemetry_hub,
-                                     quality=self.monitoring.quality if self.monitoring is not None else None)
+                                     hub=self.telemetry_hub, outcomes=self._outcomes())
         wraps: list[HandlerWrap] = [self.gate.wrap]
         if self._interceptor is not None:
             wraps.append(self._interceptor.wrap)
@@ -229,8 +233,7 @@ class App:
                 (add_inference_servicer, servicer),
                 (health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                 OpenInferenceServicer(self.dataplane, self.health,
-                                       quality=self.monitoring.quality if self.monitoring is not None else None)),
+                 OpenInferenceServicer(self.dataplane, self.health, outcomes=self._outcomes())),
             ],
             wraps,
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from vigil.server.store.records import StoreError
 from vigil.telemetry.calls.context import note_error
 from vigil.telemetry.stream.errors import InvalidSubscription, StreamError, TooManySubscribers
 
@@ -95,6 +96,7 @@ STATUS_CODES: dict[type[Exception], grpc.StatusCode] = {
     NotSupported: grpc.StatusCode.UNIMPLEMENTED,
     InvalidSubscription: grpc.StatusCode.INVALID_ARGUMENT,
     TooManySubscribers: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StoreError: grpc.StatusCode.UNAVAILABLE,
 }
 
 INTERNAL_MESSAGE = "internal server error; see the server log"

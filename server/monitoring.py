@@ -8,8 +8,11 @@ import os
 from collections.abc import Callable
 
 from vigil.protos.vigil.v1 import telemetry_pb2
+from vigil.server.inference.outcomes import Outcomes
 from vigil.server.models.repository import Model, ModelRepository
-from vigil.server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings
+from vigil.server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings, StoreSettings
+from vigil.server.store.log import PredictionLog
+from vigil.server.store.opening import open_store
 from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
 from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, TransitionKind
@@ -31,23 +34,34 @@ logger = logging.getLogger(__name__)
 Kind = telemetry_pb2.TelemetryEvent.Kind
 
 
-def build_quality(settings: QualitySettings, instruments: Instruments) -> QualityMonitor:
+def build_outcomes(settings: QualitySettings, store_settings: StoreSettings, instruments: Instruments) -> Outcomes:
+    """The quality monitor over the prediction log the settings name (opened and migrated here: StoreError says
+    why it cannot be)."""
+    store = open_store(store_settings.url.get_secret_value(), retention_days=store_settings.retention_days,
+                       pool_size=store_settings.pool_size, connect_timeout=store_settings.connect_timeout_seconds)
+    logger.info("prediction log: %s (predictions and outcomes kept %g days)", store.name,
+                store_settings.retention_days)
     if settings.subject_hash_key is not None:
         key = settings.subject_hash_key.get_secret_value().encode("utf-8")
     else:
-        key = os.urandom(32)
-        logger.warning("VIGIL_QUALITY__SUBJECT_HASH_KEY is not set: subject ids sent with feedback are hashed with "
-                       "a random key, so their hashes match only within this run")
+        key = store.secret("subject_hash_key", lambda: os.urandom(32))
+        logger.warning("VIGIL_QUALITY__SUBJECT_HASH_KEY is not set: subject ids are hashed with a key kept in the "
+                       "store, beside the hashes; set it to keep the key apart from the data")
+    prediction_log = PredictionLog(store, max_queued=store_settings.max_queued, batch_size=store_settings.batch_size,
+                                   on_dropped=lambda n: instruments.store_dropped.add((), n))
+    instruments.store_dropped.add((), 0)  # exported from the start, so rate() and alerts see the first drop
     limits = QualityLimits(
-        store_size=settings.prediction_store_size, ttl_seconds=settings.prediction_ttl_seconds,
         accuracy_rows=settings.accuracy_window_rows, accuracy_seconds=settings.accuracy_window_seconds,
-        max_labelled_rows=settings.max_labelled_rows, expected_rows=settings.expected_accuracy_rows,
+        expected_rows=settings.expected_accuracy_rows,
         drift_rows=settings.drift_window_rows, drift_seconds=settings.drift_window_seconds,
         drift_sample_ratio=settings.drift_sample_ratio, drift_min_rows=settings.drift_min_rows,
         max_pending_batches=settings.max_pending_batches)
     thresholds = DriftThresholds(psi=settings.psi_thresholds, ks_pvalue=settings.ks_pvalue_thresholds,
                                  chi2_pvalue=settings.chi2_pvalue_thresholds)
-    return QualityMonitor(instruments, limits, thresholds, subject_key=key)
+    monitor = QualityMonitor(instruments, limits, thresholds, sink=prediction_log.log)
+    return Outcomes(store, prediction_log, monitor, subject_key=key, count_rows=settings.accuracy_window_rows,
+                    timed_seconds=settings.accuracy_window_seconds, refresh_seconds=store_settings.refresh_seconds,
+                    purge_seconds=store_settings.purge_interval_seconds)
 
 
 def alert_rules(settings: AlertSettings) -> list[AlertRule]:
@@ -103,13 +117,18 @@ class Monitoring:
 
     def __init__(self, quality_settings: QualitySettings, alert_settings: AlertSettings, instruments: Instruments,
                  repository: ModelRepository, hub: TelemetryHub | None, *, duration_bounds: tuple[float, ...],
-                 rolled_back: Readings | None = None) -> None:
+                 store_settings: StoreSettings, rolled_back: Readings | None = None) -> None:
         self._quality_settings = quality_settings
         self._alert_settings = alert_settings
         self._repository = repository
         self._hub = hub
-        self.quality = build_quality(quality_settings, instruments) if quality_settings.enabled else None
+        self.outcomes = (build_outcomes(quality_settings, store_settings, instruments) if quality_settings.enabled
+                         else None)
+        self.quality = self.outcomes.monitor if self.outcomes is not None else None
         readings = quality_readings(self.quality) if self.quality is not None else {}
+        if self.outcomes is not None:
+            prediction_log = self.outcomes.log
+            readings["store_queue"] = lambda: [({}, float(prediction_log.queued))]
         self.alerts: AlertLoop | None = None
         self.alert_listeners: list[Callable[[AlertTransition], None]] = []
         """Told of every alert that fires or resolves (e.g. the report history)."""
@@ -183,6 +202,8 @@ class Monitoring:
                 except ProfileError as exc:
                     logger.warning("%s version %s: reference profile not used: %s", model.name, key, exc)
             monitor.watch(model.name, key, config.labels, config.probability_output, profile)
+            if self.outcomes is not None:
+                await self.outcomes.register(model.name, key, config.labels)
             logger.info("%s version %s: quality monitored%s", model.name, key,
                         " with a reference profile" if profile else " (no reference profile, so no drift check)")
 
@@ -190,6 +211,8 @@ class Monitoring:
         if self.quality is not None:
             await self.quality.start(interval_seconds=self._quality_settings.interval_seconds,
                                      drift_interval_seconds=self._quality_settings.drift_interval_seconds)
+        if self.outcomes is not None:
+            await self.outcomes.start()
         if self.alerts is not None:
             await self.alerts.start(self._alert_settings.interval_seconds)
 
@@ -198,6 +221,8 @@ class Monitoring:
             await self.alerts.close()
         if self.quality is not None:
             await self.quality.close()
+        if self.outcomes is not None:  # after the monitor's last fold, so the last predictions are logged
+            await self.outcomes.close()
 
 
 def _firing_counts(alerts: AlertLoop) -> list[tuple[dict[str, str], float]]:

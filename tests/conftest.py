@@ -1,21 +1,30 @@
-"""Shared fixtures: a model repository of tiny ONNX graphs, and a real server on 127.0.0.1 with port 0."""
+"""Shared fixtures: a model repository of tiny ONNX graphs, a real server on 127.0.0.1 with port 0, and a private
+PostgreSQL cluster with a fresh database per test."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from tests import onnx_models
+from tests.postgres import PostgresCluster
+from tests.postgres import available as postgres_available
 from vigil.protos.vigil.v1 import inference_pb2_grpc
 from vigil.server.app import App
 from vigil.server.settings import DEFAULT_MODELS_DIR, LimitSettings, Settings
+
+# Test servers, in this process and in subprocesses, keep their prediction log in memory unless a test names a
+# store: nothing lands in the working folder.
+os.environ.setdefault("VIGIL_STORE__URL", "memory")
 
 CONFIGS = {
     "add": "max_batch_size = 16\nexecution_providers = [\"cpu\"]\n",
@@ -62,6 +71,26 @@ def tritonclient_python() -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tritonclient[grpc]"], check=True,
                        timeout=900)
     return python
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the session; tests may stop and start it."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin): `make test` installs Debian's "
+                    "postgresql package")
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of a fresh, empty database, so tests never see each other's rows."""
+    postgres.start()  # a no-op unless an earlier test left it stopped
+    return postgres.create_database(f"test_{next(_database_numbers)}")
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import tensor_pb2
 from vigil.server.batching.records import Arrays
 from vigil.server.errors import InvalidInput, ServerError, quoted, status_for
+from vigil.server.inference.feedback import FeedbackResult
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
 from vigil.telemetry.calls.context import CallItem
-from vigil.telemetry.quality.monitor import FeedbackResult
 
 
 def to_request(message: pb.PredictRequest) -> InferRequest:

@@ -15,10 +15,10 @@ from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 from vigil.server.api import native_convert, rollout_convert
 from vigil.server.errors import InvalidInput, NotSupported, ServerError, maps_errors
 from vigil.server.inference.dataplane import DataPlane
-from vigil.server.inference.feedback import give_feedback
+from vigil.server.inference.feedback import FeedbackRequest, forget, give_feedback
+from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.requests import InferRequest
-from vigil.telemetry.calls.context import CallItem, annotate_items
-from vigil.telemetry.quality.monitor import QualityMonitor
+from vigil.telemetry.calls.context import CallItem, annotate_call, annotate_items
 from vigil.telemetry.stream.hub import TelemetryHub
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     over one DataPlane."""
 
     def __init__(self, dataplane: DataPlane, *, max_batch_items: int, hub: TelemetryHub | None = None,
-                 quality: QualityMonitor | None = None) -> None:
+                 outcomes: Outcomes | None = None) -> None:
         self._dataplane = dataplane
         self._max_batch_items = max_batch_items
         self._hub = hub
-        self._quality = quality
+        self._outcomes = outcomes
 
     def _check_items(self, method: str, items: int) -> None:
         if items > self._max_batch_items:
@@ -107,26 +107,39 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def Feedback(self, request: pb.FeedbackRequest, context: Context) -> pb.FeedbackResponse:
-        return native_convert.to_feedback_response(
-            give_feedback(self._quality, request.request_id, request.labels, request.subject_id))
+        [given] = await give_feedback(self._outcomes, [FeedbackRequest(request.request_id, request.labels,
+                                                                       request.subject_id)])
+        if isinstance(given, ServerError):
+            raise given
+        # The server's id of the prediction: the one sent may be an id the caller chose, which is never logged.
+        annotate_call(request_id=given.request_id, model=given.model, version=int(given.version))
+        return native_convert.to_feedback_response(given)
 
     @maps_errors
     async def BatchFeedback(self, request: pb.BatchFeedbackRequest, context: Context) -> pb.BatchFeedbackResponse:
         self._check_items("BatchFeedback", len(request.items))
+        outcomes = await give_feedback(self._outcomes, [FeedbackRequest(item.request_id, item.labels,
+                                                                        item.subject_id) for item in request.items])
         results = []
         items = []
-        for item in request.items:
-            try:
-                given = give_feedback(self._quality, item.request_id, item.labels, item.subject_id)
-            except ServerError as exc:
-                results.append(pb.BatchFeedbackResult(status=native_convert.item_status(exc)))
-                items.append(CallItem("", "", "", exc))  # the id sent may be a caller's own: not logged
+        for given in outcomes:
+            if isinstance(given, ServerError):
+                results.append(pb.BatchFeedbackResult(status=native_convert.item_status(given)))
+                items.append(CallItem("", "", "", given))  # the id sent may be a caller's own: not logged
             else:
                 results.append(pb.BatchFeedbackResult(status=pb.ItemStatus(code=0),
                                                       response=native_convert.to_feedback_response(given)))
                 items.append(CallItem(given.request_id, given.model, given.version))
         annotate_items(items)
         return pb.BatchFeedbackResponse(results=results)
+
+    @maps_errors
+    async def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.ForgetResponse:
+        erased = await forget(self._outcomes, request.subject_id)
+        logger.info("erased the predictions of a subject", extra={"fields": {
+            "subject_hash": self._outcomes.hash_subject(request.subject_id) if self._outcomes else "",
+            "predictions": erased.predictions, "outcomes": erased.outcomes}})
+        return pb.ForgetResponse(predictions=erased.predictions, outcomes=erased.outcomes)
 
     @maps_errors
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:

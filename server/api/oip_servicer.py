@@ -15,8 +15,8 @@ from vigil.server.api.health import HealthReporter
 from vigil.server.api.native_servicer import Context, deadline_of
 from vigil.server.errors import ModelNotFound, ModelNotReady, NotSupported, maps_errors, status_for
 from vigil.server.inference.dataplane import DataPlane, new_request_id
+from vigil.server.inference.outcomes import Outcomes
 from vigil.server.rollouts.routing import Metadata
-from vigil.telemetry.quality.monitor import QualityMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ def server_version() -> str:
 class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """`inference.GRPCInferenceService`: the same validation, statuses and batching as `vigil.v1.Inference`."""
 
-    def __init__(self, dataplane: DataPlane, health: HealthReporter, *, quality: QualityMonitor | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, health: HealthReporter, *, outcomes: Outcomes | None = None) -> None:
         self._dataplane = dataplane
         self._health = health
-        self._quality = quality
+        self._outcomes = outcomes
         self._version = server_version()
 
     async def ServerLive(self, request: oip.ServerLiveRequest, context: Context) -> oip.ServerLiveResponse:
@@ -83,8 +83,8 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         client_id = oip_convert.client_id(request.id)
         result = await self._dataplane.infer(oip_convert.to_request(request), deadline=deadline,
                                              request_id=new_request_id(), metadata=metadata)
-        if client_id and self._quality is not None:
-            self._quality.remember_client_id(client_id, result.request_id, result.model_name,
+        if client_id and self._outcomes is not None:
+            self._outcomes.remember_client_id(client_id, result.request_id, result.model_name,
                                              str(result.model_version))
         return oip_convert.to_response(result, client_id)
 

@@ -24,6 +24,7 @@ from vigil.server.settings.groups import (
     ReportSettings,
     RolloutSettings,
     SecuritySettings,
+    StoreSettings,
     TelemetrySettings,
 )
 from vigil.server.settings.settings import CONFIG_FILE_VARIABLE, DEFAULT_MODELS_DIR, Settings
@@ -44,6 +45,7 @@ __all__ = [
     "SLOSettings",
     "SecuritySettings",
     "Settings",
+    "StoreSettings",
     "TelemetrySettings",
     "TrendSettings",
 ]

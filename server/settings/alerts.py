@@ -21,7 +21,8 @@ from pydantic import (
 )
 
 Signal = Literal["error_ratio", "latency", "queue_depth", "model_ready", "drift_status", "drift_score", "accuracy",
-                 "expected_accuracy", "error_budget_burn", "rollout_rolled_back"]
+                 "expected_accuracy", "label_coverage", "error_budget_burn", "rollout_rolled_back",
+                 "store_dropped_rows"]
 """What an alert rule can watch; `params` refine some (see `AlertRuleSettings.params`)."""
 
 
@@ -217,6 +218,8 @@ DEFAULT_ALERT_RULES = (
     _rule("VigilModelNotReady", "model_ready", "==", 0, 5, "warning", "{model} v{version} is not serving"),
     _rule("VigilCanaryRolledBack", "rollout_rolled_back", ">", 0, 0, "warning",
           "{model} v{version} was rolled back by its rollout's guard"),
+    _rule("VigilStoreDroppingPredictions", "store_dropped_rows", ">", 0, 0, "critical",
+          "{value} prediction(s) could not be logged to the store in 5 minutes", window="5m"),
 )
 """Shipped rules; `deploy/prometheus/rules.yml` holds the same ones for Prometheus."""
 

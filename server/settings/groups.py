@@ -101,16 +101,10 @@ class QualitySettings(BaseModel):
     """How often finished batches are folded into the quality windows (off the request path)."""
     max_pending_batches: int = Field(4096, ge=1)
     """Finished batches waiting to be folded in; beyond it the oldest are skipped and counted."""
-    prediction_store_size: int = Field(100_000, ge=1)
-    """Recent predictions kept for feedback to join; the oldest go first."""
-    prediction_ttl_seconds: float = Field(86_400.0, gt=0)
-    """Seconds a prediction can still receive feedback."""
     accuracy_window_rows: int = Field(1000, ge=1)
-    """Count window: accuracy and per-class metrics over the most recent labelled rows."""
-    accuracy_window_seconds: float = Field(3600.0, gt=0)
-    """Time window: accuracy over labelled rows received in this many seconds."""
-    max_labelled_rows: int = Field(100_000, ge=1)
-    """Most labelled rows the time window holds."""
+    """Count window: accuracy and per-class metrics over the most recent labelled rows (by prediction time)."""
+    accuracy_window_seconds: float = Field(3600.0, ge=300)
+    """Time window: accuracy over the labelled rows predicted in this many seconds (whole five-minute buckets)."""
     expected_accuracy_rows: int = Field(1000, ge=1)
     """Most recent predictions the label-free accuracy estimate averages over."""
     drift_window_rows: int = Field(2000, ge=10)
@@ -143,6 +137,34 @@ class QualitySettings(BaseModel):
             if not 0 < drift <= possible < 1:
                 raise ValueError(f"{name} must be (possible, drift) with 0 < drift <= possible < 1")
         return self
+
+
+class StoreSettings(BaseModel):
+    """The prediction log: where every classifier prediction and its outcome live, shared by every process that
+    points at the same store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: SecretStr = SecretStr("sqlite:///vigil-data/vigil.db")
+    """`sqlite:///PATH` (a file, created on first start; relative to the working folder, `sqlite:////abs/path`
+    for an absolute one), `postgresql://USER@HOST:PORT/DB` (credentials may also come from libpq's `PGPASSWORD`,
+    `PGPASSFILE` and friends), or `memory` (for tests only: everything is lost when the process ends). A secret:
+    logs name the store without its password."""
+    retention_days: float = Field(30.0, gt=0)
+    """Predictions and outcomes older than this are purged, and feedback for them is refused."""
+    max_queued: int = Field(100_000, ge=1)
+    """Predictions waiting to be written; beyond it new ones are dropped and counted
+    (`vigil_store_dropped_rows_total`)."""
+    batch_size: int = Field(1000, ge=1)
+    """Predictions written per transaction."""
+    refresh_seconds: float = Field(5.0, gt=0, le=3600)
+    """How often accuracy, coverage and delay are recomputed from the store (and soon after feedback)."""
+    purge_interval_seconds: float = Field(3600.0, gt=0)
+    """How often rows past the retention period are purged."""
+    pool_size: int = Field(4, ge=1, le=64)
+    """PostgreSQL connections per process."""
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    """How long opening the store may take at start before the server gives up with an error."""
 
 
 class RolloutSettings(BaseModel):

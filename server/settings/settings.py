@@ -21,6 +21,7 @@ from vigil.server.settings.groups import (
     ReportSettings,
     RolloutSettings,
     SecuritySettings,
+    StoreSettings,
     TelemetrySettings,
 )
 
@@ -76,6 +77,8 @@ class Settings(BaseSettings):
     """Metrics, traces and logs."""
     quality: QualitySettings = QualitySettings()
     """Prediction quality, feedback and drift."""
+    store: StoreSettings = StoreSettings()
+    """The prediction log (SQLite, PostgreSQL, or in memory for tests)."""
     alerts: AlertSettings = AlertSettings()
     """Alert rules, Alertmanager and SLOs."""
     reports: ReportSettings = ReportSettings()

@@ -22,17 +22,23 @@ def _number(value: float | None) -> float | None:
 
 def version_report(quality: VersionQuality, now: float) -> dict[str, Any]:
     """One version's report as plain JSON."""
-    recent, timed = quality.labelled.metrics(now)
+    figures = quality.figures
+    recent, timed = figures.recent, figures.timed.metrics
     out: dict[str, Any] = {
         "model": quality.model, "version": quality.version, "labels": list(quality.labels),
         "has_reference": quality.profile is not None, "expected_accuracy": quality.expected_accuracy(),
-        "feedback_rows": quality.labelled.received,
+        "feedback_rows": figures.labelled_total,
         "accuracy": {"count_window": {"rows": recent.rows, "accuracy": recent.accuracy,
                                       "classes": [dict(zip(("precision", "recall", "f1", "support"), c, strict=True),
                                                        label=label)
                                                   for label, c in zip(quality.labels, recent.per_class(), strict=True)],
                                       "confusion": recent.confusion.tolist()},
-                     "time_window": {"rows": timed.rows, "accuracy": timed.accuracy}},
+                     "time_window": {"rows": timed.rows, "accuracy": timed.accuracy},
+                     "windows": [{"name": w.name, "predictions": w.predictions, "labelled": w.labelled,
+                                  "coverage": w.coverage, "accuracy": w.metrics.accuracy,
+                                  "expected_accuracy": w.expected_labelled,
+                                  "label_delay_seconds": list(w.delay_percentiles or ())}
+                                 for w in (*figures.windows, *figures.days)]},
         "drift": None,
     }
     result, profile = quality.drift, quality.profile

@@ -15,7 +15,13 @@ from typing import Any
 
 from vigil.telemetry.alerts.slo import SLOTracker
 from vigil.telemetry.metrics.aggregates import Aggregates, Reading
-from vigil.telemetry.metrics.instruments import INFERENCE_DURATION, QUEUE_DURATION, REQUEST_DURATION, REQUESTS
+from vigil.telemetry.metrics.instruments import (
+    INFERENCE_DURATION,
+    QUEUE_DURATION,
+    REQUEST_DURATION,
+    REQUESTS,
+    STORE_DROPPED_ROWS,
+)
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.frames import by_version, counts, quantile
 
@@ -45,6 +51,10 @@ class ServingState:
     queue_depth: int
 
 
+ACCURACY_WINDOWS = ("count", "time", "hour", "day", "week")
+"""The count window, the time window, and the windows of prediction time (label coverage: the last three)."""
+
+
 def rule_window(signal: str, params: Mapping[str, str]) -> float:
     """Seconds of history a rule needs (0 for instantaneous signals); ValueError for bad parameters."""
     if signal in ("error_ratio", "latency"):
@@ -57,8 +67,10 @@ def rule_window(signal: str, params: Mapping[str, str]) -> float:
         return parse_duration(params.get("window", "5m"))
     if signal == "drift_status" and params.get("test", "any") not in ("psi", "ks", "chi2", "any"):
         raise ValueError("test must be psi, ks, chi2 or any")
-    if signal == "accuracy" and params.get("window", "count") not in ("count", "time"):
-        raise ValueError("accuracy window must be count or time")
+    if signal in ("accuracy", "label_coverage") and params.get("window", "count") not in ACCURACY_WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(ACCURACY_WINDOWS)}")
+    if signal == "store_dropped_rows":
+        return parse_duration(params.get("window", "5m"))
     if signal == "error_budget_burn":
         windows = [parse_duration(w) for w in params.get("windows", "1h").split(",")]
         if not windows:
@@ -156,14 +168,31 @@ class SignalReader:
 
     def _accuracy(self, params: Mapping[str, str]) -> list[Series]:
         out: list[Series] = []
-        count_window = params.get("window", "count") == "count"
-        now = self._history[-1][0] if self._history else 0.0
+        window = params.get("window", "count")
         for q in self._quality_versions():
-            recent, timed = q.labelled.metrics(now)
-            accuracy = (recent if count_window else timed).accuracy
+            figures = q.figures
+            if window == "count":
+                accuracy = figures.recent.accuracy
+            elif window == "time":
+                accuracy = figures.timed.metrics.accuracy
+            else:
+                accuracy = next((w.metrics.accuracy for w in figures.windows if w.name == window), None)
             if accuracy is not None:
                 out.append(({"model": q.model, "version": q.version}, accuracy))
         return out
+
+    def _label_coverage(self, params: Mapping[str, str]) -> list[Series]:
+        window = params.get("window", "day")
+        return [({"model": q.model, "version": q.version}, c) for q in self._quality_versions()
+                for w in q.figures.windows if w.name == window and (c := w.coverage) is not None]
+
+    def _store_dropped_rows(self, params: Mapping[str, str]) -> list[Series]:
+        """Predictions the store could not take, over the window (one series, no model)."""
+        if not self._history:
+            return []
+        now = counts(self._history[-1][1], STORE_DROPPED_ROWS.name).get((), 0)
+        then = counts(self._baseline(parse_duration(params.get("window", "5m"))), STORE_DROPPED_ROWS.name).get((), 0)
+        return [({}, float(now - then))]
 
     def _expected_accuracy(self, params: Mapping[str, str]) -> list[Series]:
         out: list[Series] = []

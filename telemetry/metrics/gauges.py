@@ -20,6 +20,8 @@ from vigil.telemetry.metrics.instruments import (
     DRIFT_WINDOW_ROWS,
     EXPECTED_ACCURACY,
     INFERENCE_ROWS,
+    LABEL_COVERAGE,
+    LABEL_DELAY,
     MODEL_LOAD_DURATION,
     MODEL_READY,
     PROCESS_CPU_TIME,
@@ -32,6 +34,7 @@ from vigil.telemetry.metrics.instruments import (
     SLO_BUDGET_REMAINING,
     SLO_BURN_RATE,
     SLO_OBJECTIVE,
+    STORE_QUEUE,
     Instruments,
 )
 
@@ -97,6 +100,9 @@ def register_quality_gauges(instruments: Instruments, readings: Mapping[str, Rea
 
 QUALITY_GAUGES = {
     "accuracy": ACCURACY,
+    "label_coverage": LABEL_COVERAGE,
+    "label_delay": LABEL_DELAY,
+    "store_queue": STORE_QUEUE,
     "expected_accuracy": EXPECTED_ACCURACY,
     "psi": DRIFT_PSI,
     "ks_statistic": DRIFT_KS_STATISTIC,

@@ -50,6 +50,8 @@ FEEDBACK = MetricSpec("vigil.feedback", "{row}",
                       "Labelled rows received through Feedback (each request id counted once)")
 FEEDBACK_CORRECT = MetricSpec("vigil.feedback.correct", "{row}",
                               "Of the rows counted in vigil.feedback, those predicted right")
+STORE_DROPPED_ROWS = MetricSpec("vigil.store.dropped_rows", "{request}",
+                                "Predictions not logged to the store: its write queue was full, or it stayed down")
 SHADOW_REQUESTS = MetricSpec(
     "vigil.shadow.requests", "{request}",
     "Shadow runs (copies of served requests, answers recorded and never returned) by status code")
@@ -69,7 +71,14 @@ MODEL_READY = MetricSpec("vigil.model.ready", "", "1 when the model version serv
 MODEL_LOAD_DURATION = MetricSpec("vigil.model.load.duration", "s", "Seconds the version took to load and warm up")
 PROCESS_CPU_TIME = MetricSpec("process.cpu.time", "s", "CPU seconds used by the server process")
 PROCESS_MEMORY_USAGE = MetricSpec("process.memory.usage", "By", "Resident memory of the server process")
-ACCURACY = MetricSpec("vigil.accuracy", "", "Fraction of labelled rows predicted right, over the count or time window")
+ACCURACY = MetricSpec("vigil.accuracy", "",
+                      "Fraction of labelled rows predicted right: the count window, the time window, and the "
+                      "predictions of the last hour, day and week")
+LABEL_COVERAGE = MetricSpec("vigil.label.coverage", "",
+                            "Share of the rows predicted in a window (hour, day, week) that have labels")
+LABEL_DELAY = MetricSpec("vigil.label.delay", "s",
+                         "Seconds from prediction to label of the rows labelled in a window, by quantile")
+STORE_QUEUE = MetricSpec("vigil.store.queue", "{request}", "Predictions waiting to be written to the store")
 EXPECTED_ACCURACY = MetricSpec("vigil.accuracy.expected", "",
                                "Label-free accuracy estimate: mean calibrated confidence of recent predictions")
 DRIFT_PSI = MetricSpec("vigil.drift.psi", "", "Population stability index of a feature against the reference profile")
@@ -121,6 +130,7 @@ class Instruments:
         self.margin = Histogram(*MARGIN, MARGIN_BUCKETS, ("model", "version"))
         self.feedback = Counter(*FEEDBACK, ("model", "version"))
         self.feedback_correct = Counter(*FEEDBACK_CORRECT, ("model", "version"))
+        self.store_dropped = Counter(*STORE_DROPPED_ROWS, ())
         self.shadow_requests = Counter(*SHADOW_REQUESTS, ("model", "version", "code"))
         self.shadow_duration = Histogram(*SHADOW_DURATION, DURATION_BUCKETS, ("model", "version"))
         self.shadow_comparisons = Counter(*SHADOW_COMPARISONS, ("model", "version", "outcome"))
@@ -128,7 +138,7 @@ class Instruments:
         self.aggregates = Aggregates(
             [self.requests, self.request_duration, self.queue_duration, self.inference_duration, self.batch_size,
              self.predictions, self.confidence, self.margin, self.feedback, self.feedback_correct, self.shadow_requests,
-             self.shadow_duration, self.shadow_comparisons, self.shadow_skipped])
+             self.shadow_duration, self.shadow_comparisons, self.shadow_skipped, self.store_dropped])
         self._meter = meter
 
     def observe(self, metric: MetricSpec, callback: Callback) -> None:

@@ -142,8 +142,7 @@ class Comparer:
         quality = self._quality.get(model, figures.version) if self._quality is not None else None
         if quality is None:
             return figures
-        assert self._latest is not None
-        recent, _timed = quality.labelled.metrics(self._latest[0])
+        recent = quality.figures.recent
         drift = quality.drift
         return replace(
             figures, drift_status=drift.status.label if drift is not None else "",

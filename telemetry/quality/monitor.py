@@ -1,9 +1,11 @@
 """Prediction quality of classifiers: class mix, confidence, feedback accuracy, the label-free estimate and drift.
 
 Nothing here runs on the request path. The batch hook only queues each finished batch; `process` folds the queue
-into the instruments, the prediction store and the windows on a schedule (and before feedback is joined);
-`check_drift` compares each version's live window with its reference profile, on its own schedule, in a worker
-thread. Memory is bounded by the settings: pending batches, stored predictions, labelled rows and window rows.
+into the instruments and the windows on a schedule (and before feedback is joined), and hands each request's
+prediction to the sink the server gives it (the prediction log); `check_drift` compares each version's live window
+with its reference profile, on its own schedule, in a worker thread. Accuracy comes from the prediction log as
+`QualityFigures`, which the server sets on a schedule. Memory is bounded by the settings: pending batches and
+window rows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,15 +25,8 @@ from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX
 from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.calibration import expected_accuracy
 from vigil.telemetry.quality.drift_check import DriftResult, DriftThresholds, drift_against
-from vigil.telemetry.quality.outcomes import (
-    InvalidFeedback,
-    Labelled,
-    LabelledWindow,
-    PredictionStore,
-    StoredPrediction,
-    UnknownPrediction,
-    subject_hash,
-)
+from vigil.telemetry.quality.figures import QualityFigures, empty_figures
+from vigil.telemetry.quality.outcomes import LoggedPrediction
 from vigil.telemetry.quality.reference_profile import ReferenceProfile
 from vigil.telemetry.quality.windows import RowWindow, ValueWindow
 
@@ -45,11 +40,8 @@ Key = tuple[str, str]
 class QualityLimits:
     """Sizes, ages and schedules of the quality windows (see `vigil.server.settings.settings.QualitySettings`)."""
 
-    store_size: int = 100_000
-    ttl_seconds: float = 86_400.0
     accuracy_rows: int = 1000
     accuracy_seconds: float = 3600.0
-    max_labelled_rows: int = 100_000
     expected_rows: int = 1000
     drift_rows: int = 2000
     drift_seconds: float = 3600.0
@@ -58,13 +50,11 @@ class QualityLimits:
     max_pending_batches: int = 4096
 
 
-@dataclass(frozen=True)
-class FeedbackResult:
-    request_id: str
-    model: str
-    version: str
-    predicted: tuple[str, ...]
-    replaced: bool
+Sink = Callable[[list[LoggedPrediction]], None]
+"""Where folded predictions go (the server's prediction log); called on the event loop, must not block."""
+
+MAX_LOGGED_PROBABILITIES = 32
+"""Classes up to which a prediction's whole probability vector goes to the log; beyond it only the top one."""
 
 
 class VersionQuality:
@@ -77,8 +67,9 @@ class VersionQuality:
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.probability_output = probability_output
         self.profile = profile
-        self.labelled = LabelledWindow(len(self.labels), count_rows=limits.accuracy_rows,
-                                       seconds=limits.accuracy_seconds, max_rows=limits.max_labelled_rows)
+        self.figures: QualityFigures = empty_figures(len(self.labels), count_rows=limits.accuracy_rows,
+                                                     seconds=limits.accuracy_seconds, now=time.time())
+        """Accuracy from the prediction log, as of its latest refresh."""
         self.confidences = ValueWindow(limits.expected_rows)
         self.rows = RowWindow(limits.drift_rows, len(profile.features)) if profile is not None else None
         self.drift: DriftResult | None = None
@@ -95,26 +86,23 @@ class VersionQuality:
 class QualityMonitor:
     """Quality monitoring for every classifier version the server serves.
 
-    >>> monitor = QualityMonitor(instruments, QualityLimits(), DriftThresholds(), subject_key=b"secret")
+    >>> monitor = QualityMonitor(instruments, QualityLimits(), DriftThresholds(), sink=prediction_log.log)
     >>> monitor.watch("m", "1", ["no", "yes"], "probabilities", profile=None)
     >>> batcher.add_hook(monitor.on_batch)
     >>> await monitor.start(interval_seconds=0.5, drift_interval_seconds=30)
     """
 
     def __init__(self, instruments: Instruments, limits: QualityLimits, thresholds: DriftThresholds, *,
-                 subject_key: bytes, clock: Any = time.time, seed: int | None = None) -> None:
-        if not subject_key:
-            raise ValueError("subject_key must not be empty")
+                 sink: Sink | None = None, clock: Any = time.time, seed: int | None = None) -> None:
         self._instruments = instruments
         self._limits = limits
         self._thresholds = thresholds
-        self._subject_key = subject_key
+        self._sink = sink
         self._clock = clock
         self._versions: dict[Key, VersionQuality] = {}
         self._pending: deque[Any] = deque()
         self.skipped_batches = 0
         """Finished batches not folded in because the queue was full."""
-        self.store = PredictionStore(size=limits.store_size, ttl_seconds=limits.ttl_seconds)
         self._rng = np.random.default_rng(seed)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -145,12 +133,6 @@ class QualityMonitor:
 
     # -- the batch hook and the fold ----------------------------------------------------------------------------
 
-    def remember_client_id(self, client_id: str, request_id: str, model: str, version: str) -> None:
-        """Let feedback name the prediction of `request_id` by the id its caller chose, for a monitored version
-        (see `PredictionStore.alias`: a caller's id never replaces a prediction)."""
-        if (model, version) in self._versions:
-            self.store.alias(client_id, request_id, self._clock())
-
     def on_batch(self, record: Any) -> None:
         """Queue a finished batch (the batcher's `BatchRecord`) of a monitored version; O(1), never raises."""
         if record.failed or (record.model, str(record.version)) not in self._versions:
@@ -161,14 +143,14 @@ class QualityMonitor:
         self._pending.append(record)
 
     def process(self) -> None:
-        """Fold every queued batch into the instruments, the prediction store and the windows. Batches of one
+        """Fold every queued batch into the instruments, the windows and the sink. Batches of one
         version are folded together, so the array work is per fold, not per batch (batches are often one row)."""
         now = self._clock()
         by_version: dict[Key, list[Any]] = {}
         while self._pending:
             record = self._pending.popleft()
             by_version.setdefault((record.model, str(record.version)), []).append(record)
-        stored: list[tuple[str, Any]] = []
+        stored: list[LoggedPrediction] = []
         for key, records in by_version.items():
             quality = self._versions.get(key)
             if quality is None:
@@ -177,10 +159,10 @@ class QualityMonitor:
                 self._fold(quality, records, now, stored)
             except Exception:
                 logger.exception("folding batches of %s version %s into quality monitoring failed", *key)
-        if stored:
-            self.store.put_many(stored, now)
+        if stored and self._sink is not None:
+            self._sink(stored)
 
-    def _fold(self, quality: VersionQuality, records: list[Any], now: float, stored: list[tuple[str, Any]]) -> None:
+    def _fold(self, quality: VersionQuality, records: list[Any], now: float, stored: list[LoggedPrediction]) -> None:
         classes = len(quality.labels)
         profile = quality.profile if quality.rows is not None else None
         parts: list[npt.NDArray[Any]] = []
@@ -195,7 +177,7 @@ class QualityMonitor:
                 if len(record.request_ids) != 1:
                     continue
                 rows_per_request = (len(p),)
-            answered = record.ended_ns / 1e9 if record.ended_ns else now  # time to live runs from the answer
+            answered = record.ended_ns / 1e9 if record.ended_ns else now  # the prediction time
             requests.extend((r, n, answered) for r, n in zip(record.request_ids, rows_per_request, strict=True))
             parts.append(p)
             if profile is not None:
@@ -215,10 +197,15 @@ class QualityMonitor:
         instruments.margin.record_array(confidence - runner_up, labels)
         quality.confidences.add(confidence)
         offset = 0
-        model, version, names = quality.model, quality.version, quality.labels
+        model, version = quality.model, quality.version
+        top32 = confidence.astype(np.float32)
+        vectors = p.astype(np.float32) if classes <= MAX_LOGGED_PROBABILITIES else None
         for request_id, rows, answered in requests:
-            stored.append((request_id, (model, version, names, top[offset:offset + rows], answered)))
-            offset += rows
+            end = offset + rows
+            stored.append(LoggedPrediction(request_id, answered, model, version, request_id.endswith(SHADOW_SUFFIX),
+                                           top[offset:end], top32[offset:end],
+                                           vectors[offset:end] if vectors is not None else None))
+            offset = end
         if profile is not None and quality.rows is not None:
             self._sample_rows(quality, inputs, [len(part) for part in parts], top, now)
 
@@ -251,60 +238,18 @@ class QualityMonitor:
         if len(x):
             quality.rows.add(x, top, now)
 
-    # -- feedback -----------------------------------------------------------------------------------------------
+    # -- feedback ------------------------------------------------------------------------------------------------
 
-    def feedback(self, request_id: str, labels: Sequence[str], subject_id: str = "") -> FeedbackResult:
-        """Join true labels to a stored prediction. UnknownPrediction or InvalidFeedback say what is wrong."""
-        self.process()  # a prediction answered a moment ago may still be queued
-        now = self._clock()
-        request_id, prediction = self.store.find(request_id, now)
-        quality = self._versions.get((prediction.model, prediction.version))
-        if quality is None or quality.labels != prediction.labels:
-            raise InvalidFeedback(f"{prediction.model} version {prediction.version} is no longer monitored")
-        rows = len(prediction.predicted)
-        if len(labels) != rows:
-            raise InvalidFeedback(f"request {request_id} predicted {rows} row(s); feedback must give one label per "
-                                  f"row, got {len(labels)}")
-        unknown = sorted({label for label in labels if label not in quality.index})
-        if unknown:
-            raise InvalidFeedback(f"labels {unknown} are not labels of {prediction.model} version "
-                                  f"{prediction.version} (its labels: {list(quality.labels)})")
-        hashed = subject_hash(self._subject_key, subject_id) if subject_id else None
-        replaced, correct = self._label(quality, request_id, prediction, labels, now, hashed)
-        fields: dict[str, object] = {"request_id": request_id, "model": prediction.model,
-                                     "version": prediction.version, "rows": rows, "replaced": replaced,
-                                     "correct": correct}
-        if hashed is not None:
-            fields["subject_hash"] = hashed
-        logger.debug("feedback received", extra={"fields": fields})  # per call: the audit log records each one
-        self._join_shadow(request_id, labels, now, hashed)
-        predicted = tuple(quality.labels[i] for i in prediction.predicted)
-        return FeedbackResult(request_id, prediction.model, prediction.version, predicted, replaced)
+    def count_feedback(self, model: str, version: str, rows: int, correct: int) -> None:
+        """Count labelled rows this process joined (each prediction's first labels only)."""
+        self._instruments.feedback.add((model, version), rows)
+        self._instruments.feedback_correct.add((model, version), correct)
 
-    def _join_shadow(self, request_id: str, labels: Sequence[str], now: float, hashed: str | None) -> None:
-        """Give the same labels to the shadow run of the request, if one was recorded (its accuracy on the same
-        traffic is what a shadow rollout is judged by)."""
-        try:
-            shadow = self.store.get(request_id + SHADOW_SUFFIX, now)
-        except UnknownPrediction:
-            return
-        quality = self._versions.get((shadow.model, shadow.version))
-        if quality is None or len(shadow.predicted) != len(labels) or any(x not in quality.index for x in labels):
-            return
-        self._label(quality, request_id + SHADOW_SUFFIX, shadow, labels, now, hashed)
-
-    def _label(self, quality: VersionQuality, key: str, prediction: StoredPrediction, labels: Sequence[str],
-               now: float, hashed: str | None) -> tuple[bool, int]:
-        """Add checked labels to a version's window under `key`, counting rows and correct rows the first time;
-        (whether earlier labels were replaced, rows predicted right)."""
-        true = np.fromiter((quality.index[label] for label in labels), np.intp, count=len(labels))
-        replaced = quality.labelled.add(key, Labelled(true, prediction.predicted, now, hashed))
-        correct = int((true == prediction.predicted).sum())
-        if not replaced:
-            version = (prediction.model, prediction.version)
-            self._instruments.feedback.add(version, len(labels))
-            self._instruments.feedback_correct.add(version, correct)
-        return replaced, correct
+    def set_figures(self, model: str, version: str, figures: QualityFigures) -> None:
+        """The version's latest accuracy figures from the prediction log."""
+        quality = self._versions.get((model, version))
+        if quality is not None and quality.labels == figures.labels:
+            quality.figures = figures
 
     # -- drift --------------------------------------------------------------------------------------------------
 

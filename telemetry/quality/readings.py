@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from vigil.protos.vigil.v1 import telemetry_pb2
+from vigil.telemetry.quality.figures import ReliabilityBin, WindowFigures
 from vigil.telemetry.quality.monitor import Key, QualityMonitor, VersionQuality
 from vigil.telemetry.quality.outcomes import WindowMetrics
 
 
 def quality_sections(monitor: QualityMonitor) -> dict[Key, telemetry_pb2.QualityTelemetry]:
-    """Per version: feedback accuracy, confusion matrix, expected accuracy and drift (the class mix and
-    confidence come from the instruments, over each frame's interval)."""
-    now = monitor.now()
-    return {(q.model, q.version): quality_section(q, *q.labelled.metrics(now)) for q in monitor.versions()}
+    """Per version: feedback accuracy from the prediction log, confusion matrix, expected accuracy and drift (the
+    class mix and confidence come from the instruments, over each frame's interval)."""
+    return {(q.model, q.version): quality_section(q) for q in monitor.versions()}
 
 
 def _window(metrics: WindowMetrics, labels: Sequence[str], size: float) -> telemetry_pb2.AccuracyWindow:
@@ -29,17 +29,40 @@ def _window(metrics: WindowMetrics, labels: Sequence[str], size: float) -> telem
     return window
 
 
-def quality_section(quality: VersionQuality, recent: WindowMetrics, timed: WindowMetrics
-                    ) -> telemetry_pb2.QualityTelemetry:
+def _prediction_window(figures: WindowFigures, labels: Sequence[str]) -> telemetry_pb2.PredictionWindow:
+    window = telemetry_pb2.PredictionWindow(
+        name=figures.name, start_unix=figures.start, seconds=figures.seconds, predictions=figures.predictions,
+        accuracy=_window(figures.metrics, labels, figures.seconds),
+        confusion=telemetry_pb2.ConfusionMatrix(labels=labels, counts=figures.metrics.confusion.ravel().tolist()))
+    for field, value in (("coverage", figures.coverage), ("expected_accuracy_labelled", figures.expected_labelled),
+                         ("expected_accuracy", figures.expected_all)):
+        if value is not None:
+            setattr(window, field, value)
+    if figures.delay_percentiles is not None:
+        (window.label_delay_p50_seconds, window.label_delay_p90_seconds,
+         window.label_delay_p99_seconds) = figures.delay_percentiles
+    return window
+
+
+def _reliability(b: ReliabilityBin) -> telemetry_pb2.ReliabilityBin:
+    return telemetry_pb2.ReliabilityBin(lower=b.lower, upper=b.upper, rows=b.rows, mean_confidence=b.mean_confidence,
+                                        accuracy=b.accuracy)
+
+
+def quality_section(quality: VersionQuality) -> telemetry_pb2.QualityTelemetry:
     """The parts of a version's quality section that do not depend on the frame's interval."""
-    labelled = quality.labelled
+    figures = quality.figures
+    recent = figures.recent
     section = telemetry_pb2.QualityTelemetry(
-        feedback_total=labelled.received,
-        recent=_window(recent, quality.labels, labelled.count_rows),
-        timed=_window(timed, quality.labels, labelled.seconds),
+        feedback_total=figures.labelled_total,
+        recent=_window(recent, quality.labels, figures.count_rows),
+        timed=_window(figures.timed.metrics, quality.labels, figures.timed.seconds),
         confusion=telemetry_pb2.ConfusionMatrix(labels=quality.labels, counts=recent.confusion.ravel().tolist()),
         expected_accuracy_rows=len(quality.confidences.values()),
-        drift=telemetry_pb2.DriftTelemetry(has_reference=quality.profile is not None))
+        drift=telemetry_pb2.DriftTelemetry(has_reference=quality.profile is not None),
+        windows=[_prediction_window(w, quality.labels) for w in figures.windows],
+        days=[_prediction_window(d, quality.labels) for d in figures.days],
+        reliability=[_reliability(b) for b in figures.reliability])
     estimate = quality.expected_accuracy()
     if estimate is not None:
         section.expected_accuracy = estimate
@@ -60,16 +83,25 @@ def quality_section(quality: VersionQuality, recent: WindowMetrics, timed: Windo
 
 def quality_readings(monitor: QualityMonitor) -> dict[str, Any]:
     """Gauge readings (see `vigil.telemetry.metrics.gauges.QUALITY_GAUGES`) from the monitor's latest results."""
-    clock = monitor.now
-
     def accuracy() -> list[tuple[dict[str, str], float]]:
         out = []
         for q in monitor.versions():
-            recent, timed = q.labelled.metrics(clock())
-            for window, metrics in (("count", recent), ("time", timed)):
+            figures = q.figures
+            windows = [("count", figures.recent), ("time", figures.timed.metrics),
+                       *((w.name, w.metrics) for w in figures.windows)]
+            for window, metrics in windows:
                 if metrics.accuracy is not None:
                     out.append(({"model": q.model, "version": q.version, "window": window}, metrics.accuracy))
         return out
+
+    def coverage() -> list[tuple[dict[str, str], float]]:
+        return [({"model": q.model, "version": q.version, "window": w.name}, c) for q in monitor.versions()
+                for w in q.figures.windows if (c := w.coverage) is not None]
+
+    def delay() -> list[tuple[dict[str, str], float]]:
+        return [({"model": q.model, "version": q.version, "window": w.name, "quantile": quantile}, seconds)
+                for q in monitor.versions() for w in q.figures.windows if w.delay_percentiles is not None
+                for quantile, seconds in zip(("0.5", "0.9", "0.99"), w.delay_percentiles, strict=True)]
 
     def expected() -> list[tuple[dict[str, str], float]]:
         return [({"model": q.model, "version": q.version}, e) for q in monitor.versions()
@@ -99,7 +131,8 @@ def quality_readings(monitor: QualityMonitor) -> dict[str, Any]:
             out.append(({**base, "feature": "predicted_class", "test": "chi2"}, float(q.drift.chi2_status)))
         return out
 
-    return {"accuracy": accuracy, "expected_accuracy": expected, "psi": per_feature("psi"),
+    return {"accuracy": accuracy, "label_coverage": coverage, "label_delay": delay,
+            "expected_accuracy": expected, "psi": per_feature("psi"),
             "ks_statistic": per_feature("ks_statistic"), "ks_pvalue": per_feature("ks_pvalue"),
             "chi2_statistic": per_version("chi2_statistic"), "chi2_pvalue": per_version("chi2_pvalue"),
             "drift_status": status, "drift_window": per_version("window_rows")}

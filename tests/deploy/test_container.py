@@ -13,8 +13,9 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ from packaging.specifiers import SpecifierSet
 from tests.certs import Authority
 from tests.clients.cli.test_cli import start, stop
 from vigil.server.app import SHUTDOWN_MARGIN_SECONDS
-from vigil.server.settings import Settings
+from vigil.server.settings import Settings, StoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -105,6 +106,27 @@ def stages(text: str) -> list[Stage]:
             elif instruction.keyword == "ENV":
                 stage.variables.update(assignments(instruction.args, stage.variables))
     return result
+
+
+def volumes(stage: Stage) -> set[str]:
+    """The paths the stage's VOLUME instructions declare (JSON or plain form)."""
+    paths: set[str] = set()
+    for volume in stage.all("VOLUME"):
+        paths.update(json.loads(volume.args) if volume.args.startswith("[") else volume.args.split())
+    return paths
+
+
+def shell_commands(stage: Stage) -> list[list[str]]:
+    """Every command of the stage's RUN instructions, as words (commands joined with && apart)."""
+    commands: list[list[str]] = []
+    for run in stage.all("RUN"):
+        words = shlex.split(run.args)
+        while "&&" in words:
+            index = words.index("&&")
+            commands.append(words[:index])
+            words = words[index + 1:]
+        commands.append(words)
+    return commands
 
 
 def healthcheck_command(stage: Stage) -> list[str]:
@@ -247,9 +269,33 @@ def test_the_runtime_stage_runs_unprivileged_with_the_ports_health_check_and_sto
     assert ports == {"8001", "8002"} == {str(defaults["grpc_port"].default), str(defaults["http_port"].default)}
     assert runtime.variables["VIGIL_GRPC_PORT"] == "8001" and runtime.variables["VIGIL_HTTP_PORT"] == "8002"
     assert "VIGIL_MODELS_DIR" not in runtime.variables, "the bundled model stays the default"
-    assert [v.args for v in runtime.all("VOLUME")] == ["/models"]
+    assert volumes(runtime) == {"/models", "/data"}
     assert " health " in healthcheck_command(runtime)[-1] + " "
     assert [s.args for s in runtime.all("STOPSIGNAL")] == ["SIGTERM"]
+
+
+def test_the_image_keeps_its_store_in_sqlite_on_the_data_volume_its_user_can_write(dockerfile: list[Stage]) -> None:
+    runtime = dockerfile[-1]
+    url = runtime.variables["VIGIL_STORE__URL"]
+    assert url == "sqlite:////data/vigil.db"
+    default = StoreSettings.model_fields["url"].default.get_secret_value()
+    assert default.startswith("sqlite:///") and not default.startswith("sqlite:////"), "the default is relative"
+    path = PurePosixPath(url.removeprefix("sqlite:///"))
+    assert path.is_absolute(), "sqlite:////PATH: the store must not depend on the working folder"
+    assert str(path.parent) in volumes(runtime), "the store must outlive the container"
+    # The folder exists in the image, owned by the user the image runs as: a fresh volume copies it, owner and all.
+    uid = runtime.all("USER")[-1].args.split(":")[0]
+    commands = shell_commands(runtime)
+    (useradd,) = [c for c in commands if c[0] == "useradd"]
+    assert useradd[useradd.index("--uid") + 1] == uid
+    owners = {uid, useradd[-1]}
+    created: dict[str, tuple[str, str]] = {}
+    for command in commands:
+        if command[:2] == ["install", "-d"]:
+            owner, group = command[command.index("-o") + 1], command[command.index("-g") + 1]
+            created.update({word: (owner, group) for word in command[2:] if word.startswith("/")})
+    assert str(path.parent) in created, f"{path.parent} is not created in the image"
+    assert created[str(path.parent)][0] in owners, f"{path.parent} is not the image user's"
 
 
 def test_every_copied_source_exists_and_is_in_the_build_context(dockerfile: list[Stage]) -> None:
@@ -312,6 +358,35 @@ def test_the_gpu_profile_adds_a_vigil_on_an_nvidia_gpu_beside_the_cpu_one(compos
     assert gpu["environment"]["OTEL_SERVICE_NAME"] != cpu["environment"]["OTEL_SERVICE_NAME"]
     for service in compose["services"].values():  # a profile's service cannot be a dependency of the default stack
         assert "vigil-gpu" not in service.get("depends_on", [])
+
+
+def test_both_vigil_services_keep_their_store_in_the_postgres_service(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert postgres["image"] == "postgres:16"
+    variables = postgres["environment"]
+    user, database, password = variables["POSTGRES_USER"], variables["POSTGRES_DB"], variables["POSTGRES_PASSWORD"]
+    assert (user, database) == ("vigil", "vigil")
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:-[^}]+\}", password), "a variable, with a default for a local stack"
+    # Its data on a named volume that compose declares.
+    (volume,) = postgres["volumes"]
+    source, target = volume.split(":")[:2]
+    assert source in (compose.get("volumes") or {}) and target == "/var/lib/postgresql/data"
+    # Healthy only once it accepts connections over TCP (the image's first-start server listens on its socket only).
+    check = postgres["healthcheck"]["test"]
+    assert check[0] == "CMD" and check[1] == "pg_isready", check
+    arguments = " ".join(check[2:])
+    assert re.search(r"(--host[= ]|-h ?)(127\.0\.0\.1|localhost)\b", arguments), arguments
+    assert re.search(rf"(--username[= ]|-U ?){user}\b", arguments), arguments
+    assert re.search(rf"(--dbname[= ]|-d ?){database}\b", arguments), arguments
+    for name, service in vigil_services(compose).items():
+        environment = service["environment"]
+        url = urlsplit(environment["VIGIL_STORE__URL"])
+        assert (url.scheme, url.hostname, url.port, url.username, url.path) == (
+            "postgresql", "postgres", 5432, user, f"/{database}"), name
+        assert url.password is None, f"{name}: the password comes from PGPASSWORD, not the URL"
+        assert environment["PGPASSWORD"] == password, name
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+        assert "otel-collector" in service["depends_on"], name
 
 
 def test_the_stop_timeout_outlasts_the_servers_own_shutdown(compose: dict[str, Any]) -> None:

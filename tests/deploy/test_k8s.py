@@ -7,12 +7,14 @@ is checked by hand below: required fields, types, and only field names its CRD (
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import kubernetes_validate
@@ -147,7 +149,7 @@ def adapter_rules() -> list[dict[str, Any]]:
 def test_every_rendered_manifest_validates_against_the_schemas(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == sorted(["ConfigMap", "DaemonSet", "Deployment", "HorizontalPodAutoscaler",
-                            "PodDisruptionBudget", "PodMonitor", "Service", "Service"])
+                            "PodDisruptionBudget", "PodMonitor", "Secret", "Service", "Service"])
     for doc in rendered:
         validate(doc)
 
@@ -230,6 +232,39 @@ def test_every_vigil_variable_names_a_setting(rendered: list[dict[str, Any]]) ->
         for part in name.removeprefix("VIGIL_").lower().split("__"):
             assert part in model.model_fields, f"{name} is not a setting"
             model = model.model_fields[part].annotation
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values, from stringData or (base64) data."""
+    values = {key: base64.b64decode(value).decode("utf-8") for key, value in secret.get("data", {}).items()}
+    return {**values, **secret.get("stringData", {})}
+
+
+def test_the_pods_take_the_store_and_the_subject_hash_key_from_the_secret(rendered: list[dict[str, Any]]) -> None:
+    variables = env(vigil_container(rendered))
+    # Not optional: without the Secret a pod waits for it rather than starting on a store of its own.
+    assert variables["VIGIL_STORE__URL"] == {"secretKeyRef": {"name": "vigil-store", "key": "url"}}
+    assert variables["VIGIL_QUALITY__SUBJECT_HASH_KEY"] == {
+        "secretKeyRef": {"name": "vigil-store", "key": "subject-hash-key"}}
+    secret = one(rendered, "Secret", "vigil-store")
+    data = secret_data(secret)
+    assert {"url", "subject-hash-key"} <= set(data)
+    url = urlsplit(data["url"])
+    assert url.scheme == "postgresql" and url.hostname and url.path.strip("/"), "one PostgreSQL for the fleet"
+    assert "CHANGE-ME" in data["url"] and data["subject-hash-key"] == "CHANGE-ME", "placeholders, to be replaced"
+    # The replica count and the pool size bound the connections the fleet opens.
+    hpa = one(rendered, "HorizontalPodAutoscaler")
+    surge = one(rendered, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    pool = int(variables.get("VIGIL_STORE__POOL_SIZE", Settings().store.pool_size))
+    assert pool * (hpa["spec"]["maxReplicas"] + surge) <= 100 - 3, "within PostgreSQL's default max_connections"
+
+
+def test_the_example_secret_is_listed_in_the_kustomization_and_marked_as_an_example() -> None:
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert "secret.yaml" in kustomization["resources"]
+    text = (K8S / "base" / "secret.yaml").read_text()
+    assert text.startswith("# EXAMPLE ONLY") and "kubectl create secret generic vigil-store" in text
+    assert "external secrets operator" in text
 
 
 def test_the_pods_send_otlp_to_their_nodes_agent(rendered: list[dict[str, Any]]) -> None:

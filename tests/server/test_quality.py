@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +18,7 @@ from vigil.clients import AsyncClient, InvalidInput, PredictionNotFound, Unimple
 from vigil.protos.inference import grpc_service_pb2 as oip
 from vigil.protos.inference import grpc_service_pb2_grpc
 from vigil.protos.vigil.v1 import telemetry_pb2
-from vigil.server.settings import QualitySettings
+from vigil.server.settings import QualitySettings, StoreSettings
 from vigil.telemetry.quality.outcomes import subject_hash
 
 ONE_HOT = {"red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0]}
@@ -81,7 +82,7 @@ async def test_feedback_gives_exact_accuracy_confusion_and_class_counts(model_re
 async def test_feedback_errors_name_the_problem(model_repo: Path) -> None:
     async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         prediction = await client.predict("classifier", rows("red", "green"))
-        with pytest.raises(PredictionNotFound, match="no recent prediction has request id 'nope'"):
+        with pytest.raises(PredictionNotFound, match="no logged prediction has the id 'nope'"):
             await client.feedback("nope", "red")
         with pytest.raises(InvalidInput, match="one label per row, got 1"):
             await client.feedback(prediction.request_id, "red")
@@ -110,13 +111,22 @@ async def test_batch_feedback_answers_each_item(model_repo: Path) -> None:
     assert isinstance(results[1], PredictionNotFound) and isinstance(results[2], InvalidInput)
 
 
-async def test_predictions_expire_after_their_time_to_live(model_repo: Path) -> None:
-    quality = QualitySettings(prediction_ttl_seconds=0.3)
-    async with running_app(model_repo, quality=quality) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+async def test_feedback_past_the_retention_period_says_so(model_repo: Path) -> None:
+    store = StoreSettings(url="memory", retention_days=0.3 / 86_400)
+    async with running_app(model_repo, store=store) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         prediction = await client.predict("classifier", rows("red"))
         await asyncio.sleep(0.6)
-        with pytest.raises(PredictionNotFound, match="older than the 0.3 s"):
+        outcomes = app.monitoring.outcomes  # type: ignore[union-attr]
+        assert outcomes is not None
+        outcomes.monitor.process()
+        assert outcomes.log.flush(5)
+        assert outcomes.store.purge() == 1  # the hourly purge, now
+        with pytest.raises(PredictionNotFound, match=r"was made on \d{4}-\d\d-\d\d, past the 0.3 s retention "
+                                                     "period"):
             await client.feedback(prediction.request_id, "red")
+        never = f"{time.time_ns() // 1_000_000:012x}" + "0" * 20  # shaped like the server's ids, made now
+        with pytest.raises(PredictionNotFound, match=f"no prediction with request id '{never}' was ever logged"):
+            await client.feedback(never, "red")
 
 
 async def test_open_inference_protocol_request_id_takes_feedback(model_repo: Path) -> None:
@@ -151,7 +161,7 @@ async def test_a_reused_client_id_never_replaces_a_prediction(model_repo: Path) 
         second_id = second.parameters["request_id"].string_param
         assert first.id == second.id == "case-9" and first_id != second_id
         # the shared id names neither prediction now; the server's ids still name each
-        with pytest.raises(InvalidInput, match="several recent predictions were sent with the id 'case-9'"):
+        with pytest.raises(InvalidInput, match="2 predictions were sent with the id 'case-9'"):
             await client.feedback("case-9", "green")
         assert (await client.feedback(first_id, "green")).predicted_labels == ["green"]
         assert (await client.feedback(second_id, "green")).predicted_labels == ["blue"]
@@ -193,7 +203,7 @@ async def test_subject_ids_are_logged_only_as_a_keyed_hash(model_repo: Path, cap
     quality = QualitySettings(subject_hash_key="test-secret")
     async with running_app(model_repo, quality=quality) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         prediction = await client.predict("classifier", rows("red"))
-        with caplog.at_level(logging.DEBUG, logger="vigil.telemetry.quality.monitor"):
+        with caplog.at_level(logging.DEBUG, logger="vigil.server.inference.outcomes"):
             await client.feedback(prediction.request_id, "red", subject_id="patient-0042")
     records = [r for r in caplog.records if r.getMessage() == "feedback received"]
     assert len(records) == 1

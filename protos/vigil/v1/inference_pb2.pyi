@@ -199,6 +199,20 @@ class FeedbackResponse(_message.Message):
     replaced: bool
     def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., predicted_labels: _Optional[_Iterable[str]] = ..., replaced: _Optional[bool] = ...) -> None: ...
 
+class ForgetRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class ForgetResponse(_message.Message):
+    __slots__ = ("predictions", "outcomes")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    predictions: int
+    outcomes: int
+    def __init__(self, predictions: _Optional[int] = ..., outcomes: _Optional[int] = ...) -> None: ...
+
 class BatchFeedbackRequest(_message.Message):
     __slots__ = ("items",)
     ITEMS_FIELD_NUMBER: _ClassVar[int]

@@ -92,6 +92,11 @@ class InferenceStub:
                 request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
                 response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
                 _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/vigil.v1.Inference/Forget',
+                request_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -185,6 +190,13 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """Right to erasure: delete every logged prediction and outcome of a subject (admin only; audited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +254,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GetRollout,
                     request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.FromString,
                     response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetRequest.FromString,
+                    response_serializer=vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +559,33 @@ class Inference:
             '/vigil.v1.Inference/GetRollout',
             vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.GetRolloutRequest.SerializeToString,
             vigil_dot_protos_dot_vigil_dot_v1_dot_rollout__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.v1.Inference/Forget',
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetRequest.SerializeToString,
+            vigil_dot_protos_dot_vigil_dot_v1_dot_inference__pb2.ForgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -187,7 +187,7 @@ class ModelTelemetry(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., requests: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., errors_total: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., rows_total: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., rows_per_second: _Optional[float] = ..., requests_per_second_since_start: _Optional[float] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., queue_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., inference_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., batch_size: _Optional[_Union[Distribution, _Mapping]] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., is_default: _Optional[bool] = ..., quality: _Optional[_Union[QualityTelemetry, _Mapping]] = ...) -> None: ...
 
 class QualityTelemetry(_message.Message):
-    __slots__ = ("predictions", "predictions_total", "confidence", "margin", "feedback_total", "recent", "timed", "confusion", "expected_accuracy", "expected_accuracy_rows", "drift")
+    __slots__ = ("predictions", "predictions_total", "confidence", "margin", "feedback_total", "recent", "timed", "confusion", "expected_accuracy", "expected_accuracy_rows", "drift", "windows", "days", "reliability")
     class PredictionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,9 @@ class QualityTelemetry(_message.Message):
     EXPECTED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ACCURACY_ROWS_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    RELIABILITY_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.ScalarMap[str, int]
     predictions_total: _containers.ScalarMap[str, int]
     confidence: Distribution
@@ -224,7 +227,52 @@ class QualityTelemetry(_message.Message):
     expected_accuracy: float
     expected_accuracy_rows: int
     drift: DriftTelemetry
-    def __init__(self, predictions: _Optional[_Mapping[str, int]] = ..., predictions_total: _Optional[_Mapping[str, int]] = ..., confidence: _Optional[_Union[Distribution, _Mapping]] = ..., margin: _Optional[_Union[Distribution, _Mapping]] = ..., feedback_total: _Optional[int] = ..., recent: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., timed: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., confusion: _Optional[_Union[ConfusionMatrix, _Mapping]] = ..., expected_accuracy: _Optional[float] = ..., expected_accuracy_rows: _Optional[int] = ..., drift: _Optional[_Union[DriftTelemetry, _Mapping]] = ...) -> None: ...
+    windows: _containers.RepeatedCompositeFieldContainer[PredictionWindow]
+    days: _containers.RepeatedCompositeFieldContainer[PredictionWindow]
+    reliability: _containers.RepeatedCompositeFieldContainer[ReliabilityBin]
+    def __init__(self, predictions: _Optional[_Mapping[str, int]] = ..., predictions_total: _Optional[_Mapping[str, int]] = ..., confidence: _Optional[_Union[Distribution, _Mapping]] = ..., margin: _Optional[_Union[Distribution, _Mapping]] = ..., feedback_total: _Optional[int] = ..., recent: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., timed: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., confusion: _Optional[_Union[ConfusionMatrix, _Mapping]] = ..., expected_accuracy: _Optional[float] = ..., expected_accuracy_rows: _Optional[int] = ..., drift: _Optional[_Union[DriftTelemetry, _Mapping]] = ..., windows: _Optional[_Iterable[_Union[PredictionWindow, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[PredictionWindow, _Mapping]]] = ..., reliability: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ...) -> None: ...
+
+class PredictionWindow(_message.Message):
+    __slots__ = ("name", "start_unix", "seconds", "predictions", "accuracy", "confusion", "coverage", "expected_accuracy_labelled", "expected_accuracy", "label_delay_p50_seconds", "label_delay_p90_seconds", "label_delay_p99_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACCURACY_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DELAY_P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DELAY_P90_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DELAY_P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start_unix: float
+    seconds: float
+    predictions: int
+    accuracy: AccuracyWindow
+    confusion: ConfusionMatrix
+    coverage: float
+    expected_accuracy_labelled: float
+    expected_accuracy: float
+    label_delay_p50_seconds: float
+    label_delay_p90_seconds: float
+    label_delay_p99_seconds: float
+    def __init__(self, name: _Optional[str] = ..., start_unix: _Optional[float] = ..., seconds: _Optional[float] = ..., predictions: _Optional[int] = ..., accuracy: _Optional[_Union[AccuracyWindow, _Mapping]] = ..., confusion: _Optional[_Union[ConfusionMatrix, _Mapping]] = ..., coverage: _Optional[float] = ..., expected_accuracy_labelled: _Optional[float] = ..., expected_accuracy: _Optional[float] = ..., label_delay_p50_seconds: _Optional[float] = ..., label_delay_p90_seconds: _Optional[float] = ..., label_delay_p99_seconds: _Optional[float] = ...) -> None: ...
+
+class ReliabilityBin(_message.Message):
+    __slots__ = ("lower", "upper", "rows", "mean_confidence", "accuracy")
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    lower: float
+    upper: float
+    rows: int
+    mean_confidence: float
+    accuracy: float
+    def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ..., rows: _Optional[int] = ..., mean_confidence: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
 
 class AccuracyWindow(_message.Message):
     __slots__ = ("rows", "accuracy", "classes", "size")

@@ -35,6 +35,7 @@ from vigil.server.settings import (
     QualitySettings,
     Settings,
     SLOSettings,
+    StoreSettings,
 )
 from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier, rfc3339
 from vigil.telemetry.alerts.engine import AlertEngine, TransitionKind
@@ -434,6 +435,8 @@ def test_the_default_rules_match_the_prometheus_rules_contract() -> None:
             assert f'test="{params["test"]}"' in expr, rule.name
         elif rule.signal == "accuracy":
             assert f'window="{params["window"]}"' in expr, rule.name
+        elif rule.signal == "store_dropped_rows":
+            assert f"increase(vigil_store_dropped_rows_total[{params['window']}])" in expr, rule.name
         elif rule.signal == "error_budget_burn":
             for window in params["windows"].split(","):
                 assert window in BURN_WINDOWS, rule.name
@@ -481,7 +484,8 @@ def test_rule_and_slo_settings_are_checked() -> None:
 
 def monitoring(tmp_path: Path, settings: AlertSettings) -> Monitoring:
     return Monitoring(QualitySettings(enabled=False), settings, Instruments(NoOpMeter("test")),
-                      ModelRepository(tmp_path), None, duration_bounds=DURATION_BUCKETS)
+                      ModelRepository(tmp_path), None, duration_bounds=DURATION_BUCKETS,
+                      store_settings=StoreSettings(url="memory"))
 
 
 def test_monitoring_refuses_rules_and_slos_it_cannot_evaluate(tmp_path: Path) -> None:

@@ -129,6 +129,6 @@ def test_rule_parameters_are_checked() -> None:
     for signal, params, message in [("latency", {"quantile": "1.5"}, "quantile"), ("latency", {"stage": "x"}, "stage"),
                                     ("error_ratio", {"window": "5 minutes"}, "not a duration"),
                                     ("drift_status", {"test": "t"}, "test must be"),
-                                    ("accuracy", {"window": "week"}, "count or time")]:
+                                    ("accuracy", {"window": "month"}, "count, time, hour, day, week")]:
         with pytest.raises(ValueError, match=message):
             rule_window(signal, params)

@@ -16,8 +16,9 @@ from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, pa
 from vigil.telemetry.metrics.instruments import DURATION_BUCKETS, Instruments
 from vigil.telemetry.quality.drift import DriftStatus
 from vigil.telemetry.quality.drift_check import DriftResult, DriftThresholds, FeatureDrift
+from vigil.telemetry.quality.figures import QualityFigures, WindowFigures
 from vigil.telemetry.quality.monitor import QualityLimits, QualityMonitor
-from vigil.telemetry.quality.outcomes import Labelled
+from vigil.telemetry.quality.outcomes import WindowMetrics
 from vigil.telemetry.stream.frames import quantile
 
 START = 1_700_000_040.0  # on a minute boundary
@@ -197,8 +198,7 @@ def feature(name: str, psi: float, psi_status: DriftStatus, ks_status: DriftStat
 
 def test_quality_signals_per_version() -> None:
     instruments = Instruments(NoOpMeter("test"))
-    monitor = QualityMonitor(instruments, QualityLimits(accuracy_rows=4, accuracy_seconds=600), DriftThresholds(),
-                             subject_key=b"key")
+    monitor = QualityMonitor(instruments, QualityLimits(accuracy_rows=4, accuracy_seconds=600), DriftThresholds())
     for version in ("1", "2"):
         monitor.watch("m", version, ["a", "b", "c"], "probabilities", profile=None)
     one, two = monitor.get("m", "1"), monitor.get("m", "2")
@@ -208,9 +208,19 @@ def test_quality_signals_per_version() -> None:
                             3.0, 0.2, DriftStatus.NO_DRIFT, (0.3, 0.3, 0.4))
     two.drift = DriftResult(START, 500, (feature("x", 0.01, DriftStatus.NO_DRIFT, DriftStatus.NO_DRIFT),), 30.0,
                             0.001, DriftStatus.DRIFT, (0.9, 0.05, 0.05))
-    # version 1: 6 labelled rows, 5 right in all, the newest 4 with 2 right; version 2 has none
-    one.labelled.add("r1", Labelled(np.array([0, 1], np.intp), np.array([0, 1], np.intp), START))
-    one.labelled.add("r2", Labelled(np.array([2, 2, 0, 1], np.intp), np.array([2, 2, 1, 0], np.intp), START + 500))
+    # version 1, as the prediction log computed it: the newest 4 labelled rows with 2 right; the time window 6
+    # rows, 4 right; the day 8 rows predicted, 6 labelled, 5 right. Version 2 has no labels.
+    def metrics(*diagonal_and_off: tuple[int, int, int]) -> WindowMetrics:
+        confusion = np.zeros((3, 3), np.int64)
+        for t, p, n in diagonal_and_off:
+            confusion[t, p] += n
+        return WindowMetrics(confusion)
+
+    day = WindowFigures("day", START, 86_400, 8, metrics((0, 0, 5), (1, 0, 1)))
+    one.figures = QualityFigures(recent=metrics((2, 2, 2), (0, 1, 1), (1, 0, 1)), count_rows=4,
+                                 timed=WindowFigures("time", START, 600, 6, metrics((2, 2, 2), (0, 0, 2),
+                                                                                    (0, 1, 1), (1, 0, 1))),
+                                 labelled_total=6, windows=(day,), labels=("a", "b", "c"))
     one.confidences.add(np.array([0.9, 0.8, 0.7, 0.6]))
     two.confidences.add(np.array([np.nan, np.nan]))  # no estimate: NaN values are left out
 
@@ -221,11 +231,11 @@ def test_quality_signals_per_version() -> None:
     assert server.values("drift_status") == {("m", "1"): 2.0, ("m", "2"): 2.0}  # "any" by default
     assert server.values("drift_score") == {("m", "1"): 0.3, ("m", "2"): 0.01}
     assert server.values("expected_accuracy") == {("m", "1"): pytest.approx(0.75)}
-    server.observe(START + 550)  # accuracy's time window runs on the rule clock
     assert server.values("accuracy") == {("m", "1"): 0.5}  # count window: the newest 4 rows
     assert server.values("accuracy", window="time") == {("m", "1"): pytest.approx(4 / 6)}
-    server.observe(START + 1000)  # r1 left the 600 s time window
-    assert server.values("accuracy", window="time") == {("m", "1"): 0.5}
+    assert server.values("accuracy", window="day") == {("m", "1"): pytest.approx(5 / 6)}
+    assert server.values("label_coverage", window="day") == {("m", "1"): pytest.approx(6 / 8)}
+    assert server.values("accuracy", window="week") == {}  # no such window in these figures
     assert server.values("drift_status", "other") == {}
     monitor.forget("m", "1")
     assert server.values("drift_score") == {("m", "2"): 0.01}
@@ -320,7 +330,7 @@ def test_rule_windows(signal: str, params: dict[str, str], seconds: float) -> No
     ("latency", {"window": "5 minutes"}, "not a duration"),
     ("error_ratio", {"window": "1w"}, "not a duration"),
     ("drift_status", {"test": "kl"}, "test must be psi, ks, chi2 or any"),
-    ("accuracy", {"window": "week"}, "accuracy window must be count or time"),
+    ("accuracy", {"window": "month"}, "window must be one of count, time, hour, day, week"),
     ("error_budget_burn", {"windows": "1h,5x"}, "'5x' is not a duration"),
     ("error_budget_burn", {"windows": ""}, "not a duration"),
 ])

@@ -1,0 +1,178 @@
+"""The writer between serving and the store: predictions are queued in memory and written in batches by one
+thread with its own connection, so a call never waits for the database. When the store is slow or down the queue
+holds what it can (a bound in predictions), writes are retried with backoff, and what must be dropped is counted
+and reported; nothing is lost silently."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from vigil.server.store.base import Store
+from vigil.telemetry.quality.outcomes import LoggedPrediction
+
+logger = logging.getLogger(__name__)
+
+CLIENT_ID_WAIT_SECONDS = 60.0
+"""How long a caller's id waits for its prediction to be logged before it is given up."""
+
+
+class PredictionLog:
+    """Batched, retried writes of predictions (and the ids their callers chose) to a store.
+
+    >>> log = PredictionLog(store, max_queued=100_000, batch_size=1000, on_dropped=counter.add)
+    >>> log.start()
+    >>> log.log([prediction])            # from the event loop: O(1) per prediction, never blocks
+    >>> log.flush(timeout=5)             # wait until what was queued is written
+    >>> log.close(timeout=10)
+    """
+
+    def __init__(self, store: Store, *, max_queued: int, batch_size: int,
+                 on_dropped: Callable[[int], None] = lambda n: None,
+                 backoff: tuple[float, float] = (0.05, 5.0)) -> None:
+        self.store = store
+        self._max_queued = max_queued
+        self._batch_size = batch_size
+        self._on_dropped = on_dropped
+        self._backoff = backoff
+        self._queue: deque[LoggedPrediction | tuple[str, str]] = deque()
+        self._condition = threading.Condition()
+        self._queued = 0
+        """Items ever queued (predictions and client ids)."""
+        self._settled = 0
+        """Items written or dropped: flush waits for this to reach what was queued before it."""
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._waiting_ids: dict[str, tuple[str, float]] = {}
+        """Request id → (its caller's id, since when), for ids that came before their prediction was written."""
+        self.written = 0
+        """Predictions written."""
+        self.dropped = 0
+        """Predictions dropped: the queue was full, or the store stayed down past shutdown."""
+        self.failures = 0
+        """Write attempts that failed (each retried)."""
+        self.last_error: str | None = None
+        self.healthy = True
+        """False while writes fail."""
+
+    # -- from the event loop -------------------------------------------------------------------------------------
+
+    def log(self, predictions: Sequence[LoggedPrediction]) -> None:
+        with self._condition:
+            room = self._max_queued - len(self._queue)
+            taken = predictions if room >= len(predictions) else predictions[:max(room, 0)]
+            self._queue.extend(taken)
+            dropped = len(predictions) - len(taken)
+            self._queued += len(predictions)
+            self._settled += dropped
+            self._condition.notify()
+        if dropped:
+            self._drop(dropped, "the store's write queue is full")
+
+    def client_id(self, client_id: str, request_id: str) -> None:
+        """Let feedback find `request_id`'s prediction by the id its caller chose (a caller's id never replaces
+        a prediction; an id several predictions were sent with names none of them)."""
+        with self._condition:
+            if len(self._queue) >= self._max_queued:
+                return  # its prediction is probably dropped too
+            self._queue.append((client_id, request_id))
+            self._queued += 1
+            self._condition.notify()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vigil-store-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written or dropped; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            target = self._queued
+            while self._settled < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._condition.wait(left)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued (trying until `timeout`), then stop; what could not be written is counted."""
+        self.flush(timeout)
+        with self._condition:
+            self._closing = True
+            left = [item for item in self._queue if isinstance(item, LoggedPrediction)]
+            self._settled += len(self._queue)
+            self._queue.clear()
+            self._condition.notify_all()
+        if left:
+            self._drop(len(left), f"the store could not be written before shutdown ({self.last_error})")
+        if self._thread is not None:
+            self._thread.join(timeout=max(self._backoff[1], 1.0) + 1)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- the writer thread ---------------------------------------------------------------------------------------
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        self._on_dropped(count)
+        logger.warning("%d prediction(s) not logged: %s", count, why,
+                       extra={"fields": {"dropped_total": self.dropped}})
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._closing:
+                    self._condition.wait()
+                if self._closing:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+            predictions = [item for item in batch if isinstance(item, LoggedPrediction)]
+            ids = [item for item in batch if isinstance(item, tuple)]
+            if not self._write(predictions, ids):
+                if predictions:
+                    self._drop(len(predictions), f"the store could not be written before shutdown ({self.last_error})")
+                return
+            with self._condition:
+                self._settled += len(batch)
+                self._condition.notify_all()
+
+    def _write(self, predictions: list[LoggedPrediction], ids: list[tuple[str, str]]) -> bool:
+        """Write one batch, retrying with backoff until it succeeds; False when closing gave up on it."""
+        now = time.monotonic()
+        waiting = self._waiting_ids
+        for client_id, request_id in ids:
+            waiting[request_id] = (client_id, now)
+        attached = [(waiting.pop(p.request_id)[0], p.request_id) for p in predictions if p.request_id in waiting]
+        pairs = [(client_id, request_id) for request_id, (client_id, _) in waiting.items()] + attached
+        delay = self._backoff[0]
+        while True:
+            try:
+                missing = self.store.write(predictions, pairs)
+            except Exception as exc:
+                self.failures += 1
+                if self.healthy or self.failures % 100 == 0:
+                    logger.error("writing %d prediction(s) to the store %s failed (retrying every %g s at most): "
+                                 "%s", len(predictions), self.store.name, self._backoff[1], exc)
+                self.healthy, self.last_error = False, str(exc)
+                with self._condition:
+                    self._condition.wait_for(lambda: self._closing, timeout=delay)
+                    if self._closing:
+                        return False
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            if not self.healthy:
+                logger.info("writing to the store %s works again", self.store.name)
+            self.healthy, self.last_error = True, None
+            self.written += len(predictions)
+            for request_id in [r for r, (_, since) in waiting.items()
+                               if r not in missing or now - since > CLIENT_ID_WAIT_SECONDS]:
+                del waiting[request_id]
+            return True

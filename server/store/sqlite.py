@@ -1,0 +1,280 @@
+"""The SQLite backend: one file in WAL mode that every Vigil process on the host shares (or, for tests only, a
+database in memory that is lost when the process ends). Each thread has its own connection; a writing transaction
+takes the database's write lock (`BEGIN IMMEDIATE`), so processes logging and joining at once take turns."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vigil.server.store.aggregates import BUCKETS_PER_DAY, Deltas, Sums
+from vigil.server.store.base import Row, Store, Tx, chunks
+from vigil.server.store.records import StoreError
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a connection waits for another process's write lock before giving up."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the prediction log, the versions' labels, the quality aggregates, stored secrets
+        """CREATE TABLE predictions (
+            request_id TEXT PRIMARY KEY, client_id TEXT, at REAL NOT NULL, model TEXT NOT NULL,
+            version TEXT NOT NULL, shadow INTEGER NOT NULL, predicted TEXT NOT NULL, top BLOB NOT NULL,
+            probabilities BLOB, subject_hash TEXT, truth TEXT, labelled_at REAL)""",
+        "CREATE INDEX predictions_client_id ON predictions (client_id) WHERE client_id IS NOT NULL",
+        "CREATE INDEX predictions_labelled ON predictions (model, version, at) WHERE truth IS NOT NULL",
+        """CREATE TABLE model_versions (model TEXT NOT NULL, version TEXT NOT NULL, labels TEXT NOT NULL,
+            PRIMARY KEY (model, version))""",
+        """CREATE TABLE quality_bins (model TEXT NOT NULL, version TEXT NOT NULL, bucket INTEGER NOT NULL,
+            bin INTEGER NOT NULL, rows INTEGER NOT NULL, confidence REAL NOT NULL, labelled INTEGER NOT NULL,
+            labelled_confidence REAL NOT NULL, correct INTEGER NOT NULL, PRIMARY KEY (model, version, bucket, bin))""",
+        """CREATE TABLE confusion (model TEXT NOT NULL, version TEXT NOT NULL, bucket INTEGER NOT NULL,
+            true_class INTEGER NOT NULL, predicted_class INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (model, version, bucket, true_class, predicted_class))""",
+        """CREATE TABLE label_delays (model TEXT NOT NULL, version TEXT NOT NULL, bucket INTEGER NOT NULL,
+            bin INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (model, version, bucket, bin))""",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    ),
+    (  # 2: indexes for erasure by subject and for the retention purge
+        "CREATE INDEX predictions_subject ON predictions (subject_hash) WHERE subject_hash IS NOT NULL",
+        "CREATE INDEX predictions_at ON predictions (at)",
+    ),
+)
+
+_ROW = "request_id, at, model, version, predicted, top, truth, labelled_at, client_id"
+_PARAMS = 500
+"""Ids per IN (...) list, under SQLite's limit on bound parameters."""
+
+
+def _row(values: Sequence[Any]) -> Row:
+    return Row(*values)
+
+
+class SqliteStore(Store):
+    """The prediction log in a SQLite file (or, with `path=None`, in memory)."""
+
+    migrations = MIGRATIONS
+
+    def __init__(self, path: Path | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self.name = f"sqlite:///{path}" if path is not None else "memory"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._shared_lock = threading.RLock()
+        self._shared: sqlite3.Connection | None = None
+        if path is None:  # one connection for every thread, taken in turn
+            self._shared = self._open(":memory:")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of the SQLite store {path}: {exc}") from None
+            self._connection()  # fail at start on a file that cannot be opened
+
+    def _open(self, target: str) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
+                                         timeout=BUSY_TIMEOUT_MS / 1000)
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if target != ":memory:":
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise sqlite3.OperationalError(f"journal mode is {mode}, not wal")
+                connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+        self._connections.append(connection)
+        return connection
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text:
+            return f"the SQLite store {self.path} is read-only: {text} (give Vigil write access to it and its folder)"
+        if "not a database" in text or "malformed" in text:
+            return f"the SQLite store {self.path} is not a readable SQLite database ({text}): restore or move it"
+        return f"the SQLite store {self.name} cannot be used: {text}"
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._open(str(self.path))
+        return connection
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Tx]:
+        if self._shared is not None:
+            with self._shared_lock:
+                yield from self._in_transaction(self._shared, write)
+        else:
+            yield from self._in_transaction(self._connection(), write)
+
+    def _in_transaction(self, connection: sqlite3.Connection, write: bool) -> Iterator[Tx]:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(self._explain(exc)) from None
+        try:
+            yield cursor
+        except BaseException:
+            connection.rollback()
+            raise
+        try:
+            cursor.execute("COMMIT")
+        except sqlite3.Error as exc:
+            connection.rollback()
+            raise StoreError(self._explain(exc)) from None
+
+    def close(self) -> None:
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
+
+    # -- schema --------------------------------------------------------------------------------------------------
+
+    def _lock_schema(self, tx: Tx) -> None:
+        pass  # BEGIN IMMEDIATE already holds the write lock
+
+    def _schema_version(self, tx: Tx) -> int:
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = tx.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def _set_schema_version(self, tx: Tx, version: int) -> None:
+        tx.execute("DELETE FROM schema_version")
+        tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def _run(self, tx: Tx, statement: str) -> None:
+        tx.execute(statement)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+        tx.executemany(
+            "INSERT INTO predictions (request_id, client_id, at, model, version, shadow, predicted, top, "
+            "probabilities, subject_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            rows)
+
+    def _set_client_ids(self, tx: Tx, pairs: list[tuple[str, str]]) -> set[str]:
+        found = set()
+        for client_id, request_id in pairs:
+            tx.execute("UPDATE predictions SET client_id = ? WHERE request_id = ? AND client_id IS NULL",
+                       (client_id, request_id))
+            if tx.rowcount:
+                found.add(request_id)
+        return found
+
+    def _apply(self, tx: Tx, deltas: Deltas) -> None:
+        tx.executemany(
+            "INSERT INTO quality_bins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, version, bucket, bin) "
+            "DO UPDATE SET rows = rows + excluded.rows, confidence = confidence + excluded.confidence, "
+            "labelled = labelled + excluded.labelled, "
+            "labelled_confidence = labelled_confidence + excluded.labelled_confidence, "
+            "correct = correct + excluded.correct", deltas.bin_rows())
+        tx.executemany(
+            "INSERT INTO confusion VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(model, version, bucket, true_class, predicted_class) DO UPDATE SET n = n + excluded.n",
+            deltas.confusion_rows())
+        tx.executemany(
+            "INSERT INTO label_delays VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, version, bucket, bin) "
+            "DO UPDATE SET n = n + excluded.n", deltas.delay_rows())
+
+    def _lock_rows(self, tx: Tx, request_ids: Sequence[str]) -> dict[str, Row]:
+        out: dict[str, Row] = {}
+        for part in chunks(sorted(set(request_ids)), _PARAMS):
+            marks = ", ".join("?" * len(part))
+            for values in tx.execute(f"SELECT {_ROW} FROM predictions WHERE request_id IN ({marks})", part):
+                out[values[0]] = _row(values)
+        return out
+
+    def _rows_by_client_id(self, tx: Tx, client_ids: Sequence[str]) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = {}
+        for part in chunks(sorted(set(client_ids)), _PARAMS):
+            marks = ", ".join("?" * len(part))
+            for values in tx.execute(f"SELECT {_ROW} FROM predictions WHERE client_id IN ({marks})", part):
+                out.setdefault(values[-1], []).append(_row(values))
+        return out
+
+    def _rows_by_subject(self, tx: Tx, subject_hash: str) -> list[Row]:
+        return [_row(v) for v in tx.execute(f"SELECT {_ROW} FROM predictions WHERE subject_hash = ?",
+                                            (subject_hash,))]
+
+    def _labels(self, tx: Tx, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
+        out = {}
+        for model, version in keys:
+            row = tx.execute("SELECT labels FROM model_versions WHERE model = ? AND version = ?",
+                             (model, version)).fetchone()
+            if row is not None:
+                out[(model, version)] = tuple(json.loads(row[0]))
+        return out
+
+    def _register(self, tx: Tx, model: str, version: str, labels: Sequence[str]) -> None:
+        tx.execute("INSERT INTO model_versions VALUES (?, ?, ?) ON CONFLICT (model, version) "
+                   "DO UPDATE SET labels = excluded.labels", (model, version, json.dumps(list(labels))))
+
+    def _set_truth(self, tx: Tx, updates: list[tuple[str, float, str | None, str]]) -> None:
+        tx.executemany("UPDATE predictions SET truth = ?, labelled_at = ?, "
+                       "subject_hash = coalesce(?, subject_hash) WHERE request_id = ?", updates)
+
+    def _delete(self, tx: Tx, request_ids: Sequence[str]) -> None:
+        tx.executemany("DELETE FROM predictions WHERE request_id = ?", [(r,) for r in request_ids])
+
+    def _purge(self, tx: Tx, before: float, before_bucket: int) -> int:
+        deleted = tx.execute("DELETE FROM predictions WHERE at < ?", (before,)).rowcount
+        for table in ("quality_bins", "confusion", "label_delays"):
+            tx.execute(f"DELETE FROM {table} WHERE bucket < ?", (before_bucket,))
+        return int(deleted)
+
+    def _secret(self, tx: Tx, name: str, make: bytes) -> bytes:
+        tx.execute("INSERT INTO secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make))
+        return bytes(tx.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> Sums:
+        sums = Sums.zero(classes)
+        key = (model, version, since_bucket)
+        sums.add_bins(tx.execute(
+            "SELECT bin, sum(rows), sum(confidence), sum(labelled), sum(labelled_confidence), sum(correct) "
+            "FROM quality_bins WHERE model = ? AND version = ? AND bucket >= ? GROUP BY bin", key))
+        sums.add_confusion(tx.execute(
+            "SELECT true_class, predicted_class, sum(n) FROM confusion WHERE model = ? AND version = ? "
+            "AND bucket >= ? GROUP BY true_class, predicted_class", key))
+        sums.add_delays(tx.execute(
+            "SELECT bin, sum(n) FROM label_delays WHERE model = ? AND version = ? AND bucket >= ? GROUP BY bin", key))
+        return sums
+
+    def _daily_sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> dict[int, Sums]:
+        days: dict[int, Sums] = {}
+        key = (BUCKETS_PER_DAY, model, version, since_bucket)
+
+        def day(number: int) -> Sums:
+            if number not in days:
+                days[number] = Sums.zero(classes)
+            return days[number]
+
+        for d, *values in tx.execute(
+                "SELECT bucket / ? AS day, bin, sum(rows), sum(confidence), sum(labelled), "
+                "sum(labelled_confidence), sum(correct) FROM quality_bins WHERE model = ? AND version = ? "
+                "AND bucket >= ? GROUP BY day, bin", key):
+            day(d).add_bins([values])
+        for d, *values in tx.execute(
+                "SELECT bucket / ? AS day, true_class, predicted_class, sum(n) FROM confusion WHERE model = ? "
+                "AND version = ? AND bucket >= ? GROUP BY day, true_class, predicted_class", key):
+            day(d).add_confusion([values])
+        for d, *values in tx.execute(
+                "SELECT bucket / ? AS day, bin, sum(n) FROM label_delays WHERE model = ? AND version = ? "
+                "AND bucket >= ? GROUP BY day, bin", key):
+            day(d).add_delays([values])
+        return days
+
+    def _recent(self, tx: Tx, model: str, version: str, limit: int) -> list[tuple[str, str]]:
+        return list(tx.execute(
+            "SELECT predicted, truth FROM predictions WHERE model = ? AND version = ? AND truth IS NOT NULL "
+            "ORDER BY at DESC LIMIT ?", (model, version, limit)))
