@@ -23,6 +23,7 @@ from vigil.clients.errors import (
     VigilError,
 )
 from vigil.clients.types import (
+    Erasure,
     FeedbackReceipt,
     ModelInfo,
     ModelSummary,
@@ -40,6 +41,7 @@ __all__ = [
     "Cancelled",
     "Client",
     "DeadlineExceeded",
+    "Erasure",
     "FeedbackReceipt",
     "InvalidInput",
     "LoadFailed",

@@ -20,7 +20,7 @@ from vigil.clients.base import (
 )
 from vigil.clients.channel import TLS, open_channel
 from vigil.clients.errors import PredictionNotFound, VigilError, error_for, error_from_rpc
-from vigil.clients.types import FeedbackReceipt, ModelInfo, ModelSummary, Prediction, Rollout, RolloutInfo
+from vigil.clients.types import Erasure, FeedbackReceipt, ModelInfo, ModelSummary, Prediction, Rollout, RolloutInfo
 from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 
@@ -129,6 +129,15 @@ class Client(ClientBase):
         return [convert.feedback_receipt(r.response) if r.status.code == 0
                 else error_for(r.status.code, r.status.message, not_found=PredictionNotFound)
                 for r in response.results]
+
+    def forget(self, subject_id: str, *, timeout: float | None = None) -> Erasure:
+        """Erase every logged prediction and outcome of a subject (right to erasure; an admin call where the server
+        keeps admin calls to admins). Matched by the keyed hash of `subject_id`, as sent with feedback."""
+        try:
+            response = self._stub.Forget(pb.ForgetRequest(subject_id=subject_id), timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return Erasure(predictions=response.predictions, outcomes=response.outcomes)
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
         """Every model on the server, its default version and each version\'s state."""

@@ -73,6 +73,16 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
+class Erasure:
+    """What the server erased of a subject."""
+
+    predictions: int
+    """Logged predictions removed (shadow copies included)."""
+    outcomes: int
+    """Of those, the ones that had labels."""
+
+
+@dataclass(frozen=True)
 class FeedbackReceipt:
     """What a feedback item was joined to."""
 

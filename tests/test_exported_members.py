@@ -8,7 +8,8 @@ from vigil import clients, server
 
 def test_clients_exports() -> None:
     assert sorted(clients.__all__) == [
-        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "FeedbackReceipt", "InvalidInput", "LoadFailed",
+        "AsyncClient", "Cancelled", "Client", "DeadlineExceeded", "Erasure", "FeedbackReceipt", "InvalidInput",
+        "LoadFailed",
         "MessageTooLarge",
         "ModelInfo",
         "ModelNotFound", "ModelSummary", "NotFound", "Overloaded", "PermissionDenied", "Prediction",

@@ -18,7 +18,7 @@ from vigil.server.inference.dataplane import DataPlane
 from vigil.server.inference.feedback import FeedbackRequest, forget, give_feedback
 from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.requests import InferRequest
-from vigil.telemetry.calls.context import CallItem, annotate_call, annotate_items
+from vigil.telemetry.calls.context import CallItem, annotate_audit, annotate_call, annotate_items
 from vigil.telemetry.stream.hub import TelemetryHub
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     @maps_errors
     async def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.ForgetResponse:
         erased = await forget(self._outcomes, request.subject_id)
-        logger.info("erased the predictions of a subject", extra={"fields": {
-            "subject_hash": self._outcomes.hash_subject(request.subject_id) if self._outcomes else "",
-            "predictions": erased.predictions, "outcomes": erased.outcomes}})
+        fields = {"subject_hash": self._outcomes.hash_subject(request.subject_id) if self._outcomes else "",
+                  "erased_predictions": erased.predictions, "erased_outcomes": erased.outcomes}
+        annotate_audit(**fields)
+        logger.info("erased the predictions and outcomes of a subject", extra={"fields": fields})
         return pb.ForgetResponse(predictions=erased.predictions, outcomes=erased.outcomes)
 
     @maps_errors

@@ -30,8 +30,9 @@ from vigil.telemetry.calls.interceptor import call_peer, call_status
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
-ADMIN_METHODS = frozenset({"LoadModel", "UnloadModel", "RepositoryModelLoad", "RepositoryModelUnload", "SetRollout"})
-"""Methods that change what the server serves."""
+ADMIN_METHODS = frozenset({"LoadModel", "UnloadModel", "RepositoryModelLoad", "RepositoryModelUnload", "SetRollout",
+                           "Forget"})
+"""Methods that change what the server serves, or erase what it logged."""
 
 AUDITED_METHODS = frozenset({"Predict", "BatchPredict", "ModelInfer", "Feedback", "BatchFeedback"}) | ADMIN_METHODS
 """Methods that leave an audit line (one per item for the batch calls)."""
@@ -183,7 +184,7 @@ class CallGate:
         if record.items is None:
             audit.write(method=method, identity=record.identity, status=status, latency_seconds=seconds,
                         model=record.model, version=record.version, request_id=record.request_id,
-                        trace_id=trace_id, peer=peer)
+                        trace_id=trace_id, peer=peer, **(record.audit_fields or {}))
             return
         for index, item in enumerate(record.items):
             item_status = "OK" if item.error is None else status_for(item.error)[0].name

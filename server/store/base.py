@@ -39,6 +39,9 @@ from vigil.telemetry.quality.outcomes import InvalidFeedback, LoggedPrediction, 
 
 logger = logging.getLogger(__name__)
 
+RECENT_SECONDS = 30.0
+"""A server id younger than this may name a prediction still on its way to the store (from another process)."""
+
 Tx = Any
 """A backend's open transaction (a cursor)."""
 
@@ -177,7 +180,8 @@ class Store(ABC):
             for version in range(found + 1, latest + 1):
                 for statement in self.migrations[version - 1]:
                     self._run(tx, statement)
-                self._set_schema_version(tx, version)
+            # written even when unchanged: a store that cannot be written (a read-only file, a standby) fails here
+            self._set_schema_version(tx, max(found, latest))
         if found < latest:
             logger.info("store %s: schema upgraded from version %d to %d", self.name, found, latest)
         return found, max(found, latest)
@@ -222,6 +226,8 @@ class Store(ABC):
         with self.transaction(write=True) as tx:
             rows = self._lock_rows(tx, [item.request_id for item in items])
             by_client = self._rows_by_client_id(tx, [i.request_id for i in items if i.request_id not in rows])
+            for client_id, matches in by_client.items():  # one Row per prediction, however it was named
+                by_client[client_id] = [rows.setdefault(r.request_id, r) for r in matches]
             resolved: list[Row | Exception] = [self._resolve(item.request_id, rows, by_client, now) for item in items]
             chosen = [r for r in resolved if isinstance(r, Row)]
             shadows = self._lock_rows(tx, sorted({r.request_id + i.join_shadow_suffix
@@ -278,6 +284,9 @@ class Store(ABC):
             when = time.strftime("%Y-%m-%d", time.gmtime(made))
             return (f"the prediction {request_id!r} was made on {when}, past the {period} retention period: "
                     "its log row has been purged")
+        if made is not None and made > now - RECENT_SECONDS:
+            return (f"no prediction with request id {request_id!r} has been logged yet: predictions reach the store "
+                    "within about a second of their answer, so retry one made just now")
         if made is not None and made <= now + 86_400:
             return f"no prediction with request id {request_id!r} was ever logged"
         return (f"no logged prediction has the id {request_id!r} (never logged, or an id a caller chose for a "

@@ -16,6 +16,8 @@ from vigil.telemetry.quality.outcomes import LoggedPrediction
 
 logger = logging.getLogger(__name__)
 
+DROP_REPORT_SECONDS = 10.0
+"""Dropped predictions are logged at most this often (each is counted at once)."""
 CLIENT_ID_WAIT_SECONDS = 60.0
 """How long a caller's id waits for its prediction to be logged before it is given up."""
 
@@ -52,6 +54,8 @@ class PredictionLog:
         """Predictions written."""
         self.dropped = 0
         """Predictions dropped: the queue was full, or the store stayed down past shutdown."""
+        self._unreported = 0
+        self._reported_at = -DROP_REPORT_SECONDS
         self.failures = 0
         """Write attempts that failed (each retried)."""
         self.last_error: str | None = None
@@ -116,15 +120,22 @@ class PredictionLog:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Predictions and caller ids waiting to be written: queued, or in the batch being written."""
+        return self._queued - self._settled
 
     # -- the writer thread ---------------------------------------------------------------------------------------
 
     def _drop(self, count: int, why: str) -> None:
-        self.dropped += count
+        """Count dropped predictions; the log says so at most every `DROP_REPORT_SECONDS`, with the sum since."""
         self._on_dropped(count)
-        logger.warning("%d prediction(s) not logged: %s", count, why,
-                       extra={"fields": {"dropped_total": self.dropped}})
+        with self._condition:
+            self.dropped += count
+            self._unreported += count
+            now = time.monotonic()
+            if now - self._reported_at < DROP_REPORT_SECONDS:
+                return
+            count, self._unreported, self._reported_at = self._unreported, 0, now
+        logger.warning("%d prediction(s) not logged: %s", count, why, extra={"fields": {"dropped_total": self.dropped}})
 
     def _run(self) -> None:
         while True:

@@ -122,6 +122,9 @@ class SqliteStore(Store):
             raise StoreError(self._explain(exc)) from None
         try:
             yield cursor
+        except sqlite3.Error as exc:
+            connection.rollback()
+            raise StoreError(self._explain(exc)) from None
         except BaseException:
             connection.rollback()
             raise

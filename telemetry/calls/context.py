@@ -30,6 +30,8 @@ class CallRecord:
     """Who called, once the call gate authenticated them."""
     items: list[CallItem] | None = None
     """BatchPredict and BatchFeedback: what each item resolved to and how it ended (for the audit log)."""
+    audit_fields: dict[str, object] | None = None
+    """More for the call's audit line (e.g. what an erasure removed); never inputs or clear subject ids."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,13 @@ def annotate_call(*, model: str | None = None, version: int | None = None, reque
         record.validation_ns = validation_ns
     if prediction is not None:
         record.prediction = prediction
+
+
+def annotate_audit(**fields: object) -> None:
+    """Add fields to the current call's audit line (no-op outside a call)."""
+    record = current_call.get()
+    if record is not None:
+        record.audit_fields = {**(record.audit_fields or {}), **fields}
 
 
 def annotate_items(items: list[CallItem]) -> None:

@@ -40,7 +40,7 @@ async def test_every_prediction_item_and_feedback_leaves_one_line(model_repo: Pa
             predicted = await client.predict("breast_cancer", ROWS)
             receipt = await client.feedback(predicted.request_id, ["malignant"], subject_id="patient-4711")
             assert receipt.request_id == predicted.request_id
-            with pytest.raises(Exception, match="no recent prediction|not found"):
+            with pytest.raises(Exception, match="past the 30-day retention period|not found"):
                 await client.feedback("0" * 32, ["benign"])
         async with grpc.aio.insecure_channel(target) as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
