@@ -260,6 +260,7 @@ class App:
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
                           quality=self.monitoring.quality if self.monitoring is not None else None,
                           history=self.reports.history if self.reports is not None else None,
+                          period_quality=outcomes.period_figures if (outcomes := self._outcomes()) else None,
                           access=HttpAccess(self.gate.tokens, frozenset(security.open_http_paths),
                                             mutual_tls=security.client_ca_file is not None)),
             self.settings.host,

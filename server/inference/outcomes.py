@@ -14,6 +14,7 @@ from vigil.server.store.base import Store
 from vigil.server.store.log import PredictionLog
 from vigil.server.store.records import Erased, FeedbackItem, Joined
 from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX
+from vigil.telemetry.quality.figures import WindowFigures
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.quality.outcomes import subject_hash
 
@@ -138,6 +139,16 @@ class Outcomes:
                                quality.model, quality.version, exc)
                 continue
             self.monitor.set_figures(quality.model, quality.version, figures)
+
+    def period_figures(self, model: str, version: str, start: float, end: float) -> WindowFigures | None:
+        """A monitored version's figures for the predictions made from `start` to `end` (blocking: call it from a
+        worker thread); None for a version not monitored here."""
+        quality = self.monitor.get(model, version)
+        if quality is None:
+            return None
+        calibration = quality.profile.calibration if quality.profile is not None else None
+        return self.store.period(FigureRequest(model, version, quality.labels, self._count_rows, self._timed_seconds,
+                                               self.store.retention_seconds, calibration), start, end)
 
     async def start(self) -> None:
         self.log.start()

@@ -28,6 +28,9 @@ CONFIDENCE_BINS = 10
 DELAY_BINS = 24
 """Label-delay histogram: bin 0 is under 1 s, bin b (1..23) is [2^(b-1), 2^b) seconds; the last is open-ended."""
 
+UNBOUNDED = 2**62
+"""A bucket later than any (an open upper bound)."""
+
 BIN_COLUMNS = ("rows", "confidence", "labelled", "labelled_confidence", "correct")
 """The counters per (version, bucket, confidence bin)."""
 

@@ -17,12 +17,14 @@ import numpy as np
 
 from vigil.server.store.aggregates import (
     BUCKETS_PER_DAY,
+    UNBOUNDED,
     Deltas,
     FigureRequest,
     Sums,
     assemble,
     bucket_of,
     recent_metrics,
+    window_figures,
     window_starts,
 )
 from vigil.server.store.records import (
@@ -34,7 +36,7 @@ from vigil.server.store.records import (
     decode_classes,
     encode_classes,
 )
-from vigil.telemetry.quality.figures import QualityFigures
+from vigil.telemetry.quality.figures import QualityFigures, WindowFigures
 from vigil.telemetry.quality.outcomes import InvalidFeedback, LoggedPrediction, UnknownPrediction
 
 logger = logging.getLogger(__name__)
@@ -152,7 +154,8 @@ class Store(ABC):
     def _purge(self, tx: Tx, before: float, before_bucket: int) -> int: ...
 
     @abstractmethod
-    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> Sums: ...
+    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int,
+              until_bucket: int = UNBOUNDED) -> Sums: ...
 
     @abstractmethod
     def _daily_sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> dict[int, Sums]: ...
@@ -361,6 +364,13 @@ class Store(ABC):
         pairs = ((decode_classes(p).tolist(), decode_classes(t).tolist()) for p, t in recent)
         return assemble(request, now, windows, days, recent_metrics(pairs, classes, request.count_rows),
                         labelled_total)
+
+    def period(self, request: FigureRequest, start: float, end: float) -> WindowFigures:
+        """A version's figures for the predictions made from `start` to `end` (whole five-minute buckets)."""
+        with self.transaction(write=False) as tx:
+            sums = self._sums(tx, request.model, request.version, bucket_of(start), len(request.labels),
+                              bucket_of(end))
+        return window_figures("period", start, end - start, sums, request.calibration)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vigil.server.store.aggregates import BUCKETS_PER_DAY, Deltas, Sums
+from vigil.server.store.aggregates import BUCKETS_PER_DAY, UNBOUNDED, Deltas, Sums
 from vigil.server.store.base import Row, Store, Tx
 from vigil.server.store.records import StoreError
 from vigil.server.store.urls import redact
@@ -218,18 +218,19 @@ class PostgresStore(Store):
         tx.execute(sql, params)
         return list(tx.fetchall())
 
-    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> Sums:
+    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int,
+              until_bucket: int = UNBOUNDED) -> Sums:
         sums = Sums.zero(classes)
-        key = (model, version, since_bucket)
+        key = (model, version, since_bucket, until_bucket)
         sums.add_bins(self._fetch(
             tx, "SELECT bin, sum(rows), sum(confidence), sum(labelled), sum(labelled_confidence), sum(correct) "
-            "FROM quality_bins WHERE model = %s AND version = %s AND bucket >= %s GROUP BY bin", key))
+            "FROM quality_bins WHERE model = %s AND version = %s AND bucket >= %s AND bucket <= %s GROUP BY bin", key))
         sums.add_confusion(self._fetch(
             tx, "SELECT true_class, predicted_class, sum(n) FROM confusion WHERE model = %s AND version = %s "
-            "AND bucket >= %s GROUP BY true_class, predicted_class", key))
+            "AND bucket >= %s AND bucket <= %s GROUP BY true_class, predicted_class", key))
         sums.add_delays(self._fetch(
             tx, "SELECT bin, sum(n) FROM label_delays WHERE model = %s AND version = %s AND bucket >= %s "
-            "GROUP BY bin", key))
+            "AND bucket <= %s GROUP BY bin", key))
         return sums
 
     def _daily_sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> dict[int, Sums]:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vigil.server.store.aggregates import BUCKETS_PER_DAY, Deltas, Sums
+from vigil.server.store.aggregates import BUCKETS_PER_DAY, UNBOUNDED, Deltas, Sums
 from vigil.server.store.base import Row, Store, Tx, chunks
 from vigil.server.store.records import StoreError
 
@@ -240,17 +240,19 @@ class SqliteStore(Store):
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
-    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> Sums:
+    def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int,
+              until_bucket: int = UNBOUNDED) -> Sums:
         sums = Sums.zero(classes)
-        key = (model, version, since_bucket)
+        key = (model, version, since_bucket, until_bucket)
         sums.add_bins(tx.execute(
             "SELECT bin, sum(rows), sum(confidence), sum(labelled), sum(labelled_confidence), sum(correct) "
-            "FROM quality_bins WHERE model = ? AND version = ? AND bucket >= ? GROUP BY bin", key))
+            "FROM quality_bins WHERE model = ? AND version = ? AND bucket >= ? AND bucket <= ? GROUP BY bin", key))
         sums.add_confusion(tx.execute(
             "SELECT true_class, predicted_class, sum(n) FROM confusion WHERE model = ? AND version = ? "
-            "AND bucket >= ? GROUP BY true_class, predicted_class", key))
+            "AND bucket >= ? AND bucket <= ? GROUP BY true_class, predicted_class", key))
         sums.add_delays(tx.execute(
-            "SELECT bin, sum(n) FROM label_delays WHERE model = ? AND version = ? AND bucket >= ? GROUP BY bin", key))
+            "SELECT bin, sum(n) FROM label_delays WHERE model = ? AND version = ? AND bucket >= ? AND bucket <= ? "
+            "GROUP BY bin", key))
         return sums
 
     def _daily_sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int) -> dict[int, Sums]:

@@ -14,7 +14,7 @@ from prometheus_client.exposition import choose_encoder
 
 from vigil.server.security.credentials import TokenTable, bearer_token
 from vigil.server.web.dashboard import add_dashboard_routes
-from vigil.server.web.reports import add_report_routes
+from vigil.server.web.reports import PeriodQuality, add_report_routes
 from vigil.telemetry.history.report_history import ReportHistory
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.hub import TelemetryHub
@@ -62,7 +62,8 @@ class HttpAccess:
 
 def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
                   hub: TelemetryHub | None = None, quality: QualityMonitor | None = None,
-                  access: HttpAccess | None = None, history: ReportHistory | None = None) -> web.Application:
+                  access: HttpAccess | None = None, history: ReportHistory | None = None,
+                  period_quality: PeriodQuality | None = None) -> web.Application:
     """The aiohttp application served on the HTTP port."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -82,7 +83,7 @@ def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_dashboard_routes(app, hub)
-    add_report_routes(app, history, quality)
+    add_report_routes(app, history, quality, period_quality)
     return app
 
 

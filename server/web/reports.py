@@ -23,6 +23,7 @@ from vigil.telemetry.history.period import summarize
 from vigil.telemetry.history.recorder import HistoryRecorder
 from vigil.telemetry.history.report_history import FiredAlert, ReportHistory
 from vigil.telemetry.metrics.aggregates import Aggregates
+from vigil.telemetry.quality.figures import WindowFigures
 from vigil.telemetry.quality.monitor import QualityMonitor
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,12 @@ def parse_since(text: str) -> float:
     return seconds
 
 
+PeriodQuality = Callable[[str, str, float, float], WindowFigures | None]
+"""A version's figures from the prediction log for predictions made in [start, end] (blocking), or None."""
+
+
 async def operator_report(history: ReportHistory, quality: QualityMonitor | None, *, since: str,
-                          model: str | None) -> dict[str, Any]:
+                          model: str | None, period_quality: PeriodQuality | None = None) -> dict[str, Any]:
     """The report over the last `since` (clamped to the retention), of every model or only `model`;
     ValueError for a bad `since`, KeyError for a model with no calls in the period that is not monitored.
 
@@ -98,6 +103,8 @@ async def operator_report(history: ReportHistory, quality: QualityMonitor | None
                                  "history: the report covers that")
     window = history.window(now - seconds, now)
     out.update(await asyncio.to_thread(summarize, window, model))
+    if period_quality is not None:
+        await asyncio.to_thread(_accuracy_from_the_log, out["models"], period_quality, now - seconds, now)
     if quality is None:
         out["quality"], out["quality_note"] = [], "quality monitoring is turned off on this server"
     else:
@@ -110,11 +117,29 @@ async def operator_report(history: ReportHistory, quality: QualityMonitor | None
     return out
 
 
+def _accuracy_from_the_log(models: list[dict[str, Any]], period_quality: PeriodQuality, start: float,
+                           end: float) -> None:
+    """Each monitored version's accuracy over the predictions made in the period, from the prediction log (labels
+    that arrived later, or at another process sharing the store, included), with label coverage and delay."""
+    for entry in models:
+        for version in entry["versions"]:
+            figures = period_quality(entry["model"], version["version"], start, end)
+            if figures is None:
+                continue
+            right = int(figures.metrics.confusion.trace())
+            delay = figures.delay_percentiles
+            version.update({
+                "accuracy": figures.metrics.accuracy, "feedback_rows": figures.labelled, "correct_rows": right,
+                "logged_rows": figures.predictions, "label_coverage": figures.coverage,
+                "label_delay_p50_seconds": delay[0] if delay else None, "accuracy_source": "prediction log"})
+
+
 def _days(seconds: float) -> str:
     return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds / 3600:g} hours"
 
 
-def add_report_routes(app: web.Application, history: ReportHistory | None, quality: QualityMonitor | None) -> None:
+def add_report_routes(app: web.Application, history: ReportHistory | None, quality: QualityMonitor | None,
+                      period_quality: PeriodQuality | None = None) -> None:
     """`/report` (HTML) and `/report.json`, both taking `?since=24h` and `?model=NAME`."""
 
     async def build(request: web.Request) -> dict[str, Any]:
@@ -123,7 +148,7 @@ def add_report_routes(app: web.Application, history: ReportHistory | None, quali
         model = request.query.get("model") or None
         since = request.query.get("since") or DEFAULT_SINCE
         try:
-            return await operator_report(history, quality, since=since, model=model)
+            return await operator_report(history, quality, since=since, model=model, period_quality=period_quality)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except KeyError:

@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
 from tests.conftest import running_app
@@ -72,8 +73,20 @@ async def test_feedback_on_one_server_counts_on_both(model_repo: Path, store_url
             hour = quality.windows[0]
             assert hour.name == "hour" and hour.predictions == 4 and hour.coverage == pytest.approx(3 / 4)
         page = await metrics_page(one.http_port)
+        report = await report_json(one.http_port)
     assert sample(page, "vigil_accuracy", model="classifier", window="count") == pytest.approx(2 / 3)
+    # the report of the server that made the predictions counts the labels the other one received
+    [version] = next(m for m in report["models"] if m["model"] == "classifier")["versions"]
+    assert version["accuracy_source"] == "prediction log"
+    assert (version["feedback_rows"], version["correct_rows"], version["logged_rows"]) == (3, 2, 4)
     assert sample(page, "vigil_label_coverage", model="classifier", window="day") == pytest.approx(3 / 4)
+
+
+async def report_json(port: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}/report.json?since=1h") as response:
+        data: dict[str, Any] = await response.json()
+        return data
 
 
 async def test_a_prediction_takes_feedback_after_a_restart(model_repo: Path, store_url: str) -> None:
