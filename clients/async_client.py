@@ -75,12 +75,14 @@ class AsyncClient(ClientBase):
         outputs: Sequence[str] = (),
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        subject_id: str = "",
     ) -> Prediction:
-        """Run one request; raises a VigilError subclass when the server refuses or fails it. `metadata` goes with
-        the call (e.g. the sticky key of a model's rollout)."""
+        """Run one request; raises a VigilError subclass when the server refuses or fails it. `subject_id` (e.g. a
+        patient) is kept only as a keyed hash, so that `forget` can erase the subject's predictions. `metadata` goes
+        with the call (e.g. the sticky key of a model's rollout)."""
         request = convert.predict_request(
-            model, await self._inputs(model, version, inputs), version=version, outputs=outputs
-        )
+            model, await self._inputs(model, version, inputs), version=version, outputs=outputs,
+            subject_id=subject_id)
         call = self._stub.Predict(request, timeout=self._deadline(timeout), metadata=tuple(metadata) or None)
         try:
             response = await call

@@ -28,13 +28,15 @@ Inputs = Mapping[str, npt.ArrayLike]
 
 
 def predict_request(
-    model: str, inputs: Inputs, *, version: int = 0, outputs: Sequence[str] = (), typed: bool = False
+    model: str, inputs: Inputs, *, version: int = 0, outputs: Sequence[str] = (), typed: bool = False,
+    subject_id: str = "",
 ) -> pb.PredictRequest:
     return pb.PredictRequest(
         model_name=model,
         model_version=version,
         inputs=[from_array(name, np.asarray(value), typed=typed) for name, value in inputs.items()],
         output_names=list(outputs),
+        subject_id=subject_id,
     )
 
 

@@ -12,7 +12,7 @@ from vigil.protos.vigil.v1 import inference_pb2 as pb
 from vigil.protos.vigil.v1 import tensor_pb2
 from vigil.server.batching.records import Arrays
 from vigil.server.errors import InvalidInput, ServerError, quoted, status_for
-from vigil.server.inference.feedback import FeedbackResult
+from vigil.server.inference.feedback import FeedbackResult, check_subject
 from vigil.server.inference.requests import InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
@@ -49,6 +49,8 @@ def add_input(inputs: Arrays, name: str, dtype: int, shape: list[int], raw: byte
 def to_request_or_error(message: pb.PredictRequest) -> InferRequest | ServerError:
     """Decode one BatchPredict item; a bad item becomes its error instead of failing the call."""
     try:
+        if message.subject_id:
+            check_subject(message.subject_id)
         return to_request(message)
     except ServerError as exc:
         return exc

@@ -15,7 +15,7 @@ from vigil.protos.vigil.v1 import inference_pb2_grpc, rollout_pb2, telemetry_pb2
 from vigil.server.api import native_convert, rollout_convert
 from vigil.server.errors import InvalidInput, NotSupported, ServerError, maps_errors
 from vigil.server.inference.dataplane import DataPlane
-from vigil.server.inference.feedback import FeedbackRequest, forget, give_feedback
+from vigil.server.inference.feedback import FeedbackRequest, check_subject, forget, give_feedback
 from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.requests import InferRequest
 from vigil.telemetry.calls.context import CallItem, annotate_audit, annotate_call, annotate_items
@@ -76,8 +76,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @maps_errors
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        subject = request.subject_id
+        if subject:
+            check_subject(subject)
         result = await self._dataplane.infer(native_convert.to_request(request), deadline=deadline_of(context),
                                              metadata=context.invocation_metadata)
+        if subject and self._outcomes is not None:
+            self._outcomes.remember(result.request_id, result.model_name, str(result.model_version),
+                                    subject_id=subject)
         context.set_trailing_metadata(((SERVER_TIMING_KEY, format_timing(result.timings, result.batch_size)),))
         return native_convert.to_response(result)
 
@@ -89,6 +95,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         outcomes = iter(await self._dataplane.infer_many(requests, deadline=deadline_of(context),
                                                          metadata=context.invocation_metadata))
         results = [next(outcomes) if isinstance(d, InferRequest) else d for d in decoded]
+        if self._outcomes is not None:
+            for item, result in zip(request.requests, results, strict=True):
+                if item.subject_id and not isinstance(result, ServerError):
+                    self._outcomes.remember(result.request_id, result.model_name, str(result.model_version),
+                                            subject_id=item.subject_id)
         annotate_items([native_convert.call_item(item, result) for item, result in zip(request.requests, results,
                                                                                  strict=True)])
         return native_convert.to_batch_response(results)

@@ -10,6 +10,7 @@ from vigil.server.api.native_convert import add_input
 from vigil.server.batching.records import Arrays
 from vigil.server.batching.statistics import Duration
 from vigil.server.errors import InvalidInput, quoted
+from vigil.server.inference.feedback import check_subject
 from vigil.server.inference.requests import MAX_REQUEST_ID_CHARACTERS, InferRequest, InferResult
 from vigil.server.models.repository import Model, ModelVersion, VersionState
 from vigil.server.models.signature import TensorSpec
@@ -35,6 +36,17 @@ def client_id(text: str) -> str:
         raise InvalidInput(f"id must be at most {MAX_REQUEST_ID_CHARACTERS} printable ASCII characters without "
                            f"spaces (got {len(text)} characters)")
     return text
+
+
+def subject_id(request: oip.ModelInferRequest) -> str:
+    """The request's `subject_id` parameter (a string), checked; empty without one. Only its keyed hash is kept."""
+    if "subject_id" not in request.parameters:
+        return ""
+    parameter = request.parameters["subject_id"]
+    if parameter.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidInput("the subject_id parameter must be a string")
+    check_subject(parameter.string_param)
+    return parameter.string_param
 
 
 MAX_VERSION_DIGITS = 18

@@ -81,11 +81,12 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: oip.ModelInferRequest, deadline: float | None,
                      metadata: Metadata | None = None) -> oip.ModelInferResponse:
         client_id = oip_convert.client_id(request.id)
+        subject = oip_convert.subject_id(request)
         result = await self._dataplane.infer(oip_convert.to_request(request), deadline=deadline,
                                              request_id=new_request_id(), metadata=metadata)
-        if client_id and self._outcomes is not None:
-            self._outcomes.remember_client_id(client_id, result.request_id, result.model_name,
-                                             str(result.model_version))
+        if (client_id or subject) and self._outcomes is not None:
+            self._outcomes.remember(result.request_id, result.model_name, str(result.model_version),
+                                    client_id=client_id, subject_id=subject)
         return oip_convert.to_response(result, client_id)
 
     async def ModelStreamInfer(

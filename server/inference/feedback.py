@@ -25,6 +25,12 @@ class FeedbackRequest:
     subject_id: str = ""
 
 
+def check_subject(subject_id: str) -> None:
+    """InvalidInput for a subject id over the bound."""
+    if len(subject_id.encode("utf-8")) > MAX_SUBJECT_ID_BYTES:
+        raise InvalidInput(f"subject_id is longer than {MAX_SUBJECT_ID_BYTES} bytes")
+
+
 def _check(item: FeedbackRequest) -> ServerError | None:
     if not item.request_id:
         return InvalidInput("request_id is empty; give the request id the prediction's response carried")

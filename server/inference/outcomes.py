@@ -54,10 +54,13 @@ class Outcomes:
 
     # -- on the request path (the event loop) --------------------------------------------------------------------
 
-    def remember_client_id(self, client_id: str, request_id: str, model: str, version: str) -> None:
-        """Let feedback name a monitored version's prediction by the id its caller chose."""
-        if self.monitor.get(model, version) is not None:
-            self.log.client_id(client_id, request_id)
+    def remember(self, request_id: str, model: str, version: str, *, client_id: str = "",
+                 subject_id: str = "") -> None:
+        """Keep with a monitored version's prediction the id its caller chose (feedback may name it by that id)
+        and the keyed hash of its subject (an erasure finds it)."""
+        if (client_id or subject_id) and self.monitor.get(model, version) is not None:
+            self.log.annotate(request_id, client_id=client_id or None,
+                              subject_hash=self.hash_subject(subject_id) if subject_id else None)
 
     async def feedback(self, items: Sequence[tuple[str, Sequence[str], str]]) -> list[Joined | Exception]:
         """Join (request id, labels, subject id) items; per item what it was joined to, or the domain error."""
@@ -94,7 +97,7 @@ class Outcomes:
 
         def erase() -> Erased:
             self.log.flush(FLUSH_SECONDS)
-            return self.store.forget(hashed)
+            return self.store.forget(hashed, SHADOW_SUFFIX)
 
         self.monitor.process()
         erased = await asyncio.to_thread(erase)

@@ -47,6 +47,9 @@ RECENT_SECONDS = 30.0
 Tx = Any
 """A backend's open transaction (a cursor)."""
 
+Annotation = tuple[str, str | None, str | None]
+"""(request id, the id its caller chose or None, the keyed hash of its subject or None)."""
+
 
 @dataclass
 class Row:
@@ -122,8 +125,9 @@ class Store(ABC):
         subject_hash); an id already logged is left as it is."""
 
     @abstractmethod
-    def _set_client_ids(self, tx: Tx, pairs: list[tuple[str, str]]) -> set[str]:
-        """Set (client id, request id) on logged rows that have none; the request ids found."""
+    def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
+        """Give logged rows their caller's id (where they have none) and subject hash (where one is given); the
+        request ids found."""
 
     @abstractmethod
     def _apply(self, tx: Tx, deltas: Deltas) -> None: ...
@@ -200,9 +204,9 @@ class Store(ABC):
         with self.transaction(write=True) as tx:
             self._register(tx, model, version, labels)
 
-    def write(self, predictions: Sequence[LoggedPrediction], client_ids: Sequence[tuple[str, str]] = ()) -> set[str]:
-        """Log predictions and their aggregates in one transaction, then attach (client id, request id) pairs;
-        the request ids of pairs whose prediction is not logged (yet)."""
+    def write(self, predictions: Sequence[LoggedPrediction], annotations: Sequence[Annotation] = ()) -> set[str]:
+        """Log predictions and their aggregates in one transaction, then apply (request id, caller's id, subject
+        hash) annotations; the request ids of annotations whose prediction is not logged (yet)."""
         deltas = Deltas()
         rows = []
         for p in predictions:
@@ -217,8 +221,8 @@ class Store(ABC):
             if rows:
                 self._insert(tx, rows)
                 self._apply(tx, deltas)
-            found = self._set_client_ids(tx, list(client_ids)) if client_ids else set()
-        return {request_id for _, request_id in client_ids} - found
+            found = self._annotate(tx, list(annotations)) if annotations else set()
+        return {request_id for request_id, _, _ in annotations} - found
 
     # -- feedback ------------------------------------------------------------------------------------------------
 
@@ -323,10 +327,15 @@ class Store(ABC):
 
     # -- erasure and retention -----------------------------------------------------------------------------------
 
-    def forget(self, subject_hash: str) -> Erased:
-        """Delete every prediction and outcome logged with this subject hash, taking them out of the aggregates."""
+    def forget(self, subject_hash: str, shadow_suffix: str = "") -> Erased:
+        """Delete every prediction and outcome logged with this subject hash (and their shadow copies, logged under
+        request id + `shadow_suffix`), taking them out of the aggregates."""
         with self.transaction(write=True) as tx:
             rows = self._rows_by_subject(tx, subject_hash)
+            if shadow_suffix:
+                named = {r.request_id for r in rows}
+                copies = self._lock_rows(tx, [r.request_id + shadow_suffix for r in rows])
+                rows += [r for r in copies.values() if r.request_id not in named]
             deltas = Deltas()
             for row in rows:
                 top = row.top_values()

@@ -11,19 +11,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from vigil.server.store.base import Store
+from vigil.server.store.base import Annotation, Store
 from vigil.telemetry.quality.outcomes import LoggedPrediction
 
 logger = logging.getLogger(__name__)
 
 DROP_REPORT_SECONDS = 10.0
 """Dropped predictions are logged at most this often (each is counted at once)."""
-CLIENT_ID_WAIT_SECONDS = 60.0
-"""How long a caller's id waits for its prediction to be logged before it is given up."""
+ANNOTATION_WAIT_SECONDS = 60.0
+"""How long a caller's id or subject waits for its prediction to be logged before it is given up."""
 
 
 class PredictionLog:
-    """Batched, retried writes of predictions (and the ids their callers chose) to a store.
+    """Batched, retried writes of predictions (and the ids and subjects their callers gave) to a store.
 
     >>> log = PredictionLog(store, max_queued=100_000, batch_size=1000, on_dropped=counter.add)
     >>> log.start()
@@ -40,7 +40,7 @@ class PredictionLog:
         self._batch_size = batch_size
         self._on_dropped = on_dropped
         self._backoff = backoff
-        self._queue: deque[LoggedPrediction | tuple[str, str]] = deque()
+        self._queue: deque[LoggedPrediction | Annotation] = deque()
         self._condition = threading.Condition()
         self._queued = 0
         """Items ever queued (predictions and client ids)."""
@@ -48,8 +48,9 @@ class PredictionLog:
         """Items written or dropped: flush waits for this to reach what was queued before it."""
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._waiting_ids: dict[str, tuple[str, float]] = {}
-        """Request id → (its caller's id, since when), for ids that came before their prediction was written."""
+        self._waiting: dict[str, tuple[Annotation, float]] = {}
+        """Request id → (its annotation, since when), for annotations that came before their prediction was
+        written."""
         self.written = 0
         """Predictions written."""
         self.dropped = 0
@@ -76,13 +77,14 @@ class PredictionLog:
         if dropped:
             self._drop(dropped, "the store's write queue is full")
 
-    def client_id(self, client_id: str, request_id: str) -> None:
-        """Let feedback find `request_id`'s prediction by the id its caller chose (a caller's id never replaces
-        a prediction; an id several predictions were sent with names none of them)."""
+    def annotate(self, request_id: str, *, client_id: str | None = None, subject_hash: str | None = None) -> None:
+        """Give `request_id`'s prediction the id its caller chose (so feedback can name it by that id; a caller's
+        id never replaces a prediction, and one several predictions were sent with names none of them) or the
+        keyed hash of its subject (so an erasure finds it)."""
         with self._condition:
             if len(self._queue) >= self._max_queued:
                 return  # its prediction is probably dropped too
-            self._queue.append((client_id, request_id))
+            self._queue.append((request_id, client_id, subject_hash))
             self._queued += 1
             self._condition.notify()
 
@@ -146,8 +148,8 @@ class PredictionLog:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
             predictions = [item for item in batch if isinstance(item, LoggedPrediction)]
-            ids = [item for item in batch if isinstance(item, tuple)]
-            if not self._write(predictions, ids):
+            annotations = [item for item in batch if isinstance(item, tuple)]
+            if not self._write(predictions, annotations):
                 if predictions:
                     self._drop(len(predictions), f"the store could not be written before shutdown ({self.last_error})")
                 return
@@ -155,18 +157,21 @@ class PredictionLog:
                 self._settled += len(batch)
                 self._condition.notify_all()
 
-    def _write(self, predictions: list[LoggedPrediction], ids: list[tuple[str, str]]) -> bool:
+    def _write(self, predictions: list[LoggedPrediction], annotations: list[Annotation]) -> bool:
         """Write one batch, retrying with backoff until it succeeds; False when closing gave up on it."""
         now = time.monotonic()
-        waiting = self._waiting_ids
-        for client_id, request_id in ids:
-            waiting[request_id] = (client_id, now)
-        attached = [(waiting.pop(p.request_id)[0], p.request_id) for p in predictions if p.request_id in waiting]
-        pairs = [(client_id, request_id) for request_id, (client_id, _) in waiting.items()] + attached
+        waiting = self._waiting
+        for annotation in annotations:
+            earlier = waiting.get(annotation[0])
+            if earlier is not None:  # two annotations of one request: keep what each gave
+                merged = earlier[0]
+                annotation = (annotation[0], annotation[1] or merged[1], annotation[2] or merged[2])
+            waiting[annotation[0]] = (annotation, now)
+        pending = [annotation for annotation, _ in waiting.values()]
         delay = self._backoff[0]
         while True:
             try:
-                missing = self.store.write(predictions, pairs)
+                missing = self.store.write(predictions, pending)
             except Exception as exc:
                 self.failures += 1
                 if self.healthy or self.failures % 100 == 0:
@@ -184,6 +189,6 @@ class PredictionLog:
             self.healthy, self.last_error = True, None
             self.written += len(predictions)
             for request_id in [r for r, (_, since) in waiting.items()
-                               if r not in missing or now - since > CLIENT_ID_WAIT_SECONDS]:
+                               if r not in missing or now - since > ANNOTATION_WAIT_SECONDS]:
                 del waiting[request_id]
             return True

@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vigil.server.store.aggregates import BUCKETS_PER_DAY, UNBOUNDED, Deltas, Sums
-from vigil.server.store.base import Row, Store, Tx
+from vigil.server.store.base import Annotation, Row, Store, Tx
 from vigil.server.store.records import StoreError
 from vigil.server.store.urls import redact
 
@@ -129,11 +129,13 @@ class PostgresStore(Store):
             "probabilities, subject_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (request_id) DO NOTHING", rows)
 
-    def _set_client_ids(self, tx: Tx, pairs: list[tuple[str, str]]) -> set[str]:
+    def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
         tx.execute(
-            "UPDATE predictions p SET client_id = v.client_id FROM unnest(%s::text[], %s::text[]) "
-            "AS v(client_id, request_id) WHERE p.request_id = v.request_id AND p.client_id IS NULL "
-            "RETURNING p.request_id", ([c for c, _ in pairs], [r for _, r in pairs]))
+            "UPDATE predictions p SET client_id = coalesce(p.client_id, v.client_id), "
+            "subject_hash = coalesce(v.subject_hash, p.subject_hash) "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(request_id, client_id, subject_hash) "
+            "WHERE p.request_id = v.request_id RETURNING p.request_id",
+            ([r for r, _, _ in annotations], [c for _, c, _ in annotations], [h for _, _, h in annotations]))
         return {row[0] for row in tx.fetchall()}
 
     def _apply(self, tx: Tx, deltas: Deltas) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.server.store.aggregates import BUCKETS_PER_DAY, UNBOUNDED, Deltas, Sums
-from vigil.server.store.base import Row, Store, Tx, chunks
+from vigil.server.store.base import Annotation, Row, Store, Tx, chunks
 from vigil.server.store.records import StoreError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -164,11 +164,12 @@ class SqliteStore(Store):
             "probabilities, subject_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             rows)
 
-    def _set_client_ids(self, tx: Tx, pairs: list[tuple[str, str]]) -> set[str]:
+    def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
         found = set()
-        for client_id, request_id in pairs:
-            tx.execute("UPDATE predictions SET client_id = ? WHERE request_id = ? AND client_id IS NULL",
-                       (client_id, request_id))
+        for request_id, client_id, subject_hash in annotations:
+            tx.execute("UPDATE predictions SET client_id = coalesce(client_id, ?), "
+                       "subject_hash = coalesce(?, subject_hash) WHERE request_id = ?",
+                       (client_id, subject_hash, request_id))
             if tx.rowcount:
                 found.add(request_id)
         return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import aiohttp
@@ -124,9 +123,6 @@ async def test_feedback_past_the_retention_period_says_so(model_repo: Path) -> N
         with pytest.raises(PredictionNotFound, match=r"was made on \d{4}-\d\d-\d\d, past the 0.3 s retention "
                                                      "period"):
             await client.feedback(prediction.request_id, "red")
-        never = f"{time.time_ns() // 1_000_000 - 60_000:012x}" + "0" * 20  # shaped like the server's, a minute old
-        with pytest.raises(PredictionNotFound, match=f"no prediction with request id '{never}' was ever logged"):
-            await client.feedback(never, "red")
 
 
 async def test_open_inference_protocol_request_id_takes_feedback(model_repo: Path) -> None:

@@ -24,16 +24,18 @@ FAILED: ModelState
 UNLOADED: ModelState
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "inputs", "output_names")
+    __slots__ = ("model_name", "model_version", "inputs", "output_names", "subject_id")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     output_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., output_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    subject_id: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., output_names: _Optional[_Iterable[str]] = ..., subject_id: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("request_id", "model_name", "model_version", "outputs", "predicted_labels", "predicted_probabilities")

@@ -19,8 +19,9 @@ import pytest
 
 from tests.conftest import running_app
 from tests.postgres import PostgresCluster
-from tests.server.test_quality import metrics_page, quality_frame, rows, sample
-from vigil.clients import AsyncClient, FeedbackReceipt, PredictionNotFound
+from tests.server.test_quality import metrics_page, oip_request, quality_frame, rows, sample
+from vigil.clients import AsyncClient, FeedbackReceipt, InvalidInput, PredictionNotFound
+from vigil.protos.inference import grpc_service_pb2_grpc
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.settings import AlertSettings, AuditSettings, QualitySettings, StoreSettings
 
@@ -191,3 +192,23 @@ async def test_forget_erases_exactly_one_subject_and_audits_it(model_repo: Path,
     assert [(f["erased_predictions"], f["erased_outcomes"]) for f in forgets] == [(2, 2), (1, 1)]
     assert all(len(f["subject_hash"]) == 64 for f in forgets)
     assert "patient-1" not in (tmp_path / "audit.jsonl").read_text()
+
+
+async def test_predictions_sent_with_a_subject_are_erased_with_it(model_repo: Path, store_url: str) -> None:
+    async with running_app(model_repo, store=shared(store_url)) as app, \
+            AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        native = await client.predict("classifier", rows("red"), subject_id="patient-9")
+        request = oip_request("green", "case-1")
+        request.parameters["subject_id"].string_param = "patient-9"
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+        answer = await stub.ModelInfer(request)
+        other = await client.predict("classifier", rows("blue"), subject_id="patient-10")
+        with pytest.raises(InvalidInput, match="subject_id is longer than 256 bytes"):
+            await client.predict("classifier", rows("blue"), subject_id="x" * 257)
+        app.monitoring.quality.process()  # type: ignore[union-attr]  # the fold, now
+        erased = await client.forget("patient-9")
+        assert (erased.predictions, erased.outcomes) == (2, 0)  # neither had labels
+        for gone in (native.request_id, answer.parameters["request_id"].string_param):
+            with pytest.raises(PredictionNotFound):
+                await client.feedback(gone, "red")
+        assert not (await client.feedback(other.request_id, "blue")).replaced

@@ -107,7 +107,8 @@ def test_feedback_that_does_not_fit_is_refused_and_changes_nothing(store: Store)
 def test_a_callers_id_finds_its_prediction_and_never_replaces_one(store: Store) -> None:
     store.write([prediction("server-1", [0]), prediction("server-2", [1]), prediction("server-3", [2]),
                  prediction("server-4", [2])],
-                [("case-1", "server-1"), ("shared", "server-2"), ("shared", "server-3"), ("server-1", "server-4")])
+                [("server-1", "case-1", None), ("server-2", "shared", None), ("server-3", "shared", None),
+                 ("server-4", "server-1", None)])
     by_case, shared, by_server_id = store.feedback([FeedbackItem("case-1", ("red",)), FeedbackItem("shared", ("red",)),
                                                     FeedbackItem("server-1", ("blue",))])
     assert joined(by_case).request_id == "server-1"
@@ -115,9 +116,13 @@ def test_a_callers_id_finds_its_prediction_and_never_replaces_one(store: Store) 
     # a caller who sent another's server id as its own does not take that prediction's feedback
     assert joined(by_server_id).request_id == "server-1" and joined(by_server_id).replaced
     # an id that arrives before its prediction is written waits for it
-    assert store.write([], [("late", "server-5")]) == {"server-5"}
-    store.write([prediction("server-5", [0])], [("late", "server-5")])
+    assert store.write([], [("server-5", "late", None)]) == {"server-5"}
+    store.write([prediction("server-5", [0])], [("server-5", "late", None)])
     assert joined(store.feedback([FeedbackItem("late", ("red",))])[0]).request_id == "server-5"
+    # a later annotation adds a subject, and never replaces the caller's id
+    assert store.write([], [("server-5", "other", "hash-5")]) == set()
+    assert isinstance(store.feedback([FeedbackItem("other", ("red",))])[0], UnknownPrediction)
+    assert store.forget("hash-5") == Erased(1, 1)
 
 
 def test_unknown_ids_say_whether_they_were_never_logged_or_are_past_retention(store: Store) -> None:
