@@ -10,10 +10,9 @@ with SIGTERM and checks that it exits 0.
     python -m bench.soak                                  # 10 minutes (`make soak`)
     python -m bench.soak --duration 60 --warmup 15 --out /tmp/soak.json
 
-The server's bounded stores (above all the prediction store feedback is joined through, 100,000 request ids by
-default) fill during a run and then stay the same size. The result says whether the prediction store was still
-filling when the baseline was taken, and `slope_last_half_mb_per_min` tells a store that filled early from growth
-that keeps going.
+Predictions and outcomes go to the prediction log, a SQLite file in a temporary folder here (the default kind of
+store), so the process holds only its bounded write queue; the server's other windows fill during the warm-up and
+then stay the same size, and `slope_last_half_mb_per_min` tells growth that keeps going from a window that filled.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vigil.clients import AsyncClient, VigilError  # noqa: E402
-from vigil.server.settings import QualitySettings  # noqa: E402
 
 DEFAULT_MODELS = ROOT / "server" / "models" / "default_models"
 TARGET_GROWTH_PERCENT = 10.0
@@ -50,7 +48,6 @@ MIX = {"Predict": 0.6, "BatchPredict": 0.25, "Feedback": 0.15}
 """Share of calls of each kind; Feedback falls back to Predict while no prediction awaits its label."""
 BATCH_ITEMS = 8
 """Items in each BatchPredict call."""
-STORE_SIZE_ENV = "VIGIL_QUALITY__PREDICTION_STORE_SIZE"
 
 
 @dataclass
@@ -266,9 +263,8 @@ async def drive(server: ServerProcess, args: argparse.Namespace) -> tuple[Tally,
     return tally, samples
 
 
-def summarize(samples: list[dict[str, float]], warmup: float, store_size: int) -> dict[str, Any]:
-    """RSS at the end of the warm-up and at the end, growth between them, the trend over the last half, and
-    whether the prediction store (`store_size` entries) was already full when the baseline was taken."""
+def summarize(samples: list[dict[str, float]], warmup: float) -> dict[str, Any]:
+    """RSS at the end of the warm-up and at the end, growth between them, and the trend over the last half."""
     after = [s for s in samples if s["t"] >= warmup]
     if len(after) < 2:
         raise RuntimeError(f"no samples after the {warmup:g}s warm-up; run longer than the warm-up")
@@ -285,9 +281,7 @@ def summarize(samples: list[dict[str, float]], warmup: float, store_size: int) -
         "growth_percent": round(growth, 2),
         "slope_last_half_mb_per_min": round(slope, 3),
         "calls_per_s_after_warmup": round((end["calls"] - start["calls"]) / measured, 1) if measured else 0.0,
-        "prediction_store_size": store_size,
         "predictions_at_warmup_end": int(start["predictions"]),
-        "prediction_store_full_at_warmup_end": start["predictions"] >= store_size,
         "target_growth_percent": TARGET_GROWTH_PERCENT,
         "target_met": growth < TARGET_GROWTH_PERCENT,
     }
@@ -311,9 +305,7 @@ def markdown(result: dict[str, Any]) -> str:
         ("Growth after warm-up", f"{s['growth_percent']:+.2f}% (target < {s['target_growth_percent']:g}%: "
                                  f"{'met' if s['target_met'] else 'missed'})"),
         ("Trend, last half", f"{s['slope_last_half_mb_per_min']:+.3f} MiB/min"),
-        ("Prediction store at warm-up end", f"{min(s['predictions_at_warmup_end'], s['prediction_store_size'])} of "
-                                            f"{s['prediction_store_size']} ("
-                                            f"{'full' if s['prediction_store_full_at_warmup_end'] else 'filling'})"),
+        ("Predictions logged by warm-up end", f"{s['predictions_at_warmup_end']}"),
         ("Server exit on SIGTERM", str(result["server_exit_code"])),
     ]
     lines = ["| Soak | Result |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
@@ -326,8 +318,8 @@ def main() -> int:
     parser.add_argument("--model", default="breast_cancer", help="a classifier with sample.csv in its folder")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load, warm-up included")
     parser.add_argument("--warmup", type=float, default=240.0,
-                        help="seconds before the RSS baseline is taken (at 200 calls/s the 100,000-entry prediction "
-                             "store fills in about 3 minutes: growth until then is the store filling)")
+                        help="seconds before the RSS baseline is taken (the drift and accuracy windows and the "
+                             "allocator's pools fill during it)")
     parser.add_argument("--concurrency", type=int, default=8, help="workers, each with one call in flight")
     parser.add_argument("--rate", type=float, default=200.0, help="calls a second across workers; 0: as fast as "
                         "they go")
@@ -335,16 +327,16 @@ def main() -> int:
     parser.add_argument("--subscribers", type=int, default=2, help="Telemetry subscribers that come and go")
     parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between RSS samples")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the server, e.g. VIGIL_QUALITY__PREDICTION_STORE_SIZE=10000")
+                        help="extra environment for the server, e.g. VIGIL_STORE__URL=postgresql://...")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "soak_results.json")
     args = parser.parse_args()
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
     env = dict(item.split("=", 1) for item in args.server_env)
-    store_size = int({**os.environ, **env}.get(STORE_SIZE_ENV, QualitySettings().prediction_store_size))
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
+        env.setdefault("VIGIL_STORE__URL", f"sqlite:///{tmp}/soak.db")
         server = ServerProcess(args.models, log, env)
         exit_code: int | None = None
         try:
@@ -363,7 +355,7 @@ def main() -> int:
         | {"model": args.model, "mix": MIX, "batch_items": BATCH_ITEMS},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "summary": summarize(samples, args.warmup, store_size),
+        "summary": summarize(samples, args.warmup),
         "load": {"calls": tally.done(), "rows_predicted": tally.rows, "subscriptions": tally.subscriptions,
                  "frames": tally.frames, "by_method": dict(by_method),
                  "by_method_and_status": {f"{m} {s}": n for (m, s), n in sorted(tally.calls.items())}},
