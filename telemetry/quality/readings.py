@@ -99,9 +99,9 @@ def quality_readings(monitor: QualityMonitor) -> dict[str, Any]:
                 for w in q.figures.windows if (c := w.coverage) is not None]
 
     def delay() -> list[tuple[dict[str, str], float]]:
-        return [({"model": q.model, "version": q.version, "window": w.name, "quantile": quantile}, seconds)
+        return [({"model": q.model, "version": q.version, "window": w.name, "percentile": percentile}, seconds)
                 for q in monitor.versions() for w in q.figures.windows if w.delay_percentiles is not None
-                for quantile, seconds in zip(("0.5", "0.9", "0.99"), w.delay_percentiles, strict=True)]
+                for percentile, seconds in zip(("50", "90", "99"), w.delay_percentiles, strict=True)]
 
     def expected() -> list[tuple[dict[str, str], float]]:
         return [({"model": q.model, "version": q.version}, e) for q in monitor.versions()

@@ -32,9 +32,11 @@ def free_port() -> int:
 
 async def test_promtool_accepts_the_metrics_page(model_repo: Path) -> None:
     async with running_app(model_repo) as app, AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
-        await client.predict("breast_cancer", np.zeros((2, 30), np.float32))
+        prediction = await client.predict("breast_cancer", np.zeros((2, 30), np.float32))
+        await client.feedback(prediction.request_id, ["benign", "malignant"])  # accuracy, coverage, delay gauges
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{app.http_port}/metrics") as r:
             page = await r.read()
+    assert b"vigil_label_delay_seconds{" in page and b"vigil_label_coverage{" in page
     result = subprocess.run([str(PROMTOOL), "check", "metrics"], input=page, capture_output=True, timeout=60)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
