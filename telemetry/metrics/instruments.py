@@ -77,7 +77,7 @@ ACCURACY = MetricSpec("vigil.accuracy", "",
 LABEL_COVERAGE = MetricSpec("vigil.label.coverage", "",
                             "Share of the rows predicted in a window (hour, day, week) that have labels")
 LABEL_DELAY = MetricSpec("vigil.label.delay", "s",
-                         "Seconds from prediction to label of the rows labelled in a window, by percentile (50, 90, 99)")
+                         "Seconds from prediction to label of the rows labelled in a window, by percentile")
 STORE_QUEUE = MetricSpec("vigil.store.queue", "{request}", "Predictions waiting to be written to the store")
 EXPECTED_ACCURACY = MetricSpec("vigil.accuracy.expected", "",
                                "Label-free accuracy estimate: mean calibrated confidence of recent predictions")
