@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from vigil.server.app import serve
 from vigil.server.logs import configure_logging
 from vigil.server.settings import Settings
+from vigil.server.store.records import StoreError
 
 
 def main(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.telemetry.log_format)
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except StoreError as exc:  # a store that cannot be opened: one line saying why, not a traceback
+        logging.getLogger("vigil.server").critical("cannot start: %s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -124,8 +124,14 @@ def bounded(message: str) -> str:
     return encoded[:MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "…"
 
 
+STORE_UNAVAILABLE_MESSAGE = "the prediction log cannot be reached right now (the server logged why); retry later"
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and caller-safe message for an exception (most specific class wins)."""
+    if isinstance(error, StoreError):  # the store's name and address stay in the server's log
+        logger.warning("a call failed on the prediction log: %s", error)
+        return STATUS_CODES[StoreError], STORE_UNAVAILABLE_MESSAGE
     if isinstance(error, ServerError | StreamError):
         for cls in type(error).__mro__:
             if cls in STATUS_CODES:

@@ -40,6 +40,9 @@ def _check(item: FeedbackRequest) -> ServerError | None:
     if len(item.request_id) > MAX_REQUEST_ID_CHARACTERS:
         return PredictionNotFound(f"no prediction has request id {quoted(item.request_id)}: request ids have at "
                                   f"most {MAX_REQUEST_ID_CHARACTERS} characters")
+    if not all("!" <= c <= "~" for c in item.request_id):
+        return PredictionNotFound(f"no prediction has request id {quoted(item.request_id)}: request ids are "
+                                  "printable ASCII without spaces")
     if len(item.subject_id.encode("utf-8")) > MAX_SUBJECT_ID_BYTES:
         return InvalidInput(f"subject_id is longer than {MAX_SUBJECT_ID_BYTES} bytes")
     return None

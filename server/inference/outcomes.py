@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from vigil.server.store.aggregates import FigureRequest
 from vigil.server.store.base import Store
 from vigil.server.store.log import PredictionLog
-from vigil.server.store.records import Erased, FeedbackItem, Joined
+from vigil.server.store.records import Erased, FeedbackItem, Joined, StoreError
 from vigil.telemetry.calls.shadow_hook import SHADOW_SUFFIX
-from vigil.telemetry.quality.figures import WindowFigures
+from vigil.telemetry.quality.figures import QualityFigures, WindowFigures
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.quality.outcomes import subject_hash
 
@@ -46,6 +46,7 @@ class Outcomes:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registered: set[tuple[str, str, tuple[str, ...]]] = set()
+        self._unregistered: set[tuple[str, str, tuple[str, ...]]] = set()
         self._dirty: set[tuple[str, str]] = set()
         self._refresh_lock = asyncio.Lock()
 
@@ -88,7 +89,8 @@ class Outcomes:
         return results
 
     def _join(self, items: list[FeedbackItem]) -> list[Joined | Exception]:
-        self.log.flush(FLUSH_SECONDS)
+        if self.log.healthy:  # while writes fail, waiting for them would only hold the call
+            self.log.flush(FLUSH_SECONDS)
         return self.store.feedback(items)
 
     async def forget(self, subject_id: str) -> Erased:
@@ -96,7 +98,9 @@ class Outcomes:
         hashed = self.hash_subject(subject_id)
 
         def erase() -> Erased:
-            self.log.flush(FLUSH_SECONDS)
+            if not self.log.flush(FLUSH_SECONDS):  # the subject's latest predictions may still be queued
+                raise StoreError("predictions queued for the store were not written in time, so an erasure now "
+                                 "could miss some; the store is slow or down")
             return self.store.forget(hashed, SHADOW_SUFFIX)
 
         self.monitor.process()
@@ -107,11 +111,19 @@ class Outcomes:
     # -- the schedule --------------------------------------------------------------------------------------------
 
     async def register(self, model: str, version: str, labels: Sequence[str]) -> None:
-        """Record a monitored version's labels in the store, so any process can check feedback for it."""
+        """Record a monitored version's labels in the store, so any process can check feedback for it. While the
+        store cannot take them, the refresh tries again."""
         key = (model, version, tuple(labels))
         if key not in self._registered:
-            await asyncio.to_thread(self.store.register, model, version, labels)
-            self._registered.add(key)
+            try:
+                await asyncio.to_thread(self.store.register, model, version, labels)
+            except Exception as exc:
+                self._unregistered.add(key)
+                logger.warning("the labels of %s version %s could not be recorded in the store (tried again on "
+                               "each refresh): %s", model, version, exc)
+            else:
+                self._registered.add(key)
+                self._unregistered.discard(key)
         self._wake.set()
 
     async def refreshed(self, keys: set[tuple[str, str]]) -> None:
@@ -125,23 +137,28 @@ class Outcomes:
             if not keys & self._dirty:
                 return  # a refresh that took them after this call's write has finished
             dirty, self._dirty = self._dirty, set()
-            await asyncio.to_thread(self.refresh, dirty)
+            await self.refresh(dirty)
 
-    def refresh(self, keys: set[tuple[str, str]] | None = None) -> None:
-        """Recompute the figures of the monitored versions (`keys`, or all) from the store, in a worker thread."""
-        for quality in self.monitor.versions():
-            if keys is not None and (quality.model, quality.version) not in keys:
-                continue
-            calibration = quality.profile.calibration if quality.profile is not None else None
-            request = FigureRequest(quality.model, quality.version, quality.labels, self._count_rows,
-                                    self._timed_seconds, self.store.retention_seconds, calibration)
+    async def refresh(self, keys: set[tuple[str, str]] | None = None) -> None:
+        """Recompute the figures of the monitored versions (`keys`, or all) from the store. The versions are read
+        here, on the event loop that changes them; the store is read in a worker thread."""
+        requests = [FigureRequest(q.model, q.version, q.labels, self._count_rows, self._timed_seconds,
+                                  self.store.retention_seconds, q.profile.calibration if q.profile else None)
+                    for q in self.monitor.versions() if keys is None or (q.model, q.version) in keys]
+        for request, figures in zip(requests, await asyncio.to_thread(self._figures, requests), strict=True):
+            if figures is not None:
+                self.monitor.set_figures(request.model, request.version, figures)
+
+    def _figures(self, requests: list[FigureRequest]) -> list[QualityFigures | None]:
+        out: list[QualityFigures | None] = []
+        for request in requests:
             try:
-                figures = self.store.figures(request)
+                out.append(self.store.figures(request))
             except Exception as exc:
                 logger.warning("accuracy figures of %s version %s could not be read from the store: %s",
-                               quality.model, quality.version, exc)
-                continue
-            self.monitor.set_figures(quality.model, quality.version, figures)
+                               request.model, request.version, exc)
+                out.append(None)
+        return out
 
     def period_figures(self, model: str, version: str, start: float, end: float) -> WindowFigures | None:
         """A monitored version's figures for the predictions made from `start` to `end` (blocking: call it from a
@@ -163,10 +180,15 @@ class Outcomes:
                 except TimeoutError:
                     pass
                 self._wake.clear()
-                self.monitor.process()
-                await asyncio.to_thread(self.log.flush, FLUSH_SECONDS)
-                async with self._refresh_lock:
-                    await asyncio.to_thread(self.refresh)
+                try:
+                    for model, version, labels in list(self._unregistered):
+                        await self.register(model, version, labels)
+                    self.monitor.process()
+                    await asyncio.to_thread(self.log.flush, FLUSH_SECONDS)
+                    async with self._refresh_lock:
+                        await self.refresh()
+                except Exception:
+                    logger.exception("refreshing the accuracy figures failed; tried again on the next refresh")
                 await asyncio.sleep(MIN_REFRESH_SECONDS)
 
         async def purge() -> None:

@@ -33,6 +33,7 @@ from vigil.server.store.records import (
     FeedbackItem,
     Joined,
     SchemaTooNew,
+    StoreConflict,
     decode_classes,
     encode_classes,
 )
@@ -41,6 +42,10 @@ from vigil.telemetry.quality.outcomes import InvalidFeedback, LoggedPrediction, 
 
 logger = logging.getLogger(__name__)
 
+CONFLICT_ATTEMPTS = 3
+"""Tries of a feedback transaction the database aborted for a conflict (a deadlock) before the error stands."""
+PURGE_CHUNK = 10_000
+"""Predictions deleted per transaction by the retention purge."""
 RECENT_SECONDS = 30.0
 """A server id younger than this may name a prediction still on its way to the store (from another process)."""
 
@@ -120,9 +125,9 @@ class Store(ABC):
     def _run(self, tx: Tx, statement: str) -> None: ...
 
     @abstractmethod
-    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
         """Rows of (request_id, client_id, at, model, version, shadow, predicted, top, probabilities,
-        subject_hash); an id already logged is left as it is."""
+        subject_hash); an id already logged is left as it is. The request ids inserted."""
 
     @abstractmethod
     def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
@@ -133,10 +138,9 @@ class Store(ABC):
     def _apply(self, tx: Tx, deltas: Deltas) -> None: ...
 
     @abstractmethod
-    def _lock_rows(self, tx: Tx, request_ids: Sequence[str]) -> dict[str, Row]: ...
-
-    @abstractmethod
-    def _rows_by_client_id(self, tx: Tx, client_ids: Sequence[str]) -> dict[str, list[Row]]: ...
+    def _lock_rows(self, tx: Tx, request_ids: Sequence[str], client_ids: Sequence[str] = ()) -> list[Row]:
+        """The rows whose request id is among `request_ids` or whose caller's id is among `client_ids`, locked
+        for the transaction in request-id order (so concurrent transactions cannot deadlock on them)."""
 
     @abstractmethod
     def _rows_by_subject(self, tx: Tx, subject_hash: str) -> list[Row]: ...
@@ -155,7 +159,11 @@ class Store(ABC):
     def _delete(self, tx: Tx, request_ids: Sequence[str]) -> None: ...
 
     @abstractmethod
-    def _purge(self, tx: Tx, before: float, before_bucket: int) -> int: ...
+    def _purge_rows(self, tx: Tx, before: float, limit: int) -> int:
+        """Delete up to `limit` predictions made before `before`; how many."""
+
+    @abstractmethod
+    def _purge_aggregates(self, tx: Tx, before_bucket: int) -> None: ...
 
     @abstractmethod
     def _sums(self, tx: Tx, model: str, version: str, since_bucket: int, classes: int,
@@ -207,7 +215,6 @@ class Store(ABC):
     def write(self, predictions: Sequence[LoggedPrediction], annotations: Sequence[Annotation] = ()) -> set[str]:
         """Log predictions and their aggregates in one transaction, then apply (request id, caller's id, subject
         hash) annotations; the request ids of annotations whose prediction is not logged (yet)."""
-        deltas = Deltas()
         rows = []
         for p in predictions:
             probabilities = (p.probabilities.astype(np.float32).tobytes()
@@ -216,30 +223,54 @@ class Store(ABC):
             rows.append((p.request_id, p.client_id, p.at, p.model, p.version, p.shadow,
                          encode_classes(p.predicted), p.top.astype(np.float32).tobytes(), probabilities,
                          p.subject_hash))
-            deltas.predicted(p)
         with self.transaction(write=True) as tx:
-            if rows:
-                self._insert(tx, rows)
-                self._apply(tx, deltas)
+            # Rows first, then their annotations, then the aggregates: the order feedback and erasure lock in too.
+            inserted = self._insert(tx, rows) if rows else set()
             found = self._annotate(tx, list(annotations)) if annotations else set()
+            deltas = Deltas()
+            for p in predictions:
+                if p.request_id in inserted:  # a batch retried after a commit that did happen counts once
+                    deltas.predicted(p)
+            if deltas:
+                self._apply(tx, deltas)
         return {request_id for request_id, _, _ in annotations} - found
 
     # -- feedback ------------------------------------------------------------------------------------------------
 
     def feedback(self, items: Sequence[FeedbackItem]) -> list[Joined | Exception]:
         """Join labels to logged predictions in one transaction; per item what it was joined to, or why not
-        (UnknownPrediction, InvalidFeedback). Feedback again for a prediction replaces its labels."""
+        (UnknownPrediction, InvalidFeedback). Feedback again for a prediction replaces its labels. A transaction
+        the database aborted for a conflict with another (a deadlock) is tried again."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return self._feedback(items)
+            except StoreConflict:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _feedback(self, items: Sequence[FeedbackItem]) -> list[Joined | Exception]:
         now = self.clock()
         with self.transaction(write=True) as tx:
-            rows = self._lock_rows(tx, [item.request_id for item in items])
-            by_client = self._rows_by_client_id(tx, [i.request_id for i in items if i.request_id not in rows])
-            for client_id, matches in by_client.items():  # one Row per prediction, however it was named
-                by_client[client_id] = [rows.setdefault(r.request_id, r) for r in matches]
+            ids = [item.request_id for item in items]
+            suffixes = {item.join_shadow_suffix for item in items if item.join_shadow_suffix}
+            # Everything the items may name, their shadow copies included, locked at once in request-id order.
+            found = self._lock_rows(tx, [*ids, *(i + suffix for i in ids for suffix in suffixes)], ids)
+            rows = {r.request_id: r for r in found}  # one Row per prediction, however it was named
+            by_client: dict[str, list[Row]] = {}
+            for named in found:
+                if named.client_id is not None:
+                    by_client.setdefault(named.client_id, []).append(named)
             resolved: list[Row | Exception] = [self._resolve(item.request_id, rows, by_client, now) for item in items]
             chosen = [r for r in resolved if isinstance(r, Row)]
-            shadows = self._lock_rows(tx, sorted({r.request_id + i.join_shadow_suffix
-                                                  for r, i in zip(resolved, items, strict=True)
-                                                  if isinstance(r, Row) and i.join_shadow_suffix}))
+            # the shadow copies of predictions named by a caller's id (rarely any)
+            missing = sorted({r.request_id + i.join_shadow_suffix for r, i in zip(resolved, items, strict=True)
+                              if isinstance(r, Row) and i.join_shadow_suffix} - set(rows))
+            for copy in self._lock_rows(tx, missing) if missing else ():
+                rows.setdefault(copy.request_id, copy)
+            shadows = {r.request_id + i.join_shadow_suffix: rows[r.request_id + i.join_shadow_suffix]
+                       for r, i in zip(resolved, items, strict=True)
+                       if isinstance(r, Row) and i.join_shadow_suffix and r.request_id + i.join_shadow_suffix in rows}
             labels = self._labels(tx, sorted({r.key for r in [*chosen, *shadows.values()]}))
             deltas = Deltas()
             updates: dict[str, tuple[str, float, str | None, str]] = {}
@@ -335,7 +366,7 @@ class Store(ABC):
             if shadow_suffix:
                 named = {r.request_id for r in rows}
                 copies = self._lock_rows(tx, [r.request_id + shadow_suffix for r in rows])
-                rows += [r for r in copies.values() if r.request_id not in named]
+                rows += [r for r in copies if r.request_id not in named]
             deltas = Deltas()
             for row in rows:
                 top = row.top_values()
@@ -351,10 +382,19 @@ class Store(ABC):
         return Erased(len(rows), sum(r.truth is not None for r in rows))
 
     def purge(self) -> int:
-        """Delete predictions older than the retention period, and their aggregates; how many were deleted."""
+        """Delete predictions older than the retention period, and their aggregates; how many were deleted. Rows
+        go in chunks, each its own transaction, so that writers wait for no more than one chunk."""
         before = self.clock() - self.retention_seconds
+        deleted = 0
+        while True:
+            with self.transaction(write=True) as tx:
+                chunk = self._purge_rows(tx, before, PURGE_CHUNK)
+            deleted += chunk
+            if chunk < PURGE_CHUNK:
+                break
         with self.transaction(write=True) as tx:
-            return self._purge(tx, before, bucket_of(before))
+            self._purge_aggregates(tx, bucket_of(before))
+        return deleted
 
     # -- figures -------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from vigil.server.store.base import Annotation, Store
 from vigil.telemetry.quality.outcomes import LoggedPrediction
@@ -62,6 +63,8 @@ class PredictionLog:
         self.last_error: str | None = None
         self.healthy = True
         """False while writes fail."""
+        self.dropped_annotations = 0
+        """Callers' ids and subjects not kept because the queue was full (their predictions mostly were too)."""
 
     # -- from the event loop -------------------------------------------------------------------------------------
 
@@ -71,8 +74,7 @@ class PredictionLog:
             taken = predictions if room >= len(predictions) else predictions[:max(room, 0)]
             self._queue.extend(taken)
             dropped = len(predictions) - len(taken)
-            self._queued += len(predictions)
-            self._settled += dropped
+            self._queued += len(taken)  # what is dropped never enters the queue, so a flush never waits for it
             self._condition.notify()
         if dropped:
             self._drop(dropped, "the store's write queue is full")
@@ -83,7 +85,8 @@ class PredictionLog:
         keyed hash of its subject (so an erasure finds it)."""
         with self._condition:
             if len(self._queue) >= self._max_queued:
-                return  # its prediction is probably dropped too
+                self.dropped_annotations += 1  # its prediction is probably dropped too, and counted
+                return
             self._queue.append((request_id, client_id, subject_hash))
             self._queued += 1
             self._condition.notify()
@@ -158,7 +161,12 @@ class PredictionLog:
                 self._condition.notify_all()
 
     def _write(self, predictions: list[LoggedPrediction], annotations: list[Annotation]) -> bool:
-        """Write one batch, retrying with backoff until it succeeds; False when closing gave up on it."""
+        """Write one batch, retrying with backoff until it succeeds; False when closing gave up on it.
+
+        A caller's id or subject usually reaches the writer before its prediction (the monitor folds predictions
+        twice a second): it waits, and goes into the prediction's row as that is written; one that comes after
+        its prediction was written updates the row. One still unmatched once the writer has caught up with the
+        queue, `ANNOTATION_WAIT_SECONDS` after it came, is given up (its prediction was dropped, or not logged)."""
         now = time.monotonic()
         waiting = self._waiting
         for annotation in annotations:
@@ -166,17 +174,24 @@ class PredictionLog:
             if earlier is not None:  # two annotations of one request: keep what each gave
                 merged = earlier[0]
                 annotation = (annotation[0], annotation[1] or merged[1], annotation[2] or merged[2])
-            waiting[annotation[0]] = (annotation, now)
+            waiting[annotation[0]] = (annotation, now if earlier is None else earlier[1])
+        rows = []
+        for p in predictions:
+            entry = waiting.pop(p.request_id, None)
+            if entry is not None:
+                _, client_id, subject = entry[0]
+                p = replace(p, client_id=p.client_id or client_id, subject_hash=p.subject_hash or subject)
+            rows.append(p)
         pending = [annotation for annotation, _ in waiting.values()]
         delay = self._backoff[0]
         while True:
             try:
-                missing = self.store.write(predictions, pending)
+                missing = self.store.write(rows, pending)
             except Exception as exc:
                 self.failures += 1
                 if self.healthy or self.failures % 100 == 0:
                     logger.error("writing %d prediction(s) to the store %s failed (retrying every %g s at most): "
-                                 "%s", len(predictions), self.store.name, self._backoff[1], exc)
+                                 "%s", len(rows), self.store.name, self._backoff[1], exc)
                 self.healthy, self.last_error = False, str(exc)
                 with self._condition:
                     self._condition.wait_for(lambda: self._closing, timeout=delay)
@@ -187,8 +202,10 @@ class PredictionLog:
             if not self.healthy:
                 logger.info("writing to the store %s works again", self.store.name)
             self.healthy, self.last_error = True, None
-            self.written += len(predictions)
+            self.written += len(rows)
+            caught_up = not self._queue
+            done = time.monotonic()
             for request_id in [r for r, (_, since) in waiting.items()
-                               if r not in missing or now - since > ANNOTATION_WAIT_SECONDS]:
+                               if r not in missing or (caught_up and done - since > ANNOTATION_WAIT_SECONDS)]:
                 del waiting[request_id]
             return True

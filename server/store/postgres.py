@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vigil.server.store.aggregates import BUCKETS_PER_DAY, UNBOUNDED, Deltas, Sums
 from vigil.server.store.base import Annotation, Row, Store, Tx
-from vigil.server.store.records import StoreError
+from vigil.server.store.records import StoreConflict, StoreError
 from vigil.server.store.urls import redact
 
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
@@ -96,8 +96,12 @@ class PostgresStore(Store):
     def transaction(self, *, write: bool) -> Iterator[Tx]:
         try:
             with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+                if not write:  # every query of a read sees one snapshot
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 yield cursor
-        except (PoolTimeout, psycopg.OperationalError) as exc:
+        except psycopg.errors.TransactionRollback as exc:  # a deadlock or a serialisation failure
+            raise StoreConflict(self._explain(exc)) from None
+        except (PoolTimeout, psycopg.Error) as exc:
             raise StoreError(self._explain(exc)) from None
 
     def close(self) -> None:
@@ -123,11 +127,14 @@ class PostgresStore(Store):
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
-        tx.executemany(
+    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
+        columns = list(zip(*rows, strict=True))
+        tx.execute(
             "INSERT INTO predictions (request_id, client_id, at, model, version, shadow, predicted, top, "
-            "probabilities, subject_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (request_id) DO NOTHING", rows)
+            "probabilities, subject_hash) SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], "
+            "%s::text[], %s::bool[], %s::text[], %s::bytea[], %s::bytea[], %s::text[]) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id", [list(c) for c in columns])
+        return {row[0] for row in tx.fetchall()}
 
     def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
         tx.execute(
@@ -162,25 +169,15 @@ class PostgresStore(Store):
         tx.execute(sql, params)
         return [_row(values) for values in tx.fetchall()]
 
-    def _lock_rows(self, tx: Tx, request_ids: Sequence[str]) -> dict[str, Row]:
-        if not request_ids:
-            return {}
-        rows = self._select(tx, f"SELECT {_ROW} FROM predictions WHERE request_id = ANY(%s) ORDER BY request_id "
-                                "FOR UPDATE", (sorted(set(request_ids)),))
-        return {row.request_id: row for row in rows}
-
-    def _rows_by_client_id(self, tx: Tx, client_ids: Sequence[str]) -> dict[str, list[Row]]:
-        out: dict[str, list[Row]] = {}
-        if client_ids:
-            for row in self._select(tx, f"SELECT {_ROW} FROM predictions WHERE client_id = ANY(%s) "
-                                        "ORDER BY request_id FOR UPDATE", (sorted(set(client_ids)),)):
-                assert row.client_id is not None
-                out.setdefault(row.client_id, []).append(row)
-        return out
+    def _lock_rows(self, tx: Tx, request_ids: Sequence[str], client_ids: Sequence[str] = ()) -> list[Row]:
+        if not request_ids and not client_ids:
+            return []
+        return self._select(tx, f"SELECT {_ROW} FROM predictions WHERE request_id = ANY(%s) OR client_id = ANY(%s) "
+                                "ORDER BY request_id FOR UPDATE", (sorted(set(request_ids)), sorted(set(client_ids))))
 
     def _rows_by_subject(self, tx: Tx, subject_hash: str) -> list[Row]:
-        return self._select(tx, f"SELECT {_ROW} FROM predictions WHERE subject_hash = %s FOR UPDATE",
-                            (subject_hash,))
+        return self._select(tx, f"SELECT {_ROW} FROM predictions WHERE subject_hash = %s ORDER BY request_id "
+                                "FOR UPDATE", (subject_hash,))
 
     def _labels(self, tx: Tx, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
         out = {}
@@ -202,12 +199,14 @@ class PostgresStore(Store):
     def _delete(self, tx: Tx, request_ids: Sequence[str]) -> None:
         tx.execute("DELETE FROM predictions WHERE request_id = ANY(%s)", (list(request_ids),))
 
-    def _purge(self, tx: Tx, before: float, before_bucket: int) -> int:
-        tx.execute("DELETE FROM predictions WHERE at < %s", (before,))
-        deleted = tx.rowcount
+    def _purge_rows(self, tx: Tx, before: float, limit: int) -> int:
+        tx.execute("DELETE FROM predictions WHERE request_id IN (SELECT request_id FROM predictions WHERE at < %s "
+                   "LIMIT %s)", (before, limit))
+        return int(tx.rowcount)
+
+    def _purge_aggregates(self, tx: Tx, before_bucket: int) -> None:
         for table in ("quality_bins", "confusion", "label_delays"):
             tx.execute(f"DELETE FROM {table} WHERE bucket < %s", (before_bucket,))
-        return int(deleted)
 
     def _secret(self, tx: Tx, name: str, make: bytes) -> bytes:
         tx.execute("INSERT INTO secrets VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make))

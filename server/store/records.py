@@ -51,6 +51,10 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message says why and names the store (never a password)."""
 
 
+class StoreConflict(StoreError):
+    """The database aborted a transaction for a conflict with another (a deadlock); trying again may succeed."""
+
+
 class SchemaTooNew(StoreError):
     """The store was written by a newer Vigil, whose schema this one does not know."""
 

@@ -158,11 +158,25 @@ class SqliteStore(Store):
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[str]:
+        logged = self._existing(tx, [row[0] for row in rows])
+        fresh, seen = [], set()
+        for row in rows:
+            if row[0] not in logged and row[0] not in seen:
+                seen.add(row[0])
+                fresh.append(row)
         tx.executemany(
             "INSERT INTO predictions (request_id, client_id, at, model, version, shadow, predicted, top, "
-            "probabilities, subject_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-            rows)
+            "probabilities, subject_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+        return seen
+
+    def _existing(self, tx: Tx, request_ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for part in chunks(sorted(set(request_ids)), _PARAMS):
+            marks = ", ".join("?" * len(part))
+            out.update(r for (r,) in tx.execute(f"SELECT request_id FROM predictions WHERE request_id IN ({marks})",
+                                                part))
+        return out
 
     def _annotate(self, tx: Tx, annotations: list[Annotation]) -> set[str]:
         found = set()
@@ -189,25 +203,19 @@ class SqliteStore(Store):
             "INSERT INTO label_delays VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, version, bucket, bin) "
             "DO UPDATE SET n = n + excluded.n", deltas.delay_rows())
 
-    def _lock_rows(self, tx: Tx, request_ids: Sequence[str]) -> dict[str, Row]:
+    def _lock_rows(self, tx: Tx, request_ids: Sequence[str], client_ids: Sequence[str] = ()) -> list[Row]:
+        # BEGIN IMMEDIATE already holds the database's write lock: nothing to lock row by row
         out: dict[str, Row] = {}
-        for part in chunks(sorted(set(request_ids)), _PARAMS):
-            marks = ", ".join("?" * len(part))
-            for values in tx.execute(f"SELECT {_ROW} FROM predictions WHERE request_id IN ({marks})", part):
-                out[values[0]] = _row(values)
-        return out
-
-    def _rows_by_client_id(self, tx: Tx, client_ids: Sequence[str]) -> dict[str, list[Row]]:
-        out: dict[str, list[Row]] = {}
-        for part in chunks(sorted(set(client_ids)), _PARAMS):
-            marks = ", ".join("?" * len(part))
-            for values in tx.execute(f"SELECT {_ROW} FROM predictions WHERE client_id IN ({marks})", part):
-                out.setdefault(values[-1], []).append(_row(values))
-        return out
+        for column, values in (("request_id", request_ids), ("client_id", client_ids)):
+            for part in chunks(sorted(set(values)), _PARAMS):
+                marks = ", ".join("?" * len(part))
+                for row in tx.execute(f"SELECT {_ROW} FROM predictions WHERE {column} IN ({marks})", part):
+                    out.setdefault(row[0], _row(row))
+        return [out[r] for r in sorted(out)]
 
     def _rows_by_subject(self, tx: Tx, subject_hash: str) -> list[Row]:
-        return [_row(v) for v in tx.execute(f"SELECT {_ROW} FROM predictions WHERE subject_hash = ?",
-                                            (subject_hash,))]
+        return [_row(v) for v in tx.execute(f"SELECT {_ROW} FROM predictions WHERE subject_hash = ? "
+                                            "ORDER BY request_id", (subject_hash,))]
 
     def _labels(self, tx: Tx, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
         out = {}
@@ -229,11 +237,13 @@ class SqliteStore(Store):
     def _delete(self, tx: Tx, request_ids: Sequence[str]) -> None:
         tx.executemany("DELETE FROM predictions WHERE request_id = ?", [(r,) for r in request_ids])
 
-    def _purge(self, tx: Tx, before: float, before_bucket: int) -> int:
-        deleted = tx.execute("DELETE FROM predictions WHERE at < ?", (before,)).rowcount
+    def _purge_rows(self, tx: Tx, before: float, limit: int) -> int:
+        return int(tx.execute("DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions WHERE at < ? "
+                              "LIMIT ?)", (before, limit)).rowcount)
+
+    def _purge_aggregates(self, tx: Tx, before_bucket: int) -> None:
         for table in ("quality_bins", "confusion", "label_delays"):
             tx.execute(f"DELETE FROM {table} WHERE bucket < ?", (before_bucket,))
-        return int(deleted)
 
     def _secret(self, tx: Tx, name: str, make: bytes) -> bytes:
         tx.execute("INSERT INTO secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make))

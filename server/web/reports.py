@@ -104,7 +104,12 @@ async def operator_report(history: ReportHistory, quality: QualityMonitor | None
     window = history.window(now - seconds, now)
     out.update(await asyncio.to_thread(summarize, window, model))
     if period_quality is not None:
-        await asyncio.to_thread(_accuracy_from_the_log, out["models"], period_quality, now - seconds, now)
+        try:
+            await asyncio.to_thread(_accuracy_from_the_log, out["models"], period_quality, now - seconds, now)
+        except Exception as exc:  # the store is down: the report still shows what the history holds
+            logger.warning("the report's accuracy could not be read from the prediction log: %s", exc)
+            out["accuracy_note"] = ("the prediction log could not be read, so accuracy is that of the labels this "
+                                    "server received in the period")
     if quality is None:
         out["quality"], out["quality_note"] = [], "quality monitoring is turned off on this server"
     else:

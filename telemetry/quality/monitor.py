@@ -138,8 +138,9 @@ class QualityMonitor:
         if record.failed or (record.model, str(record.version)) not in self._versions:
             return
         if len(self._pending) >= self._limits.max_pending_batches:
-            self._pending.popleft()
+            skipped = self._pending.popleft()
             self.skipped_batches += 1
+            self._instruments.store_dropped.add((), len(skipped.request_ids))  # their predictions are not logged
         self._pending.append(record)
 
     def process(self) -> None:

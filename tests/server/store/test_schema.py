@@ -46,8 +46,8 @@ def test_an_older_schema_is_upgraded_in_place_and_keeps_its_rows(store_url: str)
     upgraded = open_store(store_url, retention_days=30)  # migrates at start
     try:
         assert upgraded.migrate() == (LATEST, LATEST)
-        with upgraded.transaction(write=False) as tx:
-            assert list(upgraded._lock_rows(tx, ["kept"])) == ["kept"]
+        with upgraded.transaction(write=True) as tx:
+            assert [row.request_id for row in upgraded._lock_rows(tx, ["kept"])] == ["kept"]
         assert upgraded.forget("no-one").predictions == 0  # the erasure index of migration 2 is there to use
     finally:
         upgraded.close()
@@ -64,7 +64,7 @@ def test_processes_starting_at_once_migrate_once(store_url: str) -> None:
     assert sorted(out.strip() for out, _ in outputs) == [f"({LATEST}, {LATEST})"] * 4
     store = open_store(fresh, retention_days=30)
     try:
-        with store.transaction(write=False) as tx:
+        with store.transaction(write=True) as tx:
             assert store._schema_version(tx) == LATEST
     finally:
         store.close()
@@ -126,3 +126,15 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'v.db'}", retention_days=30)
     store.close()
     assert sqlite3.connect(tmp_path / "v.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_server_that_cannot_open_its_store_says_why_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIL_STORE__URL": "postgresql://vigil:s3cret@127.0.0.1:1/vigil",
+           "VIGIL_STORE__CONNECT_TIMEOUT_SECONDS": "2", "VIGIL_GRPC_PORT": "0", "VIGIL_HTTP_PORT": "0",
+           "VIGIL_TELEMETRY__LOG_FORMAT": "text"}
+    result = subprocess.run([sys.executable, "-m", "vigil.server"], capture_output=True, text=True, env=env,
+                            timeout=120, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "cannot start: cannot connect to the PostgreSQL store postgresql://vigil:***@127.0.0.1:1/vigil" in output
+    assert "Traceback" not in output and "s3cret" not in output

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import running_app
 from tests.postgres import PostgresCluster
 from tests.server.test_quality import metrics_page, oip_request, quality_frame, rows, sample
-from vigil.clients import AsyncClient, FeedbackReceipt, InvalidInput, PredictionNotFound
+from vigil.clients import AsyncClient, FeedbackReceipt, InvalidInput, PredictionNotFound, Unavailable
 from vigil.protos.inference import grpc_service_pb2_grpc
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.settings import AlertSettings, AuditSettings, QualitySettings, StoreSettings
@@ -105,7 +105,7 @@ async def test_a_prediction_takes_feedback_after_a_restart(model_repo: Path, sto
 
 async def test_serving_goes_on_while_postgresql_is_down(model_repo: Path, postgres: PostgresCluster,
                                                         postgres_url: str) -> None:
-    store = shared(postgres_url, max_queued=20)
+    store = shared(postgres_url, max_queued=20, connect_timeout_seconds=1)
     alerts = AlertSettings(interval_seconds=0.2)
     async with running_app(model_repo, store=store, alerts=alerts) as app, \
             AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
@@ -119,9 +119,12 @@ async def test_serving_goes_on_while_postgresql_is_down(model_repo: Path, postgr
                 answered += 4
 
         await load(0.5)
+        earlier = await client.predict("classifier", rows("red"))
         postgres.stop()
         try:
             await load(3.0)  # well over 20 predictions while the store is down: every call still answers
+            with pytest.raises(Unavailable, match="the prediction log cannot be reached right now"):
+                await client.feedback(earlier.request_id, "red")
         finally:
             postgres.start()
         page = await metrics_page(app.http_port)

@@ -182,3 +182,23 @@ def test_figures_of_another_version_are_apart(store: Store) -> None:
     store.write([prediction("v1", [0]), prediction("v2", [1], version="2")])
     store.feedback([FeedbackItem("v1", ("red",)), FeedbackItem("v2", ("red",))])
     assert figures(store).recent.accuracy == 1.0 and figures(store, version="2").recent.accuracy == 0.0
+
+
+def test_a_batch_written_twice_counts_once(store: Store) -> None:
+    """A write retried after a commit that did happen (its acknowledgement lost) must not count its rows again."""
+    batch = [prediction("once", [0]), prediction("twice", [1])]
+    store.write(batch)
+    store.write(batch)
+    store.write([prediction("twice", [1]), prediction("third", [2])])
+    assert figures(store).windows[0].predictions == 3
+
+
+def test_a_shadow_named_beside_its_request_is_labelled_once(store: Store) -> None:
+    store.register("m", "2", LABELS)
+    shadow = LoggedPrediction("r.shadow", NOW, "m", "2", True, np.array([0]), np.array([0.8], np.float32))
+    store.write([prediction("r", [0]), shadow])
+    first, second = store.feedback([FeedbackItem("r.shadow", ("red",), join_shadow_suffix=".shadow"),
+                                    FeedbackItem("r", ("red",), join_shadow_suffix=".shadow")])
+    assert joined(first).version == "2" and joined(second).shadow is not None
+    assert joined(second).shadow.replaced  # type: ignore[union-attr]  # the first item labelled it already
+    assert figures(store, version="2").labelled_total == 1 and figures(store).labelled_total == 1
