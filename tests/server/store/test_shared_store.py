@@ -4,8 +4,10 @@ restart, an outage of PostgreSQL under load, and erasure through the API and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import pytest
 from tests.conftest import running_app
 from tests.postgres import PostgresCluster
 from tests.server.test_quality import metrics_page, oip_request, quality_frame, rows, sample
-from vigil.clients import AsyncClient, FeedbackReceipt, InvalidInput, PredictionNotFound, Unavailable
+from vigil.clients import AsyncClient, FeedbackReceipt, InvalidInput, PredictionNotFound, Unavailable, VigilError
 from vigil.protos.inference import grpc_service_pb2_grpc
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.settings import AlertSettings, AuditSettings, QualitySettings, StoreSettings
@@ -215,3 +217,40 @@ async def test_predictions_sent_with_a_subject_are_erased_with_it(model_repo: Pa
             with pytest.raises(PredictionNotFound):
                 await client.feedback(gone, "red")
         assert not (await client.feedback(other.request_id, "blue")).replaced
+
+
+async def test_two_processes_share_one_store(model_repo: Path, store_url: str, tmp_path: Path) -> None:
+    """`vigil serve` in a process of its own makes the predictions; this process's server takes their feedback."""
+    env = {**os.environ, "VIGIL_STORE__URL": store_url, "VIGIL_STORE__REFRESH_SECONDS": "0.2",
+           "VIGIL_LOG_LEVEL": "WARNING"}
+    process = await asyncio.create_subprocess_exec(
+        VIGIL, "serve", "--models", str(model_repo), "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    try:
+        target = await listening(process)
+        async with AsyncClient(target) as there, running_app(model_repo, store=shared(store_url)) as app, \
+                AsyncClient(f"127.0.0.1:{app.grpc_port}") as here:
+            made = [await there.predict("classifier", rows(colour)) for colour in ("red", "green", "blue")]
+            for prediction, truth in zip(made, ("red", "green", "red"), strict=True):
+                await eventually(lambda p=prediction, t=truth: here.feedback(p.request_id, t))
+            mine = await quality_frame(here, "classifier")
+            theirs = await settled(there, lambda q: q.feedback_total == 3)
+        for quality in (mine, theirs):
+            assert quality.feedback_total == 3 and quality.recent.accuracy == pytest.approx(2 / 3)
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def listening(process: asyncio.subprocess.Process) -> str:
+    assert process.stdout is not None
+    while line := (await asyncio.wait_for(process.stdout.readline(), 60)).decode():
+        if match := re.search(r"gRPC listening on [\d.]+:(\d+)", line):
+            target = f"127.0.0.1:{match.group(1)}"
+            async with AsyncClient(target) as client:
+                for _ in range(600):
+                    with contextlib.suppress(VigilError):
+                        if await client.health() == "SERVING":
+                            return target
+                    await asyncio.sleep(0.1)
+    raise AssertionError("vigil serve did not come up")
