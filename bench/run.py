@@ -85,6 +85,16 @@ def pin(pid: int) -> None:
             os.sched_setaffinity(int(thread), SERVER_CPUS)
 
 
+def pin_servers(parser: argparse.ArgumentParser) -> None:
+    """`--pin`: servers on the first CPU, this process and what it starts (load generators, sinks, databases) on the
+    others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        parser.error("--pin needs at least 2 CPUs")
+    SERVER_CPUS.add(cpus[0])
+    os.sched_setaffinity(0, set(cpus[1:]))  # the processes this one starts inherit it
+
+
 class Server:
     """`python -m vigil.server` (or the floor server) in its own process, on a free loopback port."""
 
@@ -374,11 +384,7 @@ def main() -> None:
                              "others: each server's own cost, as if its clients ran on other machines")
     args = parser.parse_args()
     if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs at least 2 CPUs")
-        SERVER_CPUS.add(cpus[0])
-        os.sched_setaffinity(0, set(cpus[1:]))  # the processes this one starts inherit it
+        pin_servers(parser)
     info = json.loads((args.models / "models.json").read_text())
     threads = int(info["threads"])
     scale = 0.3 if args.quick else 1.0

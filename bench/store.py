@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.run import SERVER_CPUS, Server, alternate
+from bench.run import Server, alternate, pin_servers
 from tests.postgres import PostgresCluster
 from vigil.clients import Client
 from vigil.server.store.aggregates import FigureRequest
@@ -108,11 +107,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs at least 2 CPUs")
-        SERVER_CPUS.add(cpus[0])
-        os.sched_setaffinity(0, set(cpus[1:]))  # the load generator and PostgreSQL inherit it
+        pin_servers(parser)  # the load generator and PostgreSQL run on the other CPUs
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vigil-store-bench-") as folder, PostgresCluster() as postgres:
         postgres.start()
