@@ -17,7 +17,7 @@ from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
 from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, TransitionKind
 from vigil.telemetry.alerts.loop import AlertLoop
-from vigil.telemetry.alerts.rules import AlertRule
+from vigil.telemetry.alerts.rules import AlertRule, format_signal
 from vigil.telemetry.alerts.slo import Objective, SLOTracker
 from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.metrics.gauges import Readings, register_quality_gauges
@@ -166,8 +166,10 @@ class Monitoring:
         alert = transition.alert
         labels = alert.label_dict
         kind = Kind.ALERT_FIRED if transition.kind is TransitionKind.FIRED else Kind.ALERT_RESOLVED
-        self._hub.publish(kind, model=labels.get("model", ""), version=labels.get("version", ""),
-                          message=f"{alert.rule.name} ({alert.rule.severity}): {alert.summary}")
+        model, version = labels.get("model", ""), labels.get("version", "")
+        summary = without_target(alert.summary, model, version)  # the event names the model and version apart
+        self._hub.publish(kind, model=model, version=version,
+                          message=f"{alert.rule.name} ({alert.rule.severity}): {summary}")
 
     def alert_states(self) -> list[AlertSnapshot]:
         """Firing alerts, for the Telemetry stream."""
@@ -176,10 +178,21 @@ class Monitoring:
         out = []
         for alert in self.alerts.firing():
             labels = alert.label_dict
-            out.append(AlertSnapshot(alert.rule.name, str(alert.rule.severity), labels.get("model", ""),
-                                  labels.get("version", ""), alert.summary,
-                                  int((alert.fired_at or alert.active_since) * 1e9), alert.value))
+            model, version = labels.get("model", ""), labels.get("version", "")
+            out.append(AlertSnapshot(alert.rule.name, str(alert.rule.severity), model, version, alert.summary,
+                                     int((alert.fired_at or alert.active_since) * 1e9), alert.value,
+                                     alert.rule.signal, self._value_text(alert.rule.signal, alert.value, model,
+                                                                         version)))
         return out
+
+    def _value_text(self, signal: str, value: float, model: str, version: str) -> str:
+        """The alert's value as people read it; a drift status names the worst feature's PSI as well."""
+        text = format_signal(signal, value)
+        quality = self.quality.get(model, version) if self.quality is not None else None
+        if signal == "drift_status" and quality is not None and quality.drift is not None and quality.drift.features:
+            worst = max(quality.drift.features, key=lambda f: f.psi)
+            text += f"; worst PSI {worst.psi:.2f} ({worst.name})"
+        return text
 
     async def on_model_change(self, model: Model) -> None:
         """Monitor each ready classifier version of `model` (with its reference profile when one is stored)."""
@@ -223,6 +236,14 @@ class Monitoring:
             await self.quality.close()
         if self.outcomes is not None:  # after the monitor's last fold, so the last predictions are logged
             await self.outcomes.close()
+
+
+def without_target(summary: str, model: str, version: str) -> str:
+    """An alert summary without the "model vN: " it starts with, for lines that name the model and version apart."""
+    for prefix in (f"{model} v{version}: ", f"{model}: "):
+        if model and summary.startswith(prefix):
+            return summary[len(prefix):]
+    return summary
 
 
 def _firing_counts(alerts: AlertLoop) -> list[tuple[dict[str, str], float]]:

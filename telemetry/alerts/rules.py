@@ -103,6 +103,32 @@ def format_value(value: float) -> str:
     return f"{value:.6g}"
 
 
+RATIO_SIGNALS = frozenset({"accuracy", "expected_accuracy", "error_ratio", "label_coverage"})
+"""Signals that are fractions, shown as percentages."""
+DRIFT_WORDS = {0: "no drift", 1: "possible drift", 2: "drift"}
+
+
+def format_signal(signal: str, value: float) -> str:
+    """A signal's value as people read it, the same wherever it is shown: fractions as percentages with one
+    decimal (0.839 → "83.9%"), latencies in milliseconds with two, drift status as its word, burn rates as a
+    multiple, counts whole."""
+    if not math.isfinite(value):
+        return format_value(value)
+    if signal in RATIO_SIGNALS:
+        return f"{100 * value:.1f}%"
+    if signal == "latency":
+        return f"{1000 * value:.2f} ms"
+    if signal == "drift_status":
+        return DRIFT_WORDS.get(round(value), format_value(value))
+    if signal == "error_budget_burn":
+        return f"{value:.1f}×"
+    if signal in ("queue_depth", "store_dropped_rows"):
+        return f"{value:.0f}"
+    if signal == "drift_score":
+        return f"PSI {value:.2f}"
+    return format_value(value)
+
+
 def format_duration(seconds: float) -> str:
     """Seconds as shown in summaries: "45s", "4m10s", "2h5m"; empty for NaN."""
     if math.isnan(seconds):
@@ -220,14 +246,14 @@ class AlertRule:
         """The summary of one alert of the rule: `summary` with its placeholders filled from the alert's labels,
         value and verdict figures, or a generic line when the rule has none."""
         values = {name: "" for name in _KIND_PLACEHOLDERS[self.kind]}
-        values.update({name: format_value(figure) for name, figure in details})
+        values.update({name: format_signal(self.signal, figure) for name, figure in details})
         values.update({
             "model": labels.get("model", self.model or ""),
             "version": labels.get("version", ""),
-            "value": format_value(value),
+            "value": format_signal(self.signal, value),
         })
         if self.threshold is not None:
-            values["threshold"] = format_value(self.threshold)
+            values["threshold"] = format_signal(self.signal, self.threshold)
         if "eta" in values:
             values["eta"] = format_duration(dict(details).get("eta", math.nan))
         if self.summary:

@@ -47,6 +47,8 @@ class AlertSnapshot:
     summary: str
     since_unix_nanos: int
     value: float
+    signal: str = ""
+    value_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,8 @@ def server_frame(now: Snapshot, then: Snapshot | None) -> telemetry_pb2.ServerTe
 
 def alert_frames(now: Snapshot) -> list[telemetry_pb2.Alert]:
     return [telemetry_pb2.Alert(name=a.name, severity=a.severity, model=a.model, version=a.version,
-                                summary=a.summary, since_unix_nanos=a.since_unix_nanos, value=a.value)
+                                summary=a.summary, since_unix_nanos=a.since_unix_nanos, value=a.value,
+                                signal=a.signal, value_text=a.value_text)
             for a in now.alerts]
 
 

@@ -386,7 +386,7 @@ class GpuTelemetry(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., utilization: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., power_watts: _Optional[float] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("name", "severity", "model", "version", "summary", "since_unix_nanos", "value")
+    __slots__ = ("name", "severity", "model", "version", "summary", "since_unix_nanos", "value", "signal", "value_text")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +394,8 @@ class Alert(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_TEXT_FIELD_NUMBER: _ClassVar[int]
     name: str
     severity: str
     model: str
@@ -401,7 +403,9 @@ class Alert(_message.Message):
     summary: str
     since_unix_nanos: int
     value: float
-    def __init__(self, name: _Optional[str] = ..., severity: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., summary: _Optional[str] = ..., since_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    signal: str
+    value_text: str
+    def __init__(self, name: _Optional[str] = ..., severity: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., summary: _Optional[str] = ..., since_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ..., signal: _Optional[str] = ..., value_text: _Optional[str] = ...) -> None: ...
 
 class TelemetryEvent(_message.Message):
     __slots__ = ("kind", "timestamp_unix_nanos", "sequence", "model", "version", "message")

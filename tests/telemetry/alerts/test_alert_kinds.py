@@ -62,7 +62,7 @@ class Clock:
 
 def spike_rule(method: str, for_seconds: float = 0, **anomaly: Any) -> AlertRule:
     return AlertRule(name="LatencySpike", signal="latency", severity="critical", for_seconds=for_seconds,
-                     summary="{model} v{version}: p99 {value} s, normally {lower}..{upper} around {baseline}",
+                     summary="{model} v{version}: p99 {value}, normally {lower}..{upper} around {baseline}",
                      detection=Anomaly(method=Method(method), **anomaly))
 
 
@@ -93,7 +93,7 @@ def test_an_anomaly_rule_fires_on_a_latency_spike_not_on_noise_and_resolves_afte
     band = dict(fired.alert.details)
     assert 0.020 < band["lower"] < band["baseline"] < band["upper"] < 0.080
     assert band["baseline"] == pytest.approx(0.050, abs=0.003)
-    assert fired.alert.summary.startswith("m v1: p99 0.5 s, normally 0.0")
+    assert fired.alert.summary.startswith("m v1: p99 500.00 ms, normally ")
     assert fired.alert.label_dict == {"alertname": "LatencySpike", "severity": "critical", **M1}
 
     # the spike stays out of the baseline: it keeps firing against a band that does not widen
@@ -143,7 +143,7 @@ def test_direction_picks_the_side_of_the_band_that_fires() -> None:
     feed(engine, signal, clock, noise(31, 40))
     [fired] = feed(engine, signal, clock, [0.001])
     assert fired.alert.rule.name == "Drop" and dict(fired.alert.details)["lower"] > 0.001
-    assert fired.alert.summary.startswith("latency 0.001 is outside its normal band [0.0")  # the generic summary
+    assert fired.alert.summary.startswith("latency 1.00 ms is outside its normal band [")  # the generic summary
     [spiked, resolved] = feed(engine, signal, clock, [0.5])  # in rule order
     assert (spiked.kind, spiked.alert.rule.name) == (TransitionKind.FIRED, "LatencySpike")
     assert (resolved.kind, resolved.alert.rule.name) == (TransitionKind.RESOLVED, "Drop")
@@ -269,7 +269,7 @@ def test_a_falling_accuracy_trend_fires_below_its_threshold() -> None:
     transitions = ramp(engine, signal, start=0.99, per_second=-0.0001, seconds=600)  # crosses 0.9 at 900 s
     [fired] = transitions
     assert fired.at == pytest.approx(START + 300, abs=STEP) and fired.alert.value < 0.9
-    assert fired.alert.summary.startswith("accuracy trends to 0.9") and "< 0.9" in fired.alert.summary
+    assert fired.alert.summary.startswith("accuracy trends to 90.0%") and "< 90.0%" in fired.alert.summary
 
 
 # -- rule and settings validation ------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def test_the_alert_loop_drives_both_kinds_over_real_aggregates() -> None:
     settings = AlertSettings(interval_seconds=STEP, rules=[
         AlertRuleSettings(name="LatencySpike", signal="latency", kind="anomaly",
                           params={"quantile": "0.99", "window": "5s"}, anomaly={"method": "ewma", "window": "10m"},
-                          summary="{model} v{version}: p99 {value} s, normally up to {upper} s"),
+                          summary="{model} v{version}: p99 {value}, normally up to {upper}"),
         AlertRuleSettings(name="QueueFillingUp", signal="queue_depth", kind="trend", threshold=500,
                           trend={"window": "5m", "horizon": "2m"},
                           summary="{model} v{version}: {current} queued, past {threshold} in {eta}")])
@@ -382,8 +382,8 @@ def test_the_alert_loop_drives_both_kinds_over_real_aggregates() -> None:
     assert spike.alert.rule.name == "LatencySpike" and spike.alert.value > 0.25
     assert spike.alert.label_dict == {"alertname": "LatencySpike", "severity": "warning", **M1}
     upper = dict(spike.alert.details)["upper"]
-    assert 0.05 < upper < 0.15 and spike.alert.summary == f"m v1: p99 {spike.alert.value:.6g} s, normally up to " \
-                                                          f"{upper:.6g} s"
+    assert 0.05 < upper < 0.15 and spike.alert.summary == f"m v1: p99 {1000 * spike.alert.value:.2f} ms, " \
+                                                          f"normally up to {1000 * upper:.2f} ms"
     [resolved] = evaluate(81, *(rng.gauss(0.05, 0.005) for _ in range(20)))
     assert resolved.kind is TransitionKind.RESOLVED and resolved.alert.rule.name == "LatencySpike"
     assert [a.rule.name for a in loop.firing()] == ["QueueFillingUp"]
@@ -395,7 +395,7 @@ async def test_a_real_server_fires_a_latency_anomaly_when_its_model_turns_slow(m
                              params={"quantile": "0.99", "window": "5s"}, severity="critical",
                              anomaly={"direction": "above", "min_points": 10,
                                       "min_half_width": 0.01},
-                             summary="{model} v{version}: p99 {value} s, above {upper} s")
+                             summary="{model} v{version}: p99 {value}, above {upper}")
     small, big = np.ones((1, 256), np.float32), np.ones((1000, 256), np.float32)
     async with running_app(model_repo, alerts=AlertSettings(rules=[rule], interval_seconds=3600)) as app, \
             AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
@@ -419,4 +419,4 @@ async def test_a_real_server_fires_a_latency_anomaly_when_its_model_turns_slow(m
         upper = dict(alert.details)["upper"]
         assert alert.value > upper and not math.isnan(upper)
         [state] = app.monitoring.alert_states()
-        assert state.summary == f"slow v1: p99 {alert.value:.6g} s, above {upper:.6g} s"
+        assert state.summary == f"slow v1: p99 {1000 * alert.value:.2f} ms, above {1000 * upper:.2f} ms"

@@ -77,14 +77,14 @@ async def test_an_alert_goes_pending_fires_and_resolves_on_the_rule_clock(
             if events and alerts:
                 break
         assert [e.kind for e in events] == [Kind.ALERT_FIRED] and "TooManyErrors (critical)" in events[0].message
-        assert alerts[0].name == "TooManyErrors" and alerts[0].summary == "breast_cancer v1: error ratio 0.75"
+        assert alerts[0].name == "TooManyErrors" and alerts[0].summary == "breast_cancer v1: error ratio 75.0%"
         assert alerts[0].since_unix_nanos == int((t0 + 61) * 1e9)
         async with aiohttp.ClientSession() as session, \
                 session.get(f"http://127.0.0.1:{app.http_port}/metrics") as response:
             page = await response.text()
         assert 'vigil_alerts_firing{alertname="TooManyErrors",severity="critical"} 1.0' in page
         record = next(r for r in caplog.records if r.name == "vigil.telemetry.alerts.loop")
-        assert record.getMessage() == "alert TooManyErrors firing: breast_cancer v1: error ratio 0.75"
+        assert record.getMessage() == "alert TooManyErrors firing: breast_cancer v1: error ratio 75.0%"
         # the window moves past the failures: the last five minutes hold only good calls
         for _ in range(5):
             await c.predict("breast_cancer", good())
@@ -125,7 +125,7 @@ async def test_a_real_alertmanager_gets_the_servers_alert_and_its_resolution(mod
                 labels = firing["alerts"][0]["labels"]
                 assert labels == {"alertname": "TooManyErrors", "severity": "critical", "team": "ml",
                                   "model": "breast_cancer", "version": "1"}
-                assert firing["alerts"][0]["annotations"]["summary"] == "breast_cancer v1: error ratio 1"
+                assert firing["alerts"][0]["annotations"]["summary"] == "breast_cancer v1: error ratio 100.0%"
                 await c.predict("breast_cancer", good())
                 [resolved] = loop.evaluate(now=t0 + 400)
                 assert resolved.kind is TransitionKind.RESOLVED

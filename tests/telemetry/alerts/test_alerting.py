@@ -164,17 +164,17 @@ async def test_a_rule_goes_pending_fires_and_resolves_on_the_rule_clock(model_re
             frame = await frames.until(has_event(Kind.ALERT_FIRED), "the ALERT_FIRED event")
             [event] = frames.alert_events()
             assert (event.kind, event.model, event.version) == (Kind.ALERT_FIRED, MODEL, "1")
-            assert event.message == "TooManyErrors (critical): breast_cancer v1: 0.6 of calls failed"
+            assert event.message == "TooManyErrors (critical): 60.0% of calls failed"
             if not frame.alerts:
                 frame = await frames.until(lambda f: len(f.alerts) > 0, "the firing alert")
             [alert] = frame.alerts
             assert (alert.name, alert.severity, alert.model, alert.version) == ("TooManyErrors", "critical", MODEL, "1")
-            assert alert.summary == "breast_cancer v1: 0.6 of calls failed" and alert.value == 0.6
+            assert alert.summary == "breast_cancer v1: 60.0% of calls failed" and alert.value == 0.6
             assert alert.since_unix_nanos == int((t0 + 61) * 1e9)
 
             [record] = [r for r in caplog.records if r.name == "vigil.telemetry.alerts.loop"]
             assert record.levelno == logging.WARNING
-            assert record.getMessage() == "alert TooManyErrors firing: breast_cancer v1: 0.6 of calls failed"
+            assert record.getMessage() == "alert TooManyErrors firing: breast_cancer v1: 60.0% of calls failed"
             assert record.__dict__["fields"] == {"alert": "TooManyErrors", "severity": "critical", "state": "firing",
                                                  "value": 0.6, "labels": labels}
 
@@ -197,11 +197,11 @@ async def test_a_rule_goes_pending_fires_and_resolves_on_the_rule_clock(model_re
             assert [e.kind for e in frames.alert_events()] == [Kind.ALERT_FIRED, Kind.ALERT_RESOLVED]
             event = frames.alert_events()[1]
             assert (event.model, event.version) == (MODEL, "1")
-            assert event.message == "TooManyErrors (critical): breast_cancer v1: 0.2 of calls failed"
+            assert event.message == "TooManyErrors (critical): 20.0% of calls failed"
             assert list(frame.alerts) == []
             resolved_record = [r for r in caplog.records if r.name == "vigil.telemetry.alerts.loop"][1]
             assert resolved_record.levelno == logging.INFO
-            assert resolved_record.getMessage() == "alert TooManyErrors resolved: breast_cancer v1: 0.2 of calls failed"
+            assert resolved_record.getMessage() == "alert TooManyErrors resolved: breast_cancer v1: 20.0% of calls failed"
             assert sample(await metrics_page(app), FIRING_GAUGE) == 0.0
         finally:
             await frames.aclose()
@@ -297,7 +297,7 @@ async def test_a_real_alertmanager_receives_the_servers_alert_and_its_resolution
                 assert alert["status"] == "firing"
                 assert alert["labels"] == {"alertname": "TooManyErrors", "severity": "critical", "model": MODEL,
                                            "version": "1"}
-                assert alert["annotations"] == {"summary": "breast_cancer v1: 0.4 of calls failed", "value": "0.4"}
+                assert alert["annotations"] == {"summary": "breast_cancer v1: 40.0% of calls failed", "value": "0.4"}
                 assert instant(alert["startsAt"]) == pytest.approx(base + 71, abs=0.001)
 
                 await good_calls(client, 5)  # 2 of 10 is 0.2, not above it

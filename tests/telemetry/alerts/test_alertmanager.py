@@ -146,7 +146,7 @@ async def test_payload_shape_for_firing_and_resolved(receiver: Receiver, notifie
     assert path == "/api/v2/alerts" and isinstance(body, list) and len(body) == 1
     assert body[0] == {
         "labels": {"alertname": "HighErrorRatio", "severity": "critical", "team": "ml", "model": "m", "version": "1"},
-        "annotations": {"summary": "m v1 error ratio 0.2 > 0.05", "value": "0.2"},
+        "annotations": {"summary": "m v1 error ratio 20.0% > 5.0%", "value": "0.2"},
         "startsAt": "2023-11-14T22:13:20.000Z",
         "endsAt": rfc3339(START + 4 * 60),
         "generatorURL": "http://vigil:8080/alerts",
@@ -160,7 +160,7 @@ async def test_payload_shape_for_firing_and_resolved(receiver: Receiver, notifie
     alert = receiver.requests[1][1][0]
     assert alert["startsAt"] == "2023-11-14T22:13:20.000Z"
     assert alert["endsAt"] == "2023-11-14T22:13:50.500Z"
-    assert alert["annotations"] == {"summary": "m v1 error ratio 0.01 > 0.05", "value": "0.01"}
+    assert alert["annotations"] == {"summary": "m v1 error ratio 1.0% > 5.0%", "value": "0.01"}
     assert (notifier.sent, notifier.failed, notifier.dropped, notifier.queued) == (2, 0, 0, 0)
 
 
@@ -461,7 +461,7 @@ async def test_a_real_alertmanager_notifies_firing_then_resolved(tmp_path: Path,
             [firing] = notifications("firing")
             [alert] = firing["alerts"]
             assert alert["status"] == "firing" and alert["labels"] == fired.alert.label_dict
-            assert alert["annotations"]["summary"] == "m v1 error ratio 0.3 > 0.05"
+            assert alert["annotations"]["summary"] == "m v1 error ratio 30.0% > 5.0%"
             assert alert["generatorURL"] == "http://vigil.test/alerts"
             assert notifier.sent == 1 and notifier.failed == 0
 

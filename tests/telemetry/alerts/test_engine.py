@@ -271,8 +271,8 @@ def test_rules_are_hashable_values_and_names_unique() -> None:
 def test_summary_placeholders_are_filled_safely() -> None:
     r = rule(threshold=0.05, summary="{model} v{version}: error ratio {value} > {threshold} {unknown} {value.real} {0}")
     alert = ActiveAlert(r, (("alertname", r.name), ("model", "m"), ("version", "3")), 0.123456789, 0.0, 1.0)
-    assert alert.summary == "m v3: error ratio 0.123457 > 0.05 {unknown} {value.real} {0}"
+    assert alert.summary == "m v3: error ratio 12.3% > 5.0% {unknown} {value.real} {0}"
     no_labels = ActiveAlert(rule(model="fallback", summary="{model}/{version}"), (), 1.0, 0.0)
     assert no_labels.summary == "fallback/"
     generic = ActiveAlert(rule(), (), 0.25, 0.0)
-    assert generic.summary == "error_ratio > 0.05 (value 0.25)"
+    assert generic.summary == "error_ratio > 5.0% (value 25.0%)"
