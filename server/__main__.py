@@ -7,7 +7,7 @@ import logging
 import sys
 
 from vigil.server.app import serve
-from vigil.server.logs import configure_logging
+from vigil.server.logs import configure_logging, route_standard_error
 from vigil.server.settings import Settings
 from vigil.server.store.records import StoreError
 
@@ -15,6 +15,7 @@ from vigil.server.store.records import StoreError
 def main(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.telemetry.log_format)
+    route_standard_error()
     try:
         return asyncio.run(serve(settings))
     except StoreError as exc:  # a store that cannot be opened: one line saying why, not a traceback
