@@ -87,7 +87,8 @@ def version_html(report: dict[str, Any]) -> str:
         lines.append("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>")
         lines += [f"<tr><td>{e(c['label'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
                   f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>" for c in accuracy["classes"]]
-        lines.append("</table><p>Confusion matrix (rows true, columns predicted):</p><table><tr><th></th>"
+        lines.append("</table><p>Confusion matrix (rows true, columns predicted):</p>"
+                     "<table><tr><th>true \\ predicted</th>"
                      + "".join(f"<th>{e(label)}</th>" for label in report["labels"]) + "</tr>")
         lines += ["<tr><th>" + e(label) + "</th>" + "".join(f"<td>{n}</td>" for n in row) + "</tr>"
                   for label, row in zip(report["labels"], accuracy["confusion"], strict=True)]
@@ -104,8 +105,8 @@ def version_html(report: dict[str, Any]) -> str:
                   f"<h3>Predicted classes</h3><p>chi-square {_fmt(classes['chi2_statistic'])}, p = "
                   f"{_fmt(classes['chi2_pvalue'], '.3g')}, {_status(classes['status'])}</p>",
                   _bars(report["labels"], classes["reference"], classes["live"], "predicted classes"),
-                  "<h3>Features</h3><table><tr><th>feature</th><th>PSI</th><th></th><th>KS</th><th>KS p</th>"
-                  "<th></th></tr>"]
+                  "<h3>Features</h3><table><tr><th>feature</th><th>PSI</th><th>PSI status</th><th>KS</th><th>KS p</th>"
+                  "<th>KS status</th></tr>"]
         lines += [f"<tr><td>{e(f['feature'])}</td><td>{_fmt(f['psi'])}</td><td>{_status(f['psi_status'])}</td>"
                   f"<td>{_fmt(f['ks_statistic'])}</td><td>{_fmt(f['ks_pvalue'], '.3g')}</td>"
                   f"<td>{_status(f['ks_status'])}</td></tr>" for f in drift["features"]]

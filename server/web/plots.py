@@ -53,11 +53,20 @@ def line(values: Sequence[float | None], starts: Sequence[float], title: str, *,
     return "".join(parts)
 
 
+def colour(index: int) -> str:
+    """The colour of the `index`-th series: the palette's, then hues that do not repeat it."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    return f"hsl({(index - len(PALETTE)) * 137.508 % 360:.0f},65%,40%)"
+
+
 def stacked(labels: Sequence[str], rows: Sequence[Sequence[int]], starts: Sequence[float], title: str, *,
             plot: str) -> str:
-    """Each label's share of every point's counts, stacked to 100 % (empty points left blank), with a legend."""
+    """Each label's share of every point's counts, stacked to 100 % (empty points left blank), with a legend below
+    the plot naming each label next to a swatch of its colour (wrapped onto as many lines as it needs)."""
     step = (_WIDTH - _LEFT - 8) / max(len(rows), 1)
-    parts = _frame(title, plot, starts, "100 %")
+    legend, legend_height = _legend(labels, _HEIGHT + 4)
+    parts = _frame(title, plot, starts, "100.0%", height=_HEIGHT + legend_height)
     for i, counts in enumerate(rows):
         total = sum(counts)
         if not total:
@@ -68,19 +77,36 @@ def stacked(labels: Sequence[str], rows: Sequence[Sequence[int]], starts: Sequen
             y -= h
             if n:
                 parts.append(f'<rect x="{_LEFT + i * step:.1f}" y="{y:.1f}" width="{max(step - 0.5, 0.5):.1f}" '
-                             f'height="{h:.1f}" fill="{PALETTE[j % len(PALETTE)]}"><title>'
-                             f'{html.escape(labels[j])}: {n} of {total}</title></rect>')
-    for j, label in enumerate(labels):
-        parts.append(f'<text x="{_LEFT + 90 * j}" y="{_HEIGHT - 2}" font-size="10" '
-                     f'fill="{PALETTE[j % len(PALETTE)]}">■ {html.escape(label)}</text>')
+                             f'height="{h:.1f}" fill="{colour(j)}"><title>'
+                             f'{html.escape(labels[j])}: {n} of {total} ({n / total:.1%})</title></rect>')
+    parts.append(legend)
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _frame(title: str, plot: str, starts: Sequence[float], top_label: str) -> list[str]:
+def _legend(labels: Sequence[str], top: float) -> tuple[str, int]:
+    """A legend (a swatch and the name of each label, in order, wrapped to the plot's width) from `top` down, and
+    the height it takes."""
+    line_height, swatch, gap = 14, 10, 16
+    items, x, y = [], float(_LEFT), top
+    for j, label in enumerate(labels):
+        width = swatch + 4 + 6.5 * len(label)  # a 10 px sans-serif character is about 6.5 px wide at most
+        if x > _LEFT and x + width > _WIDTH - 8:
+            x, y = float(_LEFT), y + line_height
+        name = html.escape(label)
+        items.append(f'<g class="legend-item" data-label="{name}"><rect x="{x:.1f}" y="{y:.1f}" width="{swatch}" '
+                     f'height="{swatch}" fill="{colour(j)}"/><text x="{x + swatch + 4:.1f}" y="{y + swatch - 1:.1f}" '
+                     f'font-size="10">{name}</text></g>')
+        x += width + gap
+    if not items:
+        return "", 0
+    return f'<g class="legend">{"".join(items)}</g>', int(y - top) + line_height + 4
+
+
+def _frame(title: str, plot: str, starts: Sequence[float], top_label: str, *, height: int = _HEIGHT) -> list[str]:
     """The opening of a time plot: title, axes, the top value and the first and last times (UTC)."""
     bottom = _HEIGHT - _BOTTOM
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" role="img" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" role="img" '
              f'data-plot="{html.escape(plot)}"><title>{html.escape(title)}</title>',
              f'<line x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{bottom}" stroke="#999"/>',
              f'<line x1="{_LEFT}" y1="{bottom}" x2="{_WIDTH - 8}" y2="{bottom}" stroke="#999"/>',
@@ -96,4 +122,4 @@ def _frame(title: str, plot: str, starts: Sequence[float], top_label: str) -> li
 def _label(value: float, unit: str, percent: bool) -> str:
     if percent:
         return f"{value:.1%}"
-    return f"{value:.3g}{(' ' + unit) if unit else ''}"
+    return f"{value:.2f}{(' ' + unit) if unit else ''}"

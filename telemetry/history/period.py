@@ -2,8 +2,10 @@
 accuracy and drift, the alerts fired, and a timeline for plots.
 
 Percentiles come from the merged request-duration buckets (linear within the bucket, as `histogram_quantile`), so
-they lie in the same bucket as the true percentile. Totals count the calls that named a model; calls that named
-none (health checks, listings, streams) are counted apart, as `other_calls`.
+they lie in the same bucket as the true percentile. Totals count the calls that named a model, so they are the sums of
+the per-model figures; calls that named none (listings, streams, calls refused before a model was resolved) are counted
+apart, as `other_calls`. Rates are over the time the history observed the server in the period (from its first start,
+when that is later than the period's start), never over time before the server existed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from vigil.telemetry.stream.frames import quantile
 MAX_POINTS = 240
 """Most points in a timeline: longer periods put several minutes in each point."""
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+NO_VERSION = "calls on the model as a whole (loads, unloads, rollouts) or refused before a version was chosen"
+"""What the entry of a model's calls that named no one version of it (its `version` empty) holds: its
+`version_note`."""
 
 
 def summarize(window: Window, model: str | None = None) -> dict[str, Any]:
@@ -41,7 +46,7 @@ def summarize(window: Window, model: str | None = None) -> dict[str, Any]:
     per_version = {key: merge_all(parts) for key, parts in by_version.items()}
     named = {k: v for k, v in per_version.items() if k[0]}
     totals = usage(merge_all(named.values()), window.duration_bounds)
-    totals["throughput"] = _throughput(minutes, totals["requests"], max(window.end - window.start, 1e-9))
+    totals["throughput"] = _throughput(window, minutes, totals["requests"])
     totals["other_calls"] = usage(merge_all(v for k, v in per_version.items() if not k[0]),
                                   window.duration_bounds)["calls_by_code"]
     first, step, points = _bins(window)
@@ -101,20 +106,36 @@ def uptime(window: Window) -> dict[str, Any]:
             "starts_unix": [s for s, _ in window.runs if window.start <= s <= window.end]}
 
 
-def _throughput(minutes: Iterable[tuple[int, dict[Key, VersionMinute]]], requests: int, seconds: float
+def _throughput(window: Window, minutes: Iterable[tuple[int, dict[Key, VersionMinute]]], requests: int
                 ) -> dict[str, Any]:
-    peak, peak_minute = 0, None
+    """The mean rate over the seconds the server was observed in the window (`uptime`'s observed seconds: from its
+    first start, when that came after the window's start; the whole window when the history does not know its first
+    start), and the rate of the busiest minute over the seconds of that minute the server was observed (a minute
+    before its first start or the one still open counts only its seconds so far)."""
+    if window.first_seen is None:
+        mean_from = window.start
+    else:
+        mean_from = min(max(window.start, window.first_seen), window.end)
+    mean_seconds = max(window.end - mean_from, 0.0)
+    existed_from = window.first_seen if window.first_seen is not None else -math.inf
+    peak, peak_n, peak_seconds, peak_minute = 0.0, 0, 0.0, None
     for m, versions in minutes:
         n = sum(sum(v.calls.values()) for k, v in versions.items() if k[0])
-        if n > peak:
-            peak, peak_minute = n, m
-    return {"mean_rps": requests / seconds, "peak_rps": peak / MINUTE_SECONDS,
+        begin = m * MINUTE_SECONDS
+        seconds = min(begin + MINUTE_SECONDS, window.end) - max(begin, existed_from)
+        if n and seconds > 0 and n / seconds > peak:
+            peak, peak_n, peak_seconds, peak_minute = n / seconds, n, seconds, m
+    return {"mean_rps": requests / mean_seconds if mean_seconds > 0 else 0.0, "mean_rps_seconds": mean_seconds,
+            "mean_rps_from_unix": mean_from, "peak_rps": peak, "peak_requests": peak_n,
+            "peak_rps_seconds": peak_seconds,
             "peak_minute_unix": None if peak_minute is None else peak_minute * MINUTE_SECONDS}
 
 
 def _version(key: Key, total: VersionMinute, window: Window, minutes: list[tuple[int, dict[Key, VersionMinute]]],
              first: int, step: int, points: int) -> dict[str, Any]:
     out: dict[str, Any] = {"version": key[1], **usage(total, window.duration_bounds)}
+    if not key[1]:
+        out["version_note"] = NO_VERSION
     labels = sorted(total.predictions)
     confidence_rows = sum(n for _, n in sparse_items(total.confidence))
     out.update({

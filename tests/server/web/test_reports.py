@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
+import re
 import time
 from bisect import bisect_left
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +25,7 @@ from vigil.clients import AsyncClient
 from vigil.protos.vigil.v1 import inference_pb2_grpc
 from vigil.server.app import App
 from vigil.server.settings import AlertRuleSettings, AlertSettings, ReportSettings, TelemetrySettings
+from vigil.server.web.plots import stacked
 from vigil.telemetry.history.minutes import difference
 from vigil.telemetry.history.period import summarize
 from vigil.telemetry.history.recorder import HistoryRecorder
@@ -102,8 +107,11 @@ async def test_report_totals_equal_the_traffic_sent(model_repo: Path) -> None:
     assert totals["requests"] == 9 + 8 + 5 and totals["errors"] == 4
     assert totals["errors_by_code"] == {"INVALID_ARGUMENT": 4} and totals["error_ratio"] == pytest.approx(4 / 22)
     assert sum(p["requests"] for p in second["timeline"]["points"]) == 22
-    busiest = max(p["requests"] for p in second["timeline"]["points"])
-    assert second["timeline"]["step_seconds"] == 60 and totals["throughput"]["peak_rps"] == pytest.approx(busiest / 60)
+    throughput = totals["throughput"]
+    assert second["timeline"]["step_seconds"] == 60
+    assert throughput["peak_requests"] in [p["requests"] for p in second["timeline"]["points"]]
+    assert throughput["peak_rps"] == pytest.approx(throughput["peak_requests"] / throughput["peak_rps_seconds"])
+    assert throughput["peak_rps"] >= throughput["mean_rps"] * (1 - 1e-9)
     assert all(totals["latency_ms"][q] > 0 for q in ("p50", "p95", "p99"))
     assert totals["latency_ms"]["p50"] <= totals["latency_ms"]["p95"] <= totals["latency_ms"]["p99"]
     assert second["uptime"]["ratio"] == 1.0 and len(second["uptime"]["starts_unix"]) == 1
@@ -179,6 +187,201 @@ async def test_report_needs_telemetry(model_repo: Path) -> None:
     async with running_app(model_repo, telemetry=TelemetrySettings(enabled=False)) as app:
         status, text = await get(app.http_port, "/report.json")
     assert status == 503 and "telemetry is turned off" in text
+
+
+class Tables(HTMLParser):
+    """Every table of a page outside the drift and accuracy section: its rows, each a list of (tag, text, colspan)
+    cells, and the attributes of each row."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+        self._stack: list[dict[str, Any]] = []
+        self._cell: list[Any] | None = None
+        self._skip = 0
+        self.feed(page.split("<div class='quality'>")[0])
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "svg":
+            self._skip += 1
+        elif tag == "table":
+            self._stack.append({"class": dict(attrs).get("class"), "rows": [], "row_attrs": []})
+        elif tag == "tr" and self._stack:
+            self._stack[-1]["rows"].append([])
+            self._stack[-1]["row_attrs"].append(dict(attrs))
+        elif tag in ("td", "th") and self._stack:
+            self._cell = [tag, "", int(dict(attrs).get("colspan") or 1), dict(attrs).get("class") or ""]
+            self._stack[-1]["rows"][-1].append(self._cell)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._skip -= 1
+        elif tag == "table" and self._stack:
+            self.tables.append(self._stack.pop())
+        elif tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None and not self._skip:
+            self._cell[1] += data
+
+    def table(self, name: str) -> list[dict[str, str]]:
+        """The rows of the table of class `name`, each as {header: text}."""
+        [table] = [t for t in self.tables if t["class"] == name]
+        head = [c[1] for c in table["rows"][0]]
+        return [dict(zip(head, (c[1] for c in row), strict=True)) for row in table["rows"][1:]]
+
+
+async def send_more(app: App) -> None:
+    """Calls that named no model (a listing, a version that does not exist: refused before it resolved) and one
+    that named a model but no version (a load)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel, \
+            AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
+        await client.load_model("add")
+        await client.list_models()
+        await expect(inference_pb2_grpc.InferenceStub(channel).Predict(request("add", 7, **ab())),
+                     grpc.StatusCode.NOT_FOUND, "version 7")
+
+
+async def test_report_rates_are_over_the_time_the_server_existed(model_repo: Path) -> None:
+    async with running_app(model_repo) as app:
+        await send(app, v1=6, v2=3, bad=2, classified=["red"])
+        report = await report_json(app, "since=24h")
+        _, page = await get(app.http_port, "/report?since=24h")
+    throughput, uptime, requests = report["totals"]["throughput"], report["uptime"], report["totals"]["requests"]
+    assert requests == 12
+    # the server was up a few seconds of the 24 hours: the mean is over those, not over the day
+    assert throughput["mean_rps_seconds"] == uptime["observed_seconds"] < 60
+    assert throughput["mean_rps_from_unix"] == uptime["observed_from_unix"] == uptime["starts_unix"][0]
+    assert throughput["mean_rps_from_unix"] > report["period"]["from_unix"]
+    assert throughput["mean_rps"] == pytest.approx(requests / throughput["mean_rps_seconds"])
+    assert throughput["peak_rps"] >= throughput["mean_rps"] * (1 - 1e-9)
+    assert throughput["peak_rps_seconds"] < 60  # the busiest minute is the one the server started in
+    [shown] = re.findall(r"<span id='mean-rps'>([^<]*)</span>", page)
+    assert re.fullmatch(r"\d+\.\d\d", shown) and float(shown) > 12 / 120  # 12 / 86400 would show 0.00
+    assert "the server's first start, after the period's start" in html.unescape(page)
+
+
+def test_mean_and_peak_rates_count_only_the_seconds_the_server_existed() -> None:
+    instruments = Instruments(NoOpMeter("test"))
+    boundary = 28_333_334 * 60  # a minute's start
+    clock = Clock(boundary + 30)
+    history = ReportHistory(instruments.aggregates, retention_seconds=7 * 86400, clock=clock)
+    history.begin()  # half a minute into the first minute
+    instruments.requests.add(("m", "1", "Predict", "OK"), 30)  # 30 calls in its 30 seconds: 1 a second
+    clock.now = boundary + 60
+    history.tick()
+    for _ in range(10):  # then ten minutes at 6 calls a minute
+        instruments.requests.add(("m", "1", "Predict", "OK"), 6)
+        clock.now += 60
+        history.tick()
+    instruments.requests.add(("", "", "ListModels", "OK"), 4)  # named no model: counted apart
+    report = summarize(history.window(clock.now - 86400))
+    throughput = report["totals"]["throughput"]
+    assert report["totals"]["requests"] == 90 and report["totals"]["other_calls"] == {"OK": 4}
+    assert throughput["mean_rps_seconds"] == 630 == report["uptime"]["observed_seconds"]
+    assert throughput["mean_rps_from_unix"] == boundary + 30
+    assert throughput["mean_rps"] == pytest.approx(90 / 630)
+    assert throughput["peak_rps"] == pytest.approx(1.0) and throughput["peak_rps_seconds"] == 30
+    assert throughput["peak_minute_unix"] == boundary and throughput["peak_requests"] == 30
+    # a period inside the server's life: over the whole period
+    inner = summarize(history.window(clock.now - 300))["totals"]["throughput"]
+    assert inner["mean_rps_seconds"] == 300 and inner["mean_rps_from_unix"] == clock.now - 300
+
+
+async def test_report_totals_are_the_models_table_sums_and_other_calls_are_apart(model_repo: Path) -> None:
+    async with running_app(model_repo) as app:
+        await send(app, v1=3, v2=2, bad=2, classified=["red", "blue"])
+        await send_more(app)
+        report = await report_json(app)
+        _, page = await get(app.http_port, "/report?since=1h")
+    totals = report["totals"]
+    versions = [v for m in report["models"] for v in m["versions"]]
+    assert totals["requests"] == sum(m["requests"] for m in report["models"]) == sum(v["requests"] for v in versions)
+    assert totals["requests"] == 3 + 4 + 2 + 1  # the load named the model: it is counted, in a row of its own
+    assert totals["errors"] == sum(m["errors"] for m in report["models"]) == 2
+    other = sum(totals["other_calls"].values())
+    assert totals["other_calls"]["NOT_FOUND"] == 1 and other >= 2  # the unknown version and the listing
+    tables = Tables(page)
+    rows = tables.table("models")
+    assert sum(int(r["requests"]) for r in rows) == totals["requests"]
+    assert f"<b id='total-requests'>{totals['requests']}</b>: the sum of the Models table" in page
+    assert f"<span id='other-calls'>{other}</span>" in page
+    assert "counted apart: not in the requests, errors, latency or throughput" in page
+    assert f"the {other} other calls, which named no model, are in neither" in page
+    # the load named no version: its row says what it holds, never a blank cell
+    no_version = version(report, "add", "")
+    assert no_version["calls_by_method"] == {"LoadModel": {"OK": 1}} and no_version["version_note"]
+    [row] = [r for r in rows if r["version"].startswith("(no version")]
+    assert row["model"] == "add" and "refused before a version was chosen" in row["version"]
+    assert "LoadModel 1" in row["version"]
+    assert all(cell.strip() for r in rows for cell in r.values())
+
+
+async def test_every_report_table_column_has_a_header(model_repo: Path) -> None:
+    async with running_app(model_repo) as app:
+        await send(app, v1=2, v2=1, bad=3, classified=["green"])
+        await send_more(app)
+        _, page = await get(app.http_port, "/report?since=1h")
+    tables = Tables(page)
+    assert {t["class"] for t in tables.tables} == {"totals", "errors", "models", "classes"}
+    for table in tables.tables:
+        head, *body = table["rows"]
+        assert head and all(tag == "th" and text.strip() for tag, text, _, _ in head), table["class"]
+        width = sum(span for _, _, span, _ in head)
+        for row in body:
+            assert sum(span for _, _, span, _ in row) == width, (table["class"], row)
+    add_v2 = next(r for r in tables.table("models") if r["model"] == "add" and r["version"] == "2")
+    assert add_v2["errors by status code"] == "INVALID_ARGUMENT 3"
+    assert add_v2["drift status (max PSI)"] == "–"
+    assert tables.table("errors") == [{"status code": "INVALID_ARGUMENT", "calls": "3"}]
+
+
+async def test_the_class_mix_plot_has_a_legend_of_each_class_and_its_colour(model_repo: Path) -> None:
+    async with running_app(model_repo) as app:
+        await send(app, v1=0, v2=0, bad=0, classified=["red", "blue", "blue", "green"])
+        _, page = await get(app.http_port, "/report?since=1h")
+    [svg] = re.findall(r'<svg[^>]*data-plot="classes".*?</svg>', page, re.S)
+    legend = re.findall(r'<g class="legend-item" data-label="([^"]*)"><rect [^>]*fill="([^"]*)"/><text [^>]*>'
+                        r'([^<]*)</text></g>', svg)
+    assert [(label, text) for label, _, text in legend] == [("blue", "blue"), ("green", "green"), ("red", "red")]
+    bars = dict(re.findall(r'fill="([^"]*)"><title>([a-z]+): ', svg))
+    assert {label: fill for fill, label in bars.items()} == {label: fill for label, fill, _ in legend}
+    assert len({fill for _, fill, _ in legend}) == 3
+    [height] = (float(h) for h in re.findall(r'^<svg[^>]*height="(\d+)"', svg))
+    assert all(float(y) + 10 <= height for y in re.findall(r'<rect x="[^"]*" y="([^"]*)" width="10"', svg))
+
+
+def test_a_legend_of_many_classes_wraps_inside_the_plot() -> None:
+    labels = [f"class number {i}" for i in range(14)]
+    svg = stacked(labels, [[1] * 14, [2] * 14], [0.0, 60.0], "many", plot="classes")
+    [(width, height)] = ((float(w), float(h)) for w, h in re.findall(r'^<svg[^>]*width="(\d+)" height="(\d+)"', svg))
+    swatches = re.findall(r'<g class="legend-item" data-label="([^"]*)"><rect x="([^"]*)" y="([^"]*)" '
+                          r'width="10" height="10" fill="([^"]*)"/>', svg)
+    assert [s[0] for s in swatches] == labels
+    assert len({s[3] for s in swatches}) == 14  # no two classes share a colour
+    for _, x, y, _ in swatches:
+        assert float(x) + 10 + 4 + 6.5 * len("class number 10") <= width and float(y) + 10 <= height
+    assert len({s[2] for s in swatches}) > 1  # wrapped onto more than one line
+
+
+async def test_report_numbers_are_rounded_alike(model_repo: Path) -> None:
+    async with running_app(model_repo) as app:
+        await send(app, v1=4, v2=1, bad=1, classified=["red"])  # 1 error in 7 calls: 14.285…%
+        _, page = await get(app.http_port, "/report?since=1h")
+    tables = Tables(page)
+    percentages = re.findall(r"(\d+(?:\.\d+)?) ?%", page)
+    assert percentages and all(re.fullmatch(r"\d+\.\d", p) for p in percentages), percentages
+    for row in tables.table("models"):
+        assert re.fullmatch(r"\d+\.\d%", row["error ratio"])
+        assert re.fullmatch(r"\d+\.\d\d", row["p50 ms"]) and re.fullmatch(r"\d+\.\d\d", row["p99 ms"])
+    totals = {r["measure"]: r["value"] for r in tables.table("totals")}
+    assert re.fullmatch(r"\d+\.\d\d / \d+\.\d\d / \d+\.\d\d", totals["Latency p50 / p95 / p99 (ms)"])
+    assert re.fullmatch(r"\d+\.\d\d", totals["Mean latency (ms)"])
+    assert re.match(r"\d+\.\d\d over ", totals["Throughput, mean (req/s)"])
+    assert re.match(r"\d+\.\d\d: ", totals["Throughput, peak minute (req/s)"])
+    assert re.fullmatch(r"1 \(14\.3%\): .*", totals["Errors"]) and totals["Uptime"] == "100.0%"
+    assert re.search(r'text-anchor="end">\d+\.\d\d ms</text>', page)  # the p99 plot's top value
 
 
 def test_percentiles_fall_in_the_bucket_of_the_true_value() -> None:

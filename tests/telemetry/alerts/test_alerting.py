@@ -201,7 +201,8 @@ async def test_a_rule_goes_pending_fires_and_resolves_on_the_rule_clock(model_re
             assert list(frame.alerts) == []
             resolved_record = [r for r in caplog.records if r.name == "vigil.telemetry.alerts.loop"][1]
             assert resolved_record.levelno == logging.INFO
-            assert resolved_record.getMessage() == "alert TooManyErrors resolved: breast_cancer v1: 20.0% of calls failed"
+            assert resolved_record.getMessage() == \
+                "alert TooManyErrors resolved: breast_cancer v1: 20.0% of calls failed"
             assert sample(await metrics_page(app), FIRING_GAUGE) == 0.0
         finally:
             await frames.aclose()
