@@ -21,6 +21,9 @@ def main(settings: Settings | None = None) -> int:
     except StoreError as exc:  # a store that cannot be opened: one line saying why, not a traceback
         logging.getLogger("vigil.server").critical("cannot start: %s", exc)
         return 2
+    except Exception:  # e.g. a port in use: one record with the whole traceback
+        logging.getLogger("vigil.server").exception("cannot start")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Logging set-up for the server process: one log, in one format, on stdout. What native code writes to the
 process's standard error (ONNX Runtime's own logger, anything else in C or C++) is read back line by line and logged
-through the same handler, so a log file holds only JSON lines (or only text lines) without terminal colours."""
+through the same handler, so a log file holds only JSON lines (or only text lines) without terminal colours. Uncaught
+exceptions in threads and Python's warnings are logged as records too."""
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import logging
 import os
@@ -15,8 +17,9 @@ from vigil.telemetry.export.json_logs import JsonFormatter
 
 
 def configure_logging(level: str, log_format: str = "json") -> None:
-    """Send the server's log to stdout at `level`: JSON lines correlated with traces, or plain text."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Send the server's log to stdout at `level`: JSON lines correlated with traces, or plain text (to stderr when
+    stdout is closed)."""
+    handler = logging.StreamHandler(sys.stdout if sys.stdout is not None else sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -25,6 +28,15 @@ def configure_logging(level: str, log_format: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.raiseExceptions = False  # a failing handler must not write to stderr, which is read back into the log
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("vigil.server").error("uncaught exception in %s", name, exc_info=args.exc_value)
 
 
 NATIVE_LINE = re.compile(r"^(?:\S+ \S+ )?\[([VIWEF]):onnxruntime:[^\]]*\] (.*)$")
@@ -35,16 +47,33 @@ NATIVE_LEVELS = {"V": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E
 
 
 def route_standard_error() -> None:
-    """Point file descriptor 2 at a pipe whose lines become log records: ONNX Runtime's under the logger
-    `onnxruntime` at their own level, anything else under `stderr` at WARNING. A crash's traceback (faulthandler)
-    still goes to the original standard error, since no thread may be left to relay it."""
+    """Point file descriptor 2, where native code writes, at a pipe whose lines become log records: ONNX Runtime's
+    under the logger `onnxruntime` at their own level, anything else under `native` at WARNING. Python's own
+    standard error (`sys.stderr`: tracebacks, last words before an exit) stays on the original descriptor, and so do
+    a crash's traceback (faulthandler) and anything native written after the relay stops at exit. Skipped when a log
+    handler itself writes to descriptor 2, which would feed the log back into itself."""
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        try:
+            if stream is not None and stream.fileno() == 2:
+                return
+        except (OSError, ValueError):
+            continue
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    faulthandler.enable(file=os.fdopen(original, "w", closefd=False))
-    threading.Thread(target=_relay, args=(read_end,), name="vigil-stderr", daemon=True).start()
+    sys.stderr = os.fdopen(original, "w", buffering=1, encoding="utf-8", errors="replace")
+    faulthandler.enable(file=sys.stderr)
+    relay = threading.Thread(target=_relay, args=(read_end,), name="vigil-stderr", daemon=True)
+    relay.start()
+
+    def stop() -> None:  # at exit: give descriptor 2 back, so the relay reads to the end of what was written
+        os.dup2(original, 2)
+        relay.join(timeout=2.0)
+
+    atexit.register(stop)
 
 
 def _relay(read_end: int) -> None:
@@ -57,4 +86,4 @@ def _relay(read_end: int) -> None:
             if match:
                 logging.getLogger("onnxruntime").log(NATIVE_LEVELS[match.group(1)], match.group(2))
             else:
-                logging.getLogger("stderr").warning(text)
+                logging.getLogger("native").warning(text)

@@ -17,7 +17,7 @@ from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
 from vigil.telemetry.alerts.detectors import Anomaly, Direction, Method, Trend
 from vigil.telemetry.alerts.engine import AlertEngine, AlertTransition, TransitionKind
 from vigil.telemetry.alerts.loop import AlertLoop
-from vigil.telemetry.alerts.rules import AlertRule, format_signal
+from vigil.telemetry.alerts.rules import AlertRule, format_apart, format_signal
 from vigil.telemetry.alerts.slo import Objective, SLOTracker
 from vigil.telemetry.alerts.watched_values import ServingState, SignalReader, parse_duration, rule_window
 from vigil.telemetry.metrics.gauges import Readings, register_quality_gauges
@@ -181,17 +181,26 @@ class Monitoring:
             model, version = labels.get("model", ""), labels.get("version", "")
             out.append(AlertSnapshot(alert.rule.name, str(alert.rule.severity), model, version, alert.summary,
                                      int((alert.fired_at or alert.active_since) * 1e9), alert.value,
-                                     alert.rule.signal, self._value_text(alert.rule.signal, alert.value, model,
-                                                                         version)))
+                                     alert.rule.signal, self._value_text(alert.rule, alert.value, model, version)))
         return out
 
-    def _value_text(self, signal: str, value: float, model: str, version: str) -> str:
-        """The alert's value as people read it; a drift status names the worst feature's PSI as well."""
-        text = format_signal(signal, value)
+    def _value_text(self, rule: AlertRule, value: float, model: str, version: str) -> str:
+        """The alert's value as people read it (told apart from the threshold); a drift status names what drifts:
+        the worst feature's PSI for a feature test, the class mix's chi-square p-value for the chi2 test."""
+        if rule.threshold is not None:
+            text = format_apart(rule.signal, value, rule.threshold)[0]
+        else:
+            text = format_signal(rule.signal, value)
         quality = self.quality.get(model, version) if self.quality is not None else None
-        if signal == "drift_status" and quality is not None and quality.drift is not None and quality.drift.features:
-            worst = max(quality.drift.features, key=lambda f: f.psi)
-            text += f"; worst PSI {worst.psi:.2f} ({worst.name})"
+        drift = quality.drift if quality is not None else None
+        if rule.signal != "drift_status" or drift is None:
+            return text
+        test = rule.params.get("test", "any")
+        if test == "chi2":
+            return f"{text}; class mix χ² p {drift.chi2_pvalue:.3g}"
+        if drift.features:
+            worst = max(drift.features, key=lambda f: f.psi)
+            return f"{text}; worst PSI {worst.psi:.2f} ({worst.name})"
         return text
 
     async def on_model_change(self, model: Model) -> None:

@@ -108,25 +108,35 @@ RATIO_SIGNALS = frozenset({"accuracy", "expected_accuracy", "error_ratio", "labe
 DRIFT_WORDS = {0: "no drift", 1: "possible drift", 2: "drift"}
 
 
-def format_signal(signal: str, value: float) -> str:
+def format_signal(signal: str, value: float, *, extra_digits: int = 0) -> str:
     """A signal's value as people read it, the same wherever it is shown: fractions as percentages with one
     decimal (0.839 → "83.9%"), latencies in milliseconds with two, drift status as its word, burn rates as a
-    multiple, counts whole."""
+    multiple, counts whole. `extra_digits` adds decimals (to tell a value from a threshold it nearly equals)."""
     if not math.isfinite(value):
         return format_value(value)
     if signal in RATIO_SIGNALS:
-        return f"{100 * value:.1f}%"
+        return f"{100 * value:.{1 + extra_digits}f}%"
     if signal == "latency":
-        return f"{1000 * value:.2f} ms"
+        return f"{1000 * value:.{2 + extra_digits}f} ms"
     if signal == "drift_status":
-        return DRIFT_WORDS.get(round(value), format_value(value))
+        return DRIFT_WORDS.get(math.floor(value + 0.5), format_value(value))
     if signal == "error_budget_burn":
-        return f"{value:.1f}×"
+        return f"{value:.{1 + extra_digits}f}×"
     if signal in ("queue_depth", "store_dropped_rows"):
-        return f"{value:.0f}"
+        return f"{value:.{extra_digits}f}"
     if signal == "drift_score":
-        return f"PSI {value:.2f}"
+        return f"PSI {value:.{2 + extra_digits}f}"
     return format_value(value)
+
+
+def format_apart(signal: str, value: float, threshold: float) -> tuple[str, str]:
+    """The value and the threshold, formatted with the fewest extra decimals (up to four) that tell them apart:
+    an accuracy of 0.8996 under a 0.9 threshold reads "89.96%", not "90.0%" beside "90.0%"."""
+    for extra in range(5):
+        shown = format_signal(signal, value, extra_digits=extra), format_signal(signal, threshold, extra_digits=extra)
+        if shown[0] != shown[1] or value == threshold:
+            return shown
+    return shown
 
 
 def format_duration(seconds: float) -> str:
@@ -253,7 +263,7 @@ class AlertRule:
             "value": format_signal(self.signal, value),
         })
         if self.threshold is not None:
-            values["threshold"] = format_signal(self.signal, self.threshold)
+            values["value"], values["threshold"] = format_apart(self.signal, value, self.threshold)
         if "eta" in values:
             values["eta"] = format_duration(dict(details).get("eta", math.nan))
         if self.summary:

@@ -606,3 +606,32 @@ async def test_a_server_runs_the_rules_of_its_config_file(clean_environment: pyt
                                           "version": "1"}
         assert 0 < fired.alert.value < 10
         assert loop.firing() == [fired.alert]  # no failure: the strict SLO's budget does not burn
+
+
+def test_a_drift_alert_names_what_drifts_and_events_do_not_repeat_the_model() -> None:
+    from vigil.server.monitoring import without_target
+    from vigil.telemetry.quality.drift import DriftStatus
+    from vigil.telemetry.quality.drift_check import DriftResult, DriftThresholds, FeatureDrift
+    from vigil.telemetry.quality.monitor import QualityLimits, QualityMonitor
+
+    assert without_target("m v1: accuracy 80.0%", "m", "1") == "accuracy 80.0%"
+    assert without_target("m: burns 14.4× too fast", "m", "") == "burns 14.4× too fast"
+    assert without_target("other: text", "m", "1") == "other: text"
+    instruments = Instruments(NoOpMeter("test"))
+    monitor = QualityMonitor(instruments, QualityLimits(), DriftThresholds())
+    monitor.watch("m", "1", ["a", "b"], "probabilities", profile=None)
+    quality = monitor.get("m", "1")
+    assert quality is not None
+    quality.drift = DriftResult(0.0, 500, (FeatureDrift("mean area", 0.41, DriftStatus.DRIFT, 0.3, 0.001,
+                                                        DriftStatus.DRIFT, (0.5, 0.5)),
+                                           FeatureDrift("radius", 0.05, DriftStatus.NO_DRIFT, 0.1, 0.5,
+                                                        DriftStatus.NO_DRIFT, (0.5, 0.5))),
+                                3.0, 0.0123, DriftStatus.POSSIBLE, (0.5, 0.5))
+    monitoring = Monitoring(QualitySettings(enabled=False), AlertSettings(), instruments,
+                            ModelRepository(Path("/nonexistent")), None, duration_bounds=DURATION_BUCKETS,
+                            store_settings=StoreSettings(url="memory"))
+    monitoring.quality = monitor
+    features = AlertRule(name="InputDrift", signal="drift_status", op=">=", threshold=2, params={"test": "psi"})
+    classes = AlertRule(name="ClassDrift", signal="drift_status", op=">=", threshold=2, params={"test": "chi2"})
+    assert monitoring._value_text(features, 2, "m", "1") == "drift; worst PSI 0.41 (mean area)"
+    assert monitoring._value_text(classes, 2, "m", "1") == "drift; class mix χ² p 0.0123"

@@ -276,3 +276,14 @@ def test_summary_placeholders_are_filled_safely() -> None:
     assert no_labels.summary == "fallback/"
     generic = ActiveAlert(rule(), (), 0.25, 0.0)
     assert generic.summary == "error_ratio > 5.0% (value 25.0%)"
+
+
+def test_values_read_as_people_read_them_and_apart_from_their_threshold() -> None:
+    from vigil.telemetry.alerts.rules import format_apart, format_signal
+    assert format_signal("accuracy", 0.839) == "83.9%" and format_signal("latency", 0.41235) == "412.35 ms"
+    assert format_signal("drift_status", 2) == "drift" and format_signal("drift_status", 0.5) == "possible drift"
+    assert format_signal("error_budget_burn", 14.44) == "14.4×" and format_signal("queue_depth", 512) == "512"
+    assert format_apart("accuracy", 0.8996, 0.9) == ("89.96%", "90.00%")  # not "90.0%" beside "90.0%"
+    assert format_apart("error_ratio", 0.25, 0.05) == ("25.0%", "5.0%")
+    rule = AlertRule(name="Low", signal="accuracy", op="<", threshold=0.9, summary="accuracy {value} < {threshold}")
+    assert rule.summarize({}, 0.8996, ()) == "accuracy 89.96% < 90.00%"
