@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -50,10 +51,25 @@ def test_onnx_runtime_messages_are_json_lines_of_the_log(tmp_path: Path) -> None
                 client.predict("unused", {"x": np.ones((1, 4), np.float32)})
         finally:
             process.terminate()
-            assert process.wait(30) == 0
+            code = process.wait(30)
+    assert code == 0, log.read_text()
     lines = log.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is JSON: nothing raw, no terminal colours
     assert all("\x1b[" not in line for line in lines)
     native = [r for r in records if r.get("logger") == "onnxruntime"]
     assert native and "Removing initializer 'never_used'" in native[0]["message"], records
     assert native[0]["level"] == "WARNING"
+
+
+def test_a_start_that_fails_is_one_record_with_its_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # the gRPC port is already someone else's
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "VIGIL_GRPC_PORT": str(taken.getsockname()[1]), "VIGIL_HTTP_PORT": "0",
+               "VIGIL_STORE__URL": "memory"}
+        result = subprocess.run([sys.executable, "-m", "vigil.server"], capture_output=True, text=True, env=env,
+                                timeout=120, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    [failure] = [r for r in records if r["message"] == "cannot start"]
+    assert failure["level"] == "ERROR" and "Failed to bind" in failure.get("exception", "") + str(failure)

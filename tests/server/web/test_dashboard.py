@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -232,12 +234,26 @@ async def test_a_person_watches_an_alert_fire_and_resolve_then_opens_the_report(
         await expect(alert.locator(".what")).not_to_contain_text("classifier v1")
         await expect(alert.locator(".value")).to_have_text("70.0%")
 
-        # Someone opening the page now sees the firing alert among the events at once, and charts with a time axis.
+        # Someone opening the page now sees the firing alert among the events at once, and charts with a time axis
+        # that start with the last minutes' history (served here from a stand-in report: this server is seconds old).
         late = await context.new_page()
+        late.on("pageerror", lambda error: errors.append(error))
+        now = time.time()
+        history = {"timeline": {"step_seconds": 60, "points": [
+            {"start_unix": now - 300 + 60 * i, "requests": 600, "errors": 0, "p99_ms": 5.0} for i in range(3)]},
+            "uptime": {"observed_from_unix": now - 3600}}
+
+        async def stand_in(route: Any) -> None:
+            await route.fulfill(json=history)
+
+        await late.route(lambda url: "report.json" in url and "since=10m" in url, stand_in)
         await late.goto(f"http://127.0.0.1:{app.http_port}/?interval_ms=200&models=classifier")
         await expect(late.locator("#events li").filter(has_text="ALERT_FIRING").filter(
             has_text="ClassifierAccuracy").first).to_be_visible(timeout=WAIT_MS)
-        await expect(late.locator("#throughput-legend")).to_contain_text("all models", timeout=WAIT_MS)
+        seeded = late.locator("#throughput-legend span").filter(has_text="all models")
+        await expect(seeded).to_have_attribute("data-first", re.compile(r"^\d+$"), timeout=WAIT_MS)
+        first = int(await seeded.get_attribute("data-first") or 0)
+        assert first / 1000 < now - 200, "the chart did not start with the history"  # 4.5 minutes ago
         ticks = await late.locator("#throughput").get_attribute("data-ticks")
         assert ticks and re.fullmatch(r"(\d\d:\d\d ?)+", ticks.strip()), ticks
         await late.close()
