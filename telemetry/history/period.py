@@ -27,6 +27,8 @@ from vigil.telemetry.history.report_history import Window
 from vigil.telemetry.quality.drift import DriftStatus
 from vigil.telemetry.stream.frames import quantile
 
+PEAK_MIN_SECONDS = 15.0
+"""The least seconds a minute's rate is taken over when the report looks for its busiest minute."""
 MAX_POINTS = 240
 """Most points in a timeline: longer periods put several minutes in each point."""
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
@@ -123,6 +125,9 @@ def _throughput(window: Window, minutes: Iterable[tuple[int, dict[Key, VersionMi
         n = sum(sum(v.calls.values()) for k, v in versions.items() if k[0])
         begin = m * MINUTE_SECONDS
         seconds = min(begin + MINUTE_SECONDS, window.end) - max(begin, existed_from)
+        # a sliver of a minute (the one just begun, the server's first) counts as PEAK_MIN_SECONDS at least, so a
+        # burst in its first second does not read as the busiest rate (unless the server is younger than that)
+        seconds = max(seconds, min(PEAK_MIN_SECONDS, mean_seconds)) if seconds > 0 else seconds
         if n and seconds > 0 and n / seconds > peak:
             peak, peak_n, peak_seconds, peak_minute = n / seconds, n, seconds, m
     return {"mean_rps": requests / mean_seconds if mean_seconds > 0 else 0.0, "mean_rps_seconds": mean_seconds,

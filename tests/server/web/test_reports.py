@@ -287,6 +287,12 @@ def test_mean_and_peak_rates_count_only_the_seconds_the_server_existed() -> None
     # a period inside the server's life: over the whole period
     inner = summarize(history.window(clock.now - 300))["totals"]["throughput"]
     assert inner["mean_rps_seconds"] == 300 and inner["mean_rps_from_unix"] == clock.now - 300
+    # a burst in the first second of a minute just begun is not the busiest rate: it counts over 15 s at least
+    instruments.requests.add(("m", "1", "Predict", "OK"), 12)
+    clock.now += 1
+    history.tick()
+    burst = summarize(history.window(clock.now - 86400))["totals"]["throughput"]
+    assert burst["peak_rps"] == pytest.approx(1.0) and burst["peak_minute_unix"] == boundary  # 12 / 15 s < 1
 
 
 async def test_report_totals_are_the_models_table_sums_and_other_calls_are_apart(model_repo: Path) -> None:
