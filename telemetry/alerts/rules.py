@@ -132,11 +132,14 @@ def format_signal(signal: str, value: float, *, extra_digits: int = 0) -> str:
 def format_apart(signal: str, value: float, threshold: float) -> tuple[str, str]:
     """The value and the threshold, formatted with the fewest extra decimals (up to four) that tell them apart:
     an accuracy of 0.8996 under a 0.9 threshold reads "89.96%", not "90.0%" beside "90.0%"."""
+    plain = format_signal(signal, value), format_signal(signal, threshold)
+    if math.isclose(value, threshold, rel_tol=1e-9, abs_tol=1e-12):  # equal but for floating point: say so plainly
+        return plain
     for extra in range(5):
         shown = format_signal(signal, value, extra_digits=extra), format_signal(signal, threshold, extra_digits=extra)
-        if shown[0] != shown[1] or value == threshold:
+        if shown[0] != shown[1]:
             return shown
-    return shown
+    return plain
 
 
 def format_duration(seconds: float) -> str:

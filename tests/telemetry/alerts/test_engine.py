@@ -285,5 +285,6 @@ def test_values_read_as_people_read_them_and_apart_from_their_threshold() -> Non
     assert format_signal("error_budget_burn", 14.44) == "14.4×" and format_signal("queue_depth", 512) == "512"
     assert format_apart("accuracy", 0.8996, 0.9) == ("89.96%", "90.00%")  # not "90.0%" beside "90.0%"
     assert format_apart("error_ratio", 0.25, 0.05) == ("25.0%", "5.0%")
+    assert format_apart("accuracy", 0.8999999999999999, 0.9) == ("90.0%", "90.0%")  # equal but for floating point
     rule = AlertRule(name="Low", signal="accuracy", op="<", threshold=0.9, summary="accuracy {value} < {threshold}")
     assert rule.summarize({}, 0.8996, ()) == "accuracy 89.96% < 90.00%"
