@@ -65,17 +65,31 @@ def loop_of(app: App) -> AlertLoop:
     return app.monitoring.alerts
 
 
-async def good_calls(client: AsyncClient, n: int) -> None:
+async def good_calls(client: AsyncClient, n: int, app: App) -> None:
     for _ in range(n):
         result = await client.predict(MODEL, np.zeros((1, 30), np.float32))
         assert result.outputs
+    await counted(app)
 
 
-async def bad_calls(client: AsyncClient, n: int) -> None:
+async def bad_calls(client: AsyncClient, n: int, app: App) -> None:
     """Calls with the wrong feature count: INVALID_ARGUMENT."""
     for _ in range(n):
         with pytest.raises(InvalidInput):
             await client.predict(MODEL, np.zeros((1, 29), np.float32))
+    await counted(app)
+
+
+async def counted(app: App) -> None:
+    """Wait until the server has counted every call it answered: a call is counted as its handler ends, a moment
+    after its caller has the answer."""
+    interceptor = app._interceptor
+    assert interceptor is not None
+    for _ in range(200):
+        if not any(n for method, n in interceptor.in_flight.items() if method != "Telemetry"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"calls still in flight: {interceptor.in_flight}")
 
 
 async def metrics_page(app: App) -> str:
@@ -142,8 +156,8 @@ async def test_a_rule_goes_pending_fires_and_resolves_on_the_rule_clock(model_re
             assert loop.evaluate(now=t0 - 600) == []  # the reading the 5m window starts from
             assert sample(await metrics_page(app), FIRING_GAUGE) == 0.0  # a quiet rule reports 0, not nothing
 
-            await good_calls(client, 2)
-            await bad_calls(client, 3)  # 3 of 5 calls failed: 0.6 > 0.2
+            await good_calls(client, 2, app)
+            await bad_calls(client, 3, app)  # 3 of 5 calls failed: 0.6 > 0.2
             assert loop.evaluate(now=t0) == []
             [pending] = loop.engine.pending()
             assert (pending.rule.name, pending.value, pending.active_since) == ("TooManyErrors", 0.6, t0)
@@ -185,9 +199,9 @@ async def test_a_rule_goes_pending_fires_and_resolves_on_the_rule_clock(model_re
             assert sample(page, f'vigil_slo_error_budget_remaining{{model="{MODEL}",slo="availability"}}') == 1.0
 
             # good calls dilute the window (which still starts at t0 - 600): 3 of 14 is still above 0.2
-            await good_calls(client, 9)
+            await good_calls(client, 9, app)
             assert loop.evaluate(now=t0 + 90) == [] and loop.firing()[0].value == pytest.approx(3 / 14)
-            await good_calls(client, 1)  # 3 of 15 is exactly 0.2, which is not above 0.2
+            await good_calls(client, 1, app)  # 3 of 15 is exactly 0.2, which is not above 0.2
             [resolved] = loop.evaluate(now=t0 + 120)
             assert resolved.kind is TransitionKind.RESOLVED and resolved.alert.value == 0.2
             assert (resolved.alert.fired_at, resolved.alert.resolved_at) == (t0 + 61, t0 + 120)
@@ -214,7 +228,7 @@ async def test_an_alert_resolves_once_its_failures_leave_the_window(model_repo: 
         loop = loop_of(app)
         t0 = time.time()
         loop.evaluate(now=t0 - 600)
-        await bad_calls(client, 1)
+        await bad_calls(client, 1, app)
         loop.evaluate(now=t0)
         [fired] = loop.evaluate(now=t0 + 60)
         assert fired.alert.value == 1.0
@@ -222,7 +236,7 @@ async def test_an_alert_resolves_once_its_failures_leave_the_window(model_repo: 
         # no call at all since: the rule's series disappears, which resolves it with the last value seen
         [resolved] = loop.evaluate(now=t0 + 400)
         assert resolved.kind is TransitionKind.RESOLVED and resolved.alert.value == 1.0
-        await bad_calls(client, 1)  # a fresh failure starts a fresh pending period
+        await bad_calls(client, 1, app)  # a fresh failure starts a fresh pending period
         assert loop.evaluate(now=t0 + 401) == [] and len(loop.engine.pending()) == 1
 
 
@@ -236,13 +250,13 @@ async def test_the_loop_evaluates_on_its_own_schedule(model_repo: Path) -> None:
             deadline = time.monotonic() + 20
             while not any(e.kind == Kind.ALERT_FIRED for e in frames.events):
                 assert time.monotonic() < deadline, "the loop never fired the alert by itself"
-                await bad_calls(client, 1)
+                await bad_calls(client, 1, app)
                 await frames.until(lambda frame: True, "a frame")
             assert loop_of(app).firing()[0].rule.name == "AnyErrors"
             deadline = time.monotonic() + 20
             while not any(e.kind == Kind.ALERT_RESOLVED for e in frames.events):
                 assert time.monotonic() < deadline, "the loop never resolved the alert by itself"
-                await good_calls(client, 5)
+                await good_calls(client, 5, app)
                 await frames.until(lambda frame: True, "a frame")
             assert loop_of(app).firing() == []
         finally:
@@ -283,8 +297,8 @@ async def test_a_real_alertmanager_receives_the_servers_alert_and_its_resolution
                 # rule times an hour ago: Alertmanager treats an alert as resolved once its endsAt has passed
                 base = time.time() - 3600
                 loop.evaluate(now=base)
-                await good_calls(client, 3)
-                await bad_calls(client, 2)  # 2 of 5: 0.4
+                await good_calls(client, 3, app)
+                await bad_calls(client, 2, app)  # 2 of 5: 0.4
                 loop.evaluate(now=base + 10)
                 [fired] = loop.evaluate(now=base + 71)
                 assert fired.kind is TransitionKind.FIRED
@@ -301,7 +315,7 @@ async def test_a_real_alertmanager_receives_the_servers_alert_and_its_resolution
                 assert alert["annotations"] == {"summary": "breast_cancer v1: 40.0% of calls failed", "value": "0.4"}
                 assert instant(alert["startsAt"]) == pytest.approx(base + 71, abs=0.001)
 
-                await good_calls(client, 5)  # 2 of 10 is 0.2, not above it
+                await good_calls(client, 5, app)  # 2 of 10 is 0.2, not above it
                 [resolved] = loop.evaluate(now=base + 100)
                 assert resolved.kind is TransitionKind.RESOLVED
                 await wait_until(lambda: bool(notifications("resolved")), "the resolved notification", timeout=30)
@@ -599,7 +613,7 @@ async def test_a_server_runs_the_rules_of_its_config_file(clean_environment: pyt
         assert list(app.monitoring.slo.objectives) == ["strict"]
         t0 = time.time()
         loop.evaluate(now=t0 - 600)
-        await good_calls(client, 3)
+        await good_calls(client, 3, app)
         assert loop.evaluate(now=t0) == [] and [a.rule.name for a in loop.engine.pending()] == ["Slow"]
         [fired] = loop.evaluate(now=t0 + 120)  # the p90 latency has been >= 0 for the 120 s the file asks for
         assert fired.alert.label_dict == {"alertname": "Slow", "severity": "info", "team": "ml", "model": MODEL,
