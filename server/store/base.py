@@ -180,6 +180,42 @@ class Store(ABC):
     def _secret(self, tx: Tx, name: str, make: bytes) -> bytes:
         """The stored secret `name`, storing `make` first when there is none."""
 
+    @abstractmethod
+    def _put_member(self, tx: Tx, member: str, started: float, seen: float, summary: str) -> None: ...
+
+    @abstractmethod
+    def _members(self, tx: Tx, seen_since: float) -> list[tuple[str, float, float, str]]:
+        """(member, started, seen, summary) of the members seen since `seen_since`, by member."""
+
+    @abstractmethod
+    def _delete_members(self, tx: Tx, member: str | None, seen_before: float) -> None:
+        """Remove `member`, and every member not seen since `seen_before`."""
+
+    @abstractmethod
+    def _lock_lease(self, tx: Tx, name: str) -> tuple[str, float]:
+        """The lease's (holder, expiry), locked for the transaction ("", 0 when nobody ever held it)."""
+
+    @abstractmethod
+    def _put_lease(self, tx: Tx, name: str, holder: str, expires: float) -> None: ...
+
+    @abstractmethod
+    def _put_shared(self, tx: Tx, key: str, value: str, updated: float) -> None: ...
+
+    @abstractmethod
+    def _shared_values(self, tx: Tx, prefix: str) -> list[tuple[str, str, float]]:
+        """(key, value, updated) of the shared values whose key starts with `prefix`."""
+
+    @abstractmethod
+    def _add_minutes(self, tx: Tx, rows: Sequence[tuple[str, int, str]]) -> None:
+        """(member, minute, data) rows of the report history; a row already there is replaced."""
+
+    @abstractmethod
+    def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
+        """(member, minute, data) of minutes from `since` up to (not including) `until`, by minute."""
+
+    @abstractmethod
+    def _purge_minutes(self, tx: Tx, before: int) -> None: ...
+
     # -- schema --------------------------------------------------------------------------------------------------
 
     def migrate(self, target: int | None = None) -> tuple[int, int]:
@@ -420,6 +456,71 @@ class Store(ABC):
             sums = self._sums(tx, request.model, request.version, bucket_of(start), len(request.labels),
                               bucket_of(end))
         return window_figures("period", start, end - start, sums, request.calibration)
+
+
+class SharedState:
+    """What the members of a fleet (every process using one store) share beside the prediction log: their published
+    summaries, the leader's lease, shared values (rollout states) and the report history's minutes. Every time is
+    the store's clock (Unix seconds)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def now(self) -> float:
+        return self.store.clock()
+
+    def publish(self, member: str, started: float, summary: str) -> None:
+        with self.store.transaction(write=True) as tx:
+            self.store._put_member(tx, member, started, self.now, summary)
+
+    def members(self, max_age: float) -> list[tuple[str, float, float, str]]:
+        """(member, started, seen, summary) of every member that published within `max_age` seconds."""
+        with self.store.transaction(write=False) as tx:
+            return self.store._members(tx, self.now - max_age)
+
+    def leave(self, member: str, *, stale_after: float) -> None:
+        """Remove `member`'s summary, and those of members silent for `stale_after` seconds."""
+        with self.store.transaction(write=True) as tx:
+            self.store._delete_members(tx, member, self.now - stale_after)
+
+    def hold_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `seconds` when it is free, expired or already `holder`'s; whether
+        `holder` holds it now."""
+        with self.store.transaction(write=True) as tx:
+            current, expires = self.store._lock_lease(tx, name)
+            now = self.now
+            if current and current != holder and expires > now:
+                return False
+            self.store._put_lease(tx, name, holder, now + seconds)
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.store.transaction(write=True) as tx:
+            current, _ = self.store._lock_lease(tx, name)
+            if current == holder:
+                self.store._put_lease(tx, name, holder, 0.0)
+
+    def put(self, key: str, value: str) -> None:
+        with self.store.transaction(write=True) as tx:
+            self.store._put_shared(tx, key, value, self.now)
+
+    def values(self, prefix: str) -> list[tuple[str, str, float]]:
+        with self.store.transaction(write=False) as tx:
+            return self.store._shared_values(tx, prefix)
+
+    def add_minutes(self, rows: Sequence[tuple[str, int, str]]) -> None:
+        if rows:
+            with self.store.transaction(write=True) as tx:
+                self.store._add_minutes(tx, rows)
+
+    def minutes(self, since: int, until: int) -> list[tuple[str, int, str]]:
+        with self.store.transaction(write=False) as tx:
+            return self.store._minutes(tx, since, until)
+
+    def purge_minutes(self, before: int) -> None:
+        with self.store.transaction(write=True) as tx:
+            self.store._purge_minutes(tx, before)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

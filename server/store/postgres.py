@@ -49,6 +49,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX predictions_subject ON predictions (subject_hash) WHERE subject_hash IS NOT NULL",
         "CREATE INDEX predictions_at ON predictions (at)",
     ),
+    (  # 3: what the members of a fleet share: their summaries, the leader's lease, shared values, report minutes
+        """CREATE TABLE fleet_members (member TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL,
+            seen DOUBLE PRECISION NOT NULL, summary TEXT NOT NULL)""",
+        """CREATE TABLE fleet_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
+            expires DOUBLE PRECISION NOT NULL)""",
+        """CREATE TABLE shared_values (key TEXT PRIMARY KEY, value TEXT NOT NULL,
+            updated DOUBLE PRECISION NOT NULL)""",
+        """CREATE TABLE history_minutes (member TEXT NOT NULL, minute BIGINT NOT NULL, data TEXT NOT NULL,
+            PRIMARY KEY (minute, member))""",
+    ),
 )
 
 _ROW = "request_id, at, model, version, predicted, top, truth, labelled_at, client_id"
@@ -258,3 +268,46 @@ class PostgresStore(Store):
         return [(p, t) for p, t in self._fetch(
             tx, "SELECT predicted, truth FROM predictions WHERE model = %s AND version = %s AND truth IS NOT NULL "
             "ORDER BY at DESC LIMIT %s", (model, version, limit))]
+
+    # -- what a fleet shares -------------------------------------------------------------------------------------
+
+    def _put_member(self, tx: Tx, member: str, started: float, seen: float, summary: str) -> None:
+        tx.execute("INSERT INTO fleet_members VALUES (%s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
+                   "seen = EXCLUDED.seen, summary = EXCLUDED.summary", (member, started, seen, summary))
+
+    def _members(self, tx: Tx, seen_since: float) -> list[tuple[str, float, float, str]]:
+        return self._fetch(tx, "SELECT member, started, seen, summary FROM fleet_members WHERE seen >= %s "
+                               "ORDER BY member", (seen_since,))
+
+    def _delete_members(self, tx: Tx, member: str | None, seen_before: float) -> None:
+        tx.execute("DELETE FROM fleet_members WHERE member = %s OR seen < %s", (member, seen_before))
+
+    def _lock_lease(self, tx: Tx, name: str) -> tuple[str, float]:
+        # the row exists first, so that FOR UPDATE has a row to lock even on the very first take
+        tx.execute("INSERT INTO fleet_leases VALUES (%s, '', 0) ON CONFLICT (name) DO NOTHING", (name,))
+        tx.execute("SELECT holder, expires FROM fleet_leases WHERE name = %s FOR UPDATE", (name,))
+        row = tx.fetchone()
+        return (str(row[0]), float(row[1])) if row else ("", 0.0)
+
+    def _put_lease(self, tx: Tx, name: str, holder: str, expires: float) -> None:
+        tx.execute("INSERT INTO fleet_leases VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                   "holder = EXCLUDED.holder, expires = EXCLUDED.expires", (name, holder, expires))
+
+    def _put_shared(self, tx: Tx, key: str, value: str, updated: float) -> None:
+        tx.execute("INSERT INTO shared_values VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                   "value = EXCLUDED.value, updated = EXCLUDED.updated", (key, value, updated))
+
+    def _shared_values(self, tx: Tx, prefix: str) -> list[tuple[str, str, float]]:
+        return self._fetch(tx, "SELECT key, value, updated FROM shared_values WHERE left(key, %s) = %s ORDER BY key",
+                           (len(prefix), prefix))
+
+    def _add_minutes(self, tx: Tx, rows: Sequence[tuple[str, int, str]]) -> None:
+        tx.executemany("INSERT INTO history_minutes VALUES (%s, %s, %s) ON CONFLICT (minute, member) DO UPDATE SET "
+                       "data = EXCLUDED.data", rows)
+
+    def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
+        return self._fetch(tx, "SELECT member, minute, data FROM history_minutes WHERE minute >= %s AND minute < %s "
+                               "ORDER BY minute, member", (since, until))
+
+    def _purge_minutes(self, tx: Tx, before: int) -> None:
+        tx.execute("DELETE FROM history_minutes WHERE minute < %s", (before,))

@@ -43,6 +43,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX predictions_subject ON predictions (subject_hash) WHERE subject_hash IS NOT NULL",
         "CREATE INDEX predictions_at ON predictions (at)",
     ),
+    (  # 3: what the members of a fleet share: their summaries, the leader's lease, shared values, report minutes
+        """CREATE TABLE fleet_members (member TEXT PRIMARY KEY, started REAL NOT NULL, seen REAL NOT NULL,
+            summary TEXT NOT NULL)""",
+        "CREATE TABLE fleet_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
+        "CREATE TABLE shared_values (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL)",
+        """CREATE TABLE history_minutes (member TEXT NOT NULL, minute INTEGER NOT NULL, data TEXT NOT NULL,
+            PRIMARY KEY (minute, member))""",
+    ),
 )
 
 _ROW = "request_id, at, model, version, predicted, top, truth, labelled_at, client_id"
@@ -294,3 +302,43 @@ class SqliteStore(Store):
         return list(tx.execute(
             "SELECT predicted, truth FROM predictions WHERE model = ? AND version = ? AND truth IS NOT NULL "
             "ORDER BY at DESC LIMIT ?", (model, version, limit)))
+
+    # -- what a fleet shares -------------------------------------------------------------------------------------
+
+    def _put_member(self, tx: Tx, member: str, started: float, seen: float, summary: str) -> None:
+        tx.execute("INSERT INTO fleet_members VALUES (?, ?, ?, ?) ON CONFLICT (member) DO UPDATE SET "
+                   "seen = excluded.seen, summary = excluded.summary", (member, started, seen, summary))
+
+    def _members(self, tx: Tx, seen_since: float) -> list[tuple[str, float, float, str]]:
+        return list(tx.execute("SELECT member, started, seen, summary FROM fleet_members WHERE seen >= ? "
+                               "ORDER BY member", (seen_since,)).fetchall())
+
+    def _delete_members(self, tx: Tx, member: str | None, seen_before: float) -> None:
+        tx.execute("DELETE FROM fleet_members WHERE member = ? OR seen < ?", (member, seen_before))
+
+    def _lock_lease(self, tx: Tx, name: str) -> tuple[str, float]:
+        row = tx.execute("SELECT holder, expires FROM fleet_leases WHERE name = ?", (name,)).fetchone()
+        return (str(row[0]), float(row[1])) if row else ("", 0.0)
+
+    def _put_lease(self, tx: Tx, name: str, holder: str, expires: float) -> None:
+        tx.execute("INSERT INTO fleet_leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                   "holder = excluded.holder, expires = excluded.expires", (name, holder, expires))
+
+    def _put_shared(self, tx: Tx, key: str, value: str, updated: float) -> None:
+        tx.execute("INSERT INTO shared_values VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                   "value = excluded.value, updated = excluded.updated", (key, value, updated))
+
+    def _shared_values(self, tx: Tx, prefix: str) -> list[tuple[str, str, float]]:
+        return list(tx.execute("SELECT key, value, updated FROM shared_values WHERE substr(key, 1, ?) = ? "
+                               "ORDER BY key", (len(prefix), prefix)).fetchall())
+
+    def _add_minutes(self, tx: Tx, rows: Sequence[tuple[str, int, str]]) -> None:
+        tx.executemany("INSERT INTO history_minutes VALUES (?, ?, ?) ON CONFLICT (minute, member) DO UPDATE SET "
+                       "data = excluded.data", rows)
+
+    def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
+        return list(tx.execute("SELECT member, minute, data FROM history_minutes WHERE minute >= ? AND minute < ? "
+                               "ORDER BY minute, member", (since, until)).fetchall())
+
+    def _purge_minutes(self, tx: Tx, before: int) -> None:
+        tx.execute("DELETE FROM history_minutes WHERE minute < ?", (before,))
