@@ -6,7 +6,9 @@ import asyncio
 import gc
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,13 +34,14 @@ from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.validation import Limits
 from vigil.server.models.folder_watch import RepositoryWatcher
 from vigil.server.models.repository import Model, ModelRepository, ModelVersion
-from vigil.server.monitoring import Monitoring
+from vigil.server.monitoring import Monitoring, open_configured_store
 from vigil.server.rollouts.guard import DEFAULT_WINDOW_SECONDS
 from vigil.server.rollouts.splits import Rollouts
 from vigil.server.security.audit import AuditLog
 from vigil.server.security.credentials import grpc_credentials, http_ssl_context, token_table
 from vigil.server.security.gate import CallGate
 from vigil.server.settings import Settings
+from vigil.server.store.base import SharedState, Store
 from vigil.server.web.http_port import HttpAccess, WebServer, build_web_app
 from vigil.server.web.reports import SAVE_SECONDS as REPORT_SAVE_SECONDS
 from vigil.server.web.reports import alert_listener, build_recorder
@@ -97,6 +100,11 @@ def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
     return [("grpc.max_connection_age_ms", milliseconds), ("grpc.max_connection_age_grace_ms", milliseconds)]
 
 
+def member_id() -> str:
+    """A name for this process in its fleet: host, process id and a random part (a restarted process is new)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def freeze_startup_objects() -> None:
     """Keep what exists once the server is built (modules, the app, the gRPC server: about 130,000 objects that live
     as long as the process) out of the garbage collector's full collections, which otherwise walk all of them and
@@ -135,6 +143,12 @@ class App:
         self.monitoring: Monitoring | None = None
         self.reports: HistoryRecorder | None = None
         self._interceptor: TelemetryInterceptor | None = None
+        self.member_id = member_id()
+        """This process's name in the fleet (unique per process start)."""
+        self.store: Store | None = None
+        """The store (opened when quality or the fleet needs it), shared by everything in this process."""
+        self.shared: SharedState | None = None
+        """What this process shares with the other members of its fleet through the store."""
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
         self.gate = _build_gate(settings)
@@ -165,10 +179,13 @@ class App:
             return take_snapshot()
 
         self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
+        if self.settings.quality.enabled or self.settings.fleet.enabled:
+            self.store = open_configured_store(self.settings.store)
+            self.shared = SharedState(self.store)
         self.monitoring = monitoring = Monitoring(
             self.settings.quality, self.settings.alerts, instruments, self.repository, hub,
             duration_bounds=instruments.request_duration.bounds, store_settings=self.settings.store,
-            rolled_back=self.rollouts.rolled_back_readings)
+            store=self.store, rolled_back=self.rollouts.rolled_back_readings)
         self.repository.add_listener(monitoring.on_model_change)
         self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
         monitoring.alert_listeners.append(alert_listener(self.reports.history))
@@ -319,6 +336,8 @@ class App:
                 logger.warning("telemetry did not flush within %.0fs (is the collector reachable?); going on "
                                "without it", TELEMETRY_FLUSH_SECONDS * 3)
         await self.repository.close()
+        if self.store is not None:  # last: everything above may still write to it
+            await asyncio.to_thread(self.store.close)
         if self.gate.audit is not None:
             self.gate.audit.close()
         gc.unfreeze()  # a process that goes on (tests, an application embedding the server) can collect it all

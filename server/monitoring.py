@@ -11,6 +11,7 @@ from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.inference.outcomes import Outcomes
 from vigil.server.models.repository import Model, ModelRepository
 from vigil.server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings, StoreSettings
+from vigil.server.store.base import Store
 from vigil.server.store.log import PredictionLog
 from vigil.server.store.opening import open_store
 from vigil.telemetry.alerts.alertmanager import AlertmanagerNotifier
@@ -34,13 +35,17 @@ logger = logging.getLogger(__name__)
 Kind = telemetry_pb2.TelemetryEvent.Kind
 
 
-def build_outcomes(settings: QualitySettings, store_settings: StoreSettings, instruments: Instruments) -> Outcomes:
-    """The quality monitor over the prediction log the settings name (opened and migrated here: StoreError says
-    why it cannot be)."""
+def open_configured_store(store_settings: StoreSettings) -> Store:
+    """The store the settings name, opened and migrated (StoreError says why it cannot be)."""
     store = open_store(store_settings.url.get_secret_value(), retention_days=store_settings.retention_days,
                        pool_size=store_settings.pool_size, connect_timeout=store_settings.connect_timeout_seconds)
-    logger.info("prediction log: %s (predictions and outcomes kept %g days)", store.name,
-                store_settings.retention_days)
+    logger.info("store: %s (predictions and outcomes kept %g days)", store.name, store_settings.retention_days)
+    return store
+
+
+def build_outcomes(settings: QualitySettings, store_settings: StoreSettings, instruments: Instruments,
+                   store: Store) -> Outcomes:
+    """The quality monitor over the prediction log in `store`."""
     if settings.subject_hash_key is not None:
         key = settings.subject_hash_key.get_secret_value().encode("utf-8")
     else:
@@ -117,13 +122,13 @@ class Monitoring:
 
     def __init__(self, quality_settings: QualitySettings, alert_settings: AlertSettings, instruments: Instruments,
                  repository: ModelRepository, hub: TelemetryHub | None, *, duration_bounds: tuple[float, ...],
-                 store_settings: StoreSettings, rolled_back: Readings | None = None) -> None:
+                 store_settings: StoreSettings, store: Store | None, rolled_back: Readings | None = None) -> None:
         self._quality_settings = quality_settings
         self._alert_settings = alert_settings
         self._repository = repository
         self._hub = hub
-        self.outcomes = (build_outcomes(quality_settings, store_settings, instruments) if quality_settings.enabled
-                         else None)
+        self.outcomes = (build_outcomes(quality_settings, store_settings, instruments, store)
+                         if quality_settings.enabled and store is not None else None)
         self.quality = self.outcomes.monitor if self.outcomes is not None else None
         readings = quality_readings(self.quality) if self.quality is not None else {}
         if self.outcomes is not None:

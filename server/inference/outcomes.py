@@ -213,4 +213,3 @@ class Outcomes:
         self._tasks = []
         self.monitor.process()
         await asyncio.to_thread(self.log.close, timeout)
-        await asyncio.to_thread(self.store.close)

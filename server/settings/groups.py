@@ -167,6 +167,24 @@ class StoreSettings(BaseModel):
     """How long opening the store may take at start before the server gives up with an error."""
 
 
+class FleetSettings(BaseModel):
+    """Every process that shares a store (workers on a host, replicas across hosts) is a member of one fleet: each
+    publishes a summary of what it served through the store, and one member, the holder of a lease, evaluates alert
+    rules and guards rollouts for all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """Publish this process's summary and read the fleet's; off: the process is a fleet of one."""
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    """How often each member publishes its summary and reads the others'."""
+    stale_ticks: int = Field(3, ge=2, le=100)
+    """A member silent for this many ticks has dropped out (its counts stay in the fleet's totals)."""
+    lease_seconds: float = Field(5.0, gt=0, le=600)
+    """How long the decision-maker's lease lasts unless renewed (it renews every tick); another member takes over
+    within this plus one tick of the holder's death."""
+
+
 class RolloutSettings(BaseModel):
     """Canary and A/B rollouts between model versions (each model's split is in its config.toml or set through
     SetRollout)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +17,7 @@ from pydantic_settings import (
 from vigil.server.settings.alerts import AlertSettings
 from vigil.server.settings.groups import (
     AuditSettings,
+    FleetSettings,
     LimitSettings,
     QualitySettings,
     ReportSettings,
@@ -28,6 +30,9 @@ from vigil.server.settings.groups import (
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models" / "default_models"
 """The model repository shipped with Vigil: the breast-cancer classifier."""
 
+
+MAX_WORKERS = 64
+"""The most worker processes one host runs."""
 
 CONFIG_FILE_VARIABLE = "VIGIL_CONFIG_FILE"
 """Environment variable naming a TOML file of settings (the same names as the fields; environment wins)."""
@@ -55,6 +60,9 @@ class Settings(BaseSettings):
     """Level of the server's log (DEBUG, INFO, WARNING, ERROR)."""
     strict_readiness: bool = False
     """Report the server NOT_SERVING while any model failed to load (otherwise only that model is)."""
+    workers: int | Literal["auto"] = 1
+    """Worker processes serving the gRPC port together (`SO_REUSEPORT`), each with its own models, under one
+    supervisor that restarts any that dies; `auto`: one per core of the host. See docs/scaling.md for sizing."""
     load_workers: int = Field(2, ge=1)
     """Threads that load and warm up models in parallel at start-up."""
     shutdown_grace_seconds: float = Field(10.0, ge=0)
@@ -85,6 +93,22 @@ class Settings(BaseSettings):
     """The operator report's retained history."""
     rollouts: RolloutSettings = RolloutSettings()
     """Canary and A/B rollouts: how often they are judged, and how many shadow copies may run."""
+    fleet: FleetSettings = FleetSettings()
+    """The fleet every process sharing the store belongs to: its summaries, and its one decision-maker."""
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= MAX_WORKERS:
+            raise ValueError(f"workers must be from 1 to {MAX_WORKERS}, or auto")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `workers` asks for on this host."""
+        if self.workers == "auto":
+            return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+        return self.workers
 
     @classmethod
     def settings_customise_sources(

@@ -500,7 +500,7 @@ def test_rule_and_slo_settings_are_checked() -> None:
 def monitoring(tmp_path: Path, settings: AlertSettings) -> Monitoring:
     return Monitoring(QualitySettings(enabled=False), settings, Instruments(NoOpMeter("test")),
                       ModelRepository(tmp_path), None, duration_bounds=DURATION_BUCKETS,
-                      store_settings=StoreSettings(url="memory"))
+                      store_settings=StoreSettings(url="memory"), store=None)
 
 
 def test_monitoring_refuses_rules_and_slos_it_cannot_evaluate(tmp_path: Path) -> None:
@@ -643,7 +643,7 @@ def test_a_drift_alert_names_what_drifts_and_events_do_not_repeat_the_model() ->
                                 3.0, 0.0123, DriftStatus.POSSIBLE, (0.5, 0.5))
     monitoring = Monitoring(QualitySettings(enabled=False), AlertSettings(), instruments,
                             ModelRepository(Path("/nonexistent")), None, duration_bounds=DURATION_BUCKETS,
-                            store_settings=StoreSettings(url="memory"))
+                            store_settings=StoreSettings(url="memory"), store=None)
     monitoring.quality = monitor
     features = AlertRule(name="InputDrift", signal="drift_status", op=">=", threshold=2, params={"test": "psi"})
     classes = AlertRule(name="ClassDrift", signal="drift_status", op=">=", threshold=2, params={"test": "chi2"})
