@@ -180,6 +180,10 @@ class Store(ABC):
     def _secret(self, tx: Tx, name: str, make: bytes) -> bytes:
         """The stored secret `name`, storing `make` first when there is none."""
 
+    def _now(self, tx: Tx) -> float:
+        """The time by which members' summaries and leases are judged: the store's clock (Unix seconds)."""
+        return self.clock()
+
     @abstractmethod
     def _put_member(self, tx: Tx, member: str, started: float, seen: float, summary: str) -> None: ...
 
@@ -212,6 +216,10 @@ class Store(ABC):
     @abstractmethod
     def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
         """(member, minute, data) of minutes from `since` up to (not including) `until`, by minute."""
+
+    @abstractmethod
+    def _first_minute(self, tx: Tx) -> int | None:
+        """The oldest minute of the report history (None when it has none)."""
 
     @abstractmethod
     def _purge_minutes(self, tx: Tx, before: int) -> None: ...
@@ -466,30 +474,27 @@ class SharedState:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    @property
-    def now(self) -> float:
-        return self.store.clock()
 
     def publish(self, member: str, started: float, summary: str) -> None:
         with self.store.transaction(write=True) as tx:
-            self.store._put_member(tx, member, started, self.now, summary)
+            self.store._put_member(tx, member, started, self.store._now(tx), summary)
 
     def members(self, max_age: float) -> list[tuple[str, float, float, str]]:
         """(member, started, seen, summary) of every member that published within `max_age` seconds."""
         with self.store.transaction(write=False) as tx:
-            return self.store._members(tx, self.now - max_age)
+            return self.store._members(tx, self.store._now(tx) - max_age)
 
     def leave(self, member: str, *, stale_after: float) -> None:
         """Remove `member`'s summary, and those of members silent for `stale_after` seconds."""
         with self.store.transaction(write=True) as tx:
-            self.store._delete_members(tx, member, self.now - stale_after)
+            self.store._delete_members(tx, member, self.store._now(tx) - stale_after)
 
     def hold_lease(self, name: str, holder: str, seconds: float) -> bool:
         """Take or renew the lease `name` for `seconds` when it is free, expired or already `holder`'s; whether
         `holder` holds it now."""
         with self.store.transaction(write=True) as tx:
             current, expires = self.store._lock_lease(tx, name)
-            now = self.now
+            now = self.store._now(tx)
             if current and current != holder and expires > now:
                 return False
             self.store._put_lease(tx, name, holder, now + seconds)
@@ -503,7 +508,7 @@ class SharedState:
 
     def put(self, key: str, value: str) -> None:
         with self.store.transaction(write=True) as tx:
-            self.store._put_shared(tx, key, value, self.now)
+            self.store._put_shared(tx, key, value, self.store._now(tx))
 
     def values(self, prefix: str) -> list[tuple[str, str, float]]:
         with self.store.transaction(write=False) as tx:
@@ -517,6 +522,10 @@ class SharedState:
     def minutes(self, since: int, until: int) -> list[tuple[str, int, str]]:
         with self.store.transaction(write=False) as tx:
             return self.store._minutes(tx, since, until)
+
+    def first_minute(self) -> int | None:
+        with self.store.transaction(write=False) as tx:
+            return self.store._first_minute(tx)
 
     def purge_minutes(self, before: int) -> None:
         with self.store.transaction(write=True) as tx:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -271,6 +272,14 @@ class PostgresStore(Store):
 
     # -- what a fleet shares -------------------------------------------------------------------------------------
 
+    def _now(self, tx: Tx) -> float:
+        """The database server's clock, which every member of a fleet reads alike, whatever its host's clock says
+        (a clock set in place of `time.time`, as tests do, is used as it is)."""
+        if self.clock is not time.time:
+            return self.clock()
+        tx.execute("SELECT extract(epoch FROM clock_timestamp())")
+        return float(tx.fetchone()[0])
+
     def _put_member(self, tx: Tx, member: str, started: float, seen: float, summary: str) -> None:
         tx.execute("INSERT INTO fleet_members VALUES (%s, %s, %s, %s) ON CONFLICT (member) DO UPDATE SET "
                    "seen = EXCLUDED.seen, summary = EXCLUDED.summary", (member, started, seen, summary))
@@ -308,6 +317,11 @@ class PostgresStore(Store):
     def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
         return self._fetch(tx, "SELECT member, minute, data FROM history_minutes WHERE minute >= %s AND minute < %s "
                                "ORDER BY minute, member", (since, until))
+
+    def _first_minute(self, tx: Tx) -> int | None:
+        tx.execute("SELECT min(minute) FROM history_minutes")
+        row = tx.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def _purge_minutes(self, tx: Tx, before: int) -> None:
         tx.execute("DELETE FROM history_minutes WHERE minute < %s", (before,))

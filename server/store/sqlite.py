@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +59,20 @@ _PARAMS = 500
 """Ids per IN (...) list, under SQLite's limit on bound parameters."""
 
 
+def _journal_mode_wal(connection: sqlite3.Connection) -> str:
+    """Put the file in WAL mode (a no-op once it is); the journal mode that results. Changing the mode takes the
+    file's lock without waiting for it (SQLite calls no busy handler for it), so processes opening a new file at
+    the same moment retry here, for up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _row(values: Sequence[Any]) -> Row:
     return Row(*values)
 
@@ -90,7 +105,7 @@ class SqliteStore(Store):
                                          timeout=BUSY_TIMEOUT_MS / 1000)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if target != ":memory:":
-                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _journal_mode_wal(connection)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"journal mode is {mode}, not wal")
                 connection.execute("PRAGMA synchronous = NORMAL")
@@ -339,6 +354,10 @@ class SqliteStore(Store):
     def _minutes(self, tx: Tx, since: int, until: int) -> list[tuple[str, int, str]]:
         return list(tx.execute("SELECT member, minute, data FROM history_minutes WHERE minute >= ? AND minute < ? "
                                "ORDER BY minute, member", (since, until)).fetchall())
+
+    def _first_minute(self, tx: Tx) -> int | None:
+        row = tx.execute("SELECT min(minute) FROM history_minutes").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def _purge_minutes(self, tx: Tx, before: int) -> None:
         tx.execute("DELETE FROM history_minutes WHERE minute < ?", (before,))

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +55,17 @@ def test_an_older_schema_is_upgraded_in_place_and_keeps_its_rows(store_url: str)
 
 
 def test_processes_starting_at_once_migrate_once(store_url: str) -> None:
+    """Six processes open a new store at the same moment (for SQLite: a file none of them created yet)."""
     fresh = store_url
-    script = ("import sys; from vigil.server.store.opening import open_store; "
+    script = ("import sys, time; from vigil.server.store.opening import open_store; "
+              "time.sleep(max(float(sys.argv[2]) - time.time(), 0)); "
               "s = open_store(sys.argv[1], retention_days=30); print(s.migrate()); s.close()")
-    processes = [subprocess.Popen([sys.executable, "-c", script, fresh], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    at = str(time.time() + 3)  # after every interpreter has started
+    processes = [subprocess.Popen([sys.executable, "-c", script, fresh, at], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
     outputs = [p.communicate(timeout=60) for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
-    assert sorted(out.strip() for out, _ in outputs) == [f"({LATEST}, {LATEST})"] * 4
+    assert sorted(out.strip() for out, _ in outputs) == [f"({LATEST}, {LATEST})"] * 6
     store = open_store(fresh, retention_days=30)
     try:
         with store.transaction(write=True) as tx:

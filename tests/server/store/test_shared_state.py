@@ -77,9 +77,23 @@ def test_shared_values_by_prefix(store: Store) -> None:
 
 def test_report_minutes_are_kept_per_member_and_purged(store: Store) -> None:
     shared = SharedState(store)
+    assert shared.first_minute() is None
     shared.add_minutes([("a", 100, "x"), ("b", 100, "y"), ("a", 101, "z")])
     shared.add_minutes([("a", 101, "z2")])  # a minute written again (the member's tick) is replaced
     assert shared.minutes(100, 102) == [("a", 100, "x"), ("b", 100, "y"), ("a", 101, "z2")]
     assert shared.minutes(101, 102) == [("a", 101, "z2")]
+    assert shared.first_minute() == 100
     shared.purge_minutes(101)
-    assert shared.minutes(0, 1000) == [("a", 101, "z2")]
+    assert shared.minutes(0, 1000) == [("a", 101, "z2")] and shared.first_minute() == 101
+
+
+def test_leases_and_summaries_go_by_the_stores_clock(store: Store) -> None:
+    """PostgreSQL's own clock (hosts' clocks may differ), or the host's for a SQLite file on that host."""
+    import time
+
+    with store.transaction(write=False) as tx:
+        now = store._now(tx)
+    assert abs(now - time.time()) < 5
+    SharedState(store).publish("a", 0.0, "{}")
+    [(_, _, seen, _)] = SharedState(store).members(max_age=60)
+    assert abs(seen - now) < 5
