@@ -24,6 +24,8 @@ def render(report: dict[str, Any]) -> str:
              f"buckets.</p>"]
     if period.get("note"):
         parts.append(f"<p class='note clamped'>{_e(period['note'])}.</p>")
+    if report.get("history_note"):
+        parts.append(f"<p class='note'>{_e(report['history_note'])}.</p>")
     parts += [_totals(report), _plots(report), _models(report), _classes(report), _alerts(report["alerts"]),
               _uptime(report["uptime"]), _quality(report)]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_STYLE}</style>"
@@ -47,7 +49,8 @@ def _totals(report: dict[str, Any]) -> str:
             ("Mean latency (ms)", _ms(latency["mean"])),
             ("Throughput, mean (req/s)",
              f"<span id='mean-rps'>{_rate(throughput['mean_rps'])}</span> over the "
-             f"{_duration(throughput['mean_rps_seconds'])} from {_when(throughput['mean_rps_from_unix'])} UTC"
+             f"{_duration(throughput['mean_rps_seconds'])} the server was up from "
+             f"{_when(throughput['mean_rps_from_unix'])} UTC"
              + (" (the server's first start, after the period's start)"
                 if throughput["mean_rps_from_unix"] > report["period"]["from_unix"] else " (the whole period)")),
             ("Throughput, peak minute (req/s)", _peak(throughput)),
@@ -164,7 +167,7 @@ def _uptime(uptime: dict[str, Any]) -> str:
     starts = ", ".join(_when(s) for s in uptime["starts_unix"]) or "none in this period"
     return (f"<h2>Uptime</h2><p>Up {_duration(uptime['up_seconds'])} of the {_duration(uptime['observed_seconds'])} "
             f"observed since {_when(uptime['observed_from_unix'])} UTC ({_ratio(uptime['ratio'])}); down "
-            f"{_duration(uptime['down_seconds'])}. Starts: {starts}.</p>")
+            f"{_duration(uptime['down_seconds'])}. Starts: {starts}. Server processes: {uptime['members']}.</p>")
 
 
 def _quality(report: dict[str, Any]) -> str:

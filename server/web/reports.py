@@ -1,7 +1,7 @@
 """The operator report: `/report?since=24h` (HTML with plots) and `/report.json`, from the server's retained history
-(totals, errors, latency, throughput, uptime, per-model and per-version usage, class mix, accuracy, drift, alerts
-fired) with the drift and accuracy detail of every monitored classifier; `vigil report` saves either. Also the
-wiring of the history: its recorder, drift reader and alert listener."""
+of every process of the fleet (totals, errors, latency, throughput, uptime, per-model and per-version usage, class
+mix, accuracy, drift, alerts fired) with the drift and accuracy detail of every monitored classifier; `vigil report`
+saves either. Also the wiring of the history: its recorder, drift reader and alert listener."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from vigil.server.web.drift_report import report as quality_report
 from vigil.server.web.report_page import render
 from vigil.telemetry.alerts.engine import AlertTransition, TransitionKind
 from vigil.telemetry.alerts.watched_values import parse_duration
+from vigil.telemetry.history.member_minutes import FiredAlert
+from vigil.telemetry.history.minute_store import HistoryUnavailable, MinuteStore
 from vigil.telemetry.history.minutes import Key
 from vigil.telemetry.history.period import summarize
 from vigil.telemetry.history.recorder import HistoryRecorder
-from vigil.telemetry.history.report_history import FiredAlert, ReportHistory
+from vigil.telemetry.history.report_history import ReportHistory
 from vigil.telemetry.metrics.aggregates import Aggregates
 from vigil.telemetry.quality.figures import WindowFigures
 from vigil.telemetry.quality.monitor import QualityMonitor
@@ -30,15 +32,18 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SINCE = "24h"
 SAVE_SECONDS = 5.0
-"""On shutdown, how long saving the history may take before the server goes on without it."""
+"""On shutdown, how long writing the history's last minutes to the store may take before the server goes on
+without them."""
 
 
-def build_recorder(settings: ReportSettings, aggregates: Aggregates, quality: QualityMonitor | None
+def build_recorder(settings: ReportSettings, aggregates: Aggregates, quality: QualityMonitor | None, *,
+                   store: MinuteStore | None = None, member: str = "", purge_interval_seconds: float = 3600.0
                    ) -> HistoryRecorder:
+    """The history of this process, written to `store` as `member` (kept in memory only without a store)."""
     history = ReportHistory(aggregates, retention_seconds=settings.retention_days * 86400,
                             drift=drift_reader(quality) if quality is not None else None)
-    return HistoryRecorder(history, state_file=settings.state_file,
-                           save_interval_seconds=settings.save_interval_seconds)
+    return HistoryRecorder(history, store=store, member=member, tick_seconds=settings.write_interval_seconds,
+                           purge_interval_seconds=purge_interval_seconds)
 
 
 def drift_reader(monitor: QualityMonitor) -> Callable[[], Mapping[Key, tuple[int, float]]]:
@@ -82,14 +87,19 @@ PeriodQuality = Callable[[str, str, float, float], WindowFigures | None]
 """A version's figures from the prediction log for predictions made in [start, end] (blocking), or None."""
 
 
-async def operator_report(history: ReportHistory, quality: QualityMonitor | None, *, since: str,
-                          model: str | None, period_quality: PeriodQuality | None = None) -> dict[str, Any]:
-    """The report over the last `since` (clamped to the retention), of every model or only `model`;
+async def operator_report(recorder: HistoryRecorder, quality: QualityMonitor | None, *, since: str,
+                          model: str | None, period_quality: PeriodQuality | None = None,
+                          member: str | None = None) -> dict[str, Any]:
+    """The report over the last `since` (clamped to the retention), of every model or only `model`, of the whole
+    fleet or only its `member` (the calls, latency and alerts of that process; accuracy stays the fleet's);
     ValueError for a bad `since`, KeyError for a model with no calls in the period that is not monitored.
 
-    The history's window is taken here, on the event loop; summing up a week of minutes takes a good part of a
-    second, so that runs in a worker thread."""
+    The fleet's minutes are read from the store and merged in a worker thread (this process's newest counts are
+    taken from its memory on the event loop first); summing up a week of minutes takes a good part of a second, so
+    that runs in a worker thread too. When the store cannot be read, the report holds what this process has not
+    written to it yet, and says so."""
     requested = parse_since(since)
+    history = recorder.history
     seconds = min(requested, history.retention_seconds)
     now = history.now()
     if quality is not None:
@@ -97,11 +107,17 @@ async def operator_report(history: ReportHistory, quality: QualityMonitor | None
     out: dict[str, Any] = {"period": {
         "since": since, "from_unix": now - seconds, "to_unix": now, "seconds": seconds,
         "requested_seconds": requested, "clamped": seconds < requested,
-        "retention_seconds": history.retention_seconds, "model": model, "bucket_seconds": 60}}
+        "retention_seconds": history.retention_seconds, "model": model, "member": member, "bucket_seconds": 60}}
     if seconds < requested:
         out["period"]["note"] = (f"{since} was asked for, but the server keeps {_days(history.retention_seconds)} of "
                                  "history: the report covers that")
-    window = history.window(now - seconds, now)
+    try:
+        window = await recorder.window(now - seconds, now, member=member)
+    except HistoryUnavailable as exc:
+        logger.warning("the report history could not be read from the store: %s", exc)
+        window = history.window(now - seconds, now)
+        out["history_note"] = ("the store could not be read, so this report holds only this server's counts that "
+                               "had not been written to it yet")
     out.update(await asyncio.to_thread(summarize, window, model))
     if period_quality is not None:
         try:
@@ -143,17 +159,20 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds / 3600:g} hours"
 
 
-def add_report_routes(app: web.Application, history: ReportHistory | None, quality: QualityMonitor | None,
+def add_report_routes(app: web.Application, recorder: HistoryRecorder | None, quality: QualityMonitor | None,
                       period_quality: PeriodQuality | None = None) -> None:
-    """`/report` (HTML) and `/report.json`, both taking `?since=24h` and `?model=NAME`."""
+    """`/report` (HTML) and `/report.json`, both taking `?since=24h`, `?model=NAME` and `?member=ID` (one member of
+    the fleet)."""
 
     async def build(request: web.Request) -> dict[str, Any]:
-        if history is None:
+        if recorder is None:
             raise web.HTTPServiceUnavailable(text="telemetry is turned off on this server, so it keeps no report\n")
         model = request.query.get("model") or None
+        member = request.query.get("member") or None
         since = request.query.get("since") or DEFAULT_SINCE
         try:
-            return await operator_report(history, quality, since=since, model=model, period_quality=period_quality)
+            return await operator_report(recorder, quality, since=since, model=model, period_quality=period_quality,
+                                         member=member)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except KeyError:

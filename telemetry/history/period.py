@@ -4,8 +4,8 @@ accuracy and drift, the alerts fired, and a timeline for plots.
 Percentiles come from the merged request-duration buckets (linear within the bucket, as `histogram_quantile`), so
 they lie in the same bucket as the true percentile. Totals count the calls that named a model, so they are the sums of
 the per-model figures; calls that named none (listings, streams, calls refused before a model was resolved) are counted
-apart, as `other_calls`. Rates are over the time the history observed the server in the period (from its first start,
-when that is later than the period's start), never over time before the server existed.
+apart, as `other_calls`. The window holds every member of the fleet: counts are their sums, and rates are over the
+seconds in which at least one member was up, never over time before the first one started or while all were down.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from vigil.telemetry.history.minutes import (
     minute_of,
     sparse_items,
 )
-from vigil.telemetry.history.report_history import Window
+from vigil.telemetry.history.window import Window, covered
 from vigil.telemetry.quality.drift import DriftStatus
 from vigil.telemetry.stream.frames import quantile
 
@@ -94,37 +94,34 @@ def latency(minute: VersionMinute, bounds: Sequence[float]) -> dict[str, float |
 
 
 def uptime(window: Window) -> dict[str, Any]:
-    """Seconds the server was up in the window, of the seconds the history observed (from its first start)."""
+    """Seconds in which at least one member of the fleet was up in the window, of the seconds the history observed
+    (from the first member's first start), and how many members had minutes in it."""
     observed_from = max(window.start, window.first_seen) if window.first_seen is not None else window.end
     observed = max(window.end - observed_from, 0.0)
-    up, reached = 0.0, observed_from
-    for start, last in sorted(window.runs):  # runs do not overlap, but a clock step must not count time twice
-        begin, end = max(start, reached), min(last, window.end)
-        if end > begin:
-            up += end - begin
-            reached = end
+    up = covered(window.up, observed_from, window.end)
     return {"up_seconds": up, "observed_seconds": observed, "down_seconds": max(observed - up, 0.0),
             "ratio": min(up / observed, 1.0) if observed > 0 else None, "observed_from_unix": observed_from,
-            "starts_unix": [s for s, _ in window.runs if window.start <= s <= window.end]}
+            "starts_unix": window.starts, "members": window.members}
 
 
 def _throughput(window: Window, minutes: Iterable[tuple[int, dict[Key, VersionMinute]]], requests: int
                 ) -> dict[str, Any]:
-    """The mean rate over the seconds the server was observed in the window (`uptime`'s observed seconds: from its
-    first start, when that came after the window's start; the whole window when the history does not know its first
-    start), and the rate of the busiest minute over the seconds of that minute the server was observed (a minute
-    before its first start or the one still open counts only its seconds so far)."""
+    """The mean rate over the seconds of the window in which at least one member was up (from the history's first
+    start, when that came after the window's start; the whole window when the history knows of no start), and the
+    rate of the busiest minute over the seconds of that minute some member was up (a minute before the first start
+    or the one still open counts only its seconds so far)."""
+    known = window.first_seen is not None
     if window.first_seen is None:
-        mean_from = window.start
+        mean_from, mean_seconds = window.start, max(window.end - window.start, 0.0)
     else:
         mean_from = min(max(window.start, window.first_seen), window.end)
-    mean_seconds = max(window.end - mean_from, 0.0)
-    existed_from = window.first_seen if window.first_seen is not None else -math.inf
+        mean_seconds = covered(window.up, mean_from, window.end)
     peak, peak_n, peak_seconds, peak_minute = 0.0, 0, 0.0, None
     for m, versions in minutes:
         n = sum(sum(v.calls.values()) for k, v in versions.items() if k[0])
         begin = m * MINUTE_SECONDS
-        seconds = min(begin + MINUTE_SECONDS, window.end) - max(begin, existed_from)
+        end = min(begin + MINUTE_SECONDS, window.end)
+        seconds = covered(window.up, begin, end) if known else end - begin
         # a sliver of a minute (the one just begun, the server's first) counts as PEAK_MIN_SECONDS at least, so a
         # burst in its first second does not read as the busiest rate (unless the server is younger than that)
         seconds = max(seconds, min(PEAK_MIN_SECONDS, mean_seconds)) if seconds > 0 else seconds

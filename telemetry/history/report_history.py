@@ -1,9 +1,9 @@
-"""The report history: per-minute aggregates of every model version, the alerts fired and when the server was up,
-kept in bounded memory for a retention period.
+"""This process's report history: per-minute aggregates of every model version, the alerts it recorded and when it
+was up, kept in bounded memory until the store holds them (or, with no store, for the retention period).
 
 Nothing here runs on the request path. `flush` diffs a reading of the cumulative aggregates against the reading at
 the last boundary and adds the difference to the open minute's buckets. The open minute is stored only when flushed;
-`window` adds what it holds so far (the live reading minus the boundary), so a report is exact at any moment. A
+`own_minutes` adds what it holds so far (the live reading minus the boundary), so a report is exact at any moment. A
 version with no activity in a minute takes no space. Counters restart from zero with the process: the first boundary
 is empty, and no difference is ever negative.
 """
@@ -11,12 +11,10 @@ is empty, and no difference is ever negative.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 
+from vigil.telemetry.history.member_minutes import FiredAlert, MemberMinute, histograms_id
 from vigil.telemetry.history.minutes import (
     MINUTE_SECONDS,
     Key,
@@ -24,6 +22,7 @@ from vigil.telemetry.history.minutes import (
     difference,
     minute_of,
 )
+from vigil.telemetry.history.window import Window, merge_members
 from vigil.telemetry.metrics.aggregates import Aggregates, Histogram, Reading
 from vigil.telemetry.metrics.instruments import CONFIDENCE, REQUEST_DURATION
 
@@ -33,77 +32,45 @@ DriftReader = Callable[[], Mapping[Key, tuple[int, float]]]
 """Per monitored version with a drift result: (worst status 0–2, highest PSI) now."""
 
 
-@dataclass(frozen=True)
-class FiredAlert:
-    """An alert that started firing."""
-
-    name: str
-    severity: str
-    model: str
-    version: str
-    summary: str
-    fired_unix: float
-
-
-@dataclass(frozen=True)
-class HistoryState:
-    """Everything the history holds, as taken by `state` and given to `restore` (e.g. through a state file)."""
-
-    minutes: Mapping[int, Mapping[Key, VersionMinute]]
-    alerts: tuple[FiredAlert, ...]
-    runs: tuple[tuple[float, float], ...]
-    """(start, last seen alive) of each run of the server, oldest first."""
-    first_seen: float | None
-    """When the history began (its first run's start)."""
-    duration_bounds: tuple[float, ...]
-    confidence_bounds: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Window:
-    """The history between two instants: minutes overlapping it (the open one included), alerts and runs."""
-
-    start: float
-    end: float
-    minutes: list[tuple[int, dict[Key, VersionMinute]]]
-    alerts: list[FiredAlert]
-    runs: list[tuple[float, float]]
-    first_seen: float | None
-    duration_bounds: tuple[float, ...]
-    confidence_bounds: tuple[float, ...]
-
-
 class ReportHistory:
-    """Per-minute buckets of the aggregates, alerts fired and server runs, for `retention_seconds`.
+    """This process's per-minute buckets of the aggregates, the alerts it recorded and when it was up.
 
     >>> history = ReportHistory(instruments.aggregates, retention_seconds=7 * 86400)
     >>> history.begin()                       # the server started
     >>> history.tick()                        # every few seconds: heartbeat, drift, closes a finished minute
-    >>> history.window(time.time() - 3600)    # the last hour, for a report
+    >>> history.window(time.time() - 3600)    # the last hour, for a report (of this process alone)
+
+    With a store, `pending` gives the minutes to write and `release` forgets the closed ones written.
     """
 
     def __init__(self, aggregates: Aggregates, *, retention_seconds: float, drift: DriftReader | None = None,
-                 clock: Callable[[], float] = time.time, max_alerts: int = 10_000, max_runs: int = 10_000) -> None:
+                 clock: Callable[[], float] = time.time, max_alerts: int = 10_000) -> None:
         if not retention_seconds >= MINUTE_SECONDS:
             raise ValueError(f"retention_seconds must be at least {MINUTE_SECONDS}, got {retention_seconds}")
-        if max_alerts < 1 or max_runs < 1:
-            raise ValueError("max_alerts and max_runs must be at least 1")
+        if max_alerts < 1:
+            raise ValueError(f"max_alerts must be at least 1, got {max_alerts}")
         members = {m.name: m for m in aggregates.members}
         duration, confidence = members.get(REQUEST_DURATION.name), members.get(CONFIDENCE.name)
         if not isinstance(duration, Histogram) or not isinstance(confidence, Histogram):
             raise ValueError(f"the aggregates must hold the histograms {REQUEST_DURATION.name} and {CONFIDENCE.name}")
         self.duration_bounds, self.confidence_bounds = duration.bounds, confidence.bounds
+        self.histograms = histograms_id(self.duration_bounds, self.confidence_bounds)
+        """The fingerprint of the histograms' bounds that this process's minutes are counted in."""
         self.retention_seconds = float(retention_seconds)
         self._read = aggregates.read
         self._drift = drift
         self._clock = clock
+        self._max_alerts = max_alerts
         self._minutes: dict[int, dict[Key, VersionMinute]] = {}
+        self._alerts: dict[int, list[FiredAlert]] = {}
+        """By the minute they were recorded in."""
         self._boundary: Reading = {}
         self._open = minute_of(clock())
         self._drift_seen: dict[Key, tuple[int, float]] = {}
-        self._alerts: deque[FiredAlert] = deque(maxlen=max_alerts)
-        self._runs: deque[list[float]] = deque(maxlen=max_runs)
-        self._first_seen: float | None = None
+        self._started: float | None = None
+        self._seen = 0.0
+        self._released = -1
+        """Minutes up to this one are kept elsewhere (the store)."""
 
     def __len__(self) -> int:
         """Version-minutes stored."""
@@ -114,21 +81,22 @@ class ReportHistory:
         """The minutes stored, oldest first."""
         return sorted(self._minutes)
 
+    @property
+    def started(self) -> float | None:
+        """When this process began (`begin`)."""
+        return self._started
+
     def now(self) -> float:
         return float(self._clock())
 
     def begin(self) -> None:
-        """Record a start of the server (a new run, alive from now)."""
-        now = self.now()
-        self._runs.append([now, now])
-        if self._first_seen is None:
-            self._first_seen = now
+        """Record the start of the server (alive from now)."""
+        self._started = self._seen = self.now()
 
     def tick(self) -> None:
         """Note the server alive, sample drift, and flush once the open minute is over."""
         now = self.now()
-        if self._runs:
-            self._runs[-1][1] = now
+        self._seen = max(self._seen, now)
         for key, (status, psi) in self._read_drift().items():
             seen = self._drift_seen.get(key, (-1, 0.0))
             self._drift_seen[key] = (max(seen[0], status), max(seen[1], psi))
@@ -139,8 +107,7 @@ class ReportHistory:
         """Add everything counted since the last flush to the open minute's buckets, and start a new boundary."""
         now = self.now()
         reading = self._read()
-        if self._runs:
-            self._runs[-1][1] = now
+        self._seen = max(self._seen, now)
         part = self._part(reading, self._drift_seen)
         if part:
             stored = self._minutes.setdefault(self._open, {})
@@ -152,58 +119,76 @@ class ReportHistory:
         self._prune(now)
 
     def record_alert(self, alert: FiredAlert) -> None:
-        self._alerts.append(alert)
+        """Keep `alert` with the open minute (so it is written once, with that minute)."""
+        self._alerts.setdefault(self._open, []).append(alert)
+        while sum(len(a) for a in self._alerts.values()) > self._max_alerts:
+            oldest = min(self._alerts)
+            self._alerts[oldest].pop(0)
+            if not self._alerts[oldest]:
+                del self._alerts[oldest]
 
-    def window(self, start: float, end: float | None = None) -> Window:
-        """The minutes overlapping [start, end] (the open minute's counts so far included when it overlaps)."""
-        end = self.now() if end is None else end
-        first, last = minute_of(start), minute_of(end)
-        minutes = {m: dict(v) for m, v in self._minutes.items() if first <= m <= last}
+    def own_minutes(self, first: int, last: int, *, now: float | None = None) -> dict[int, MemberMinute]:
+        """What this process did in each minute from `first` to `last` that it still holds (the open minute's
+        counts so far included), with the part of each minute it was up until `now`."""
+        now = self.now() if now is None else now
+        first = max(first, self._released + 1, minute_of(now - self.retention_seconds))
+        if last < first:
+            return {}
+        versions: dict[int, dict[Key, VersionMinute]] = {m: dict(v) for m, v in self._minutes.items()
+                                                         if first <= m <= last}
         if first <= self._open <= last:
             drift = dict(self._drift_seen)
             for key, (status, psi) in self._read_drift().items():
                 seen = drift.get(key, (-1, 0.0))
                 drift[key] = (max(seen[0], status), max(seen[1], psi))
-            stored = minutes.setdefault(self._open, {})
+            stored = versions.setdefault(self._open, {})
             for key, minute in self._part(self._read(), drift).items():
                 stored[key] = stored[key].merged(minute) if key in stored else minute
-        runs = [(s, e) for s, e in self._runs]
-        if runs:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], end))  # this run is alive now
-        return Window(start, end, sorted((m, v) for m, v in minutes.items() if v),
-                      [a for a in self._alerts if start <= a.fired_unix <= end],
-                      [(s, e) for s, e in runs if e >= start and s <= end], self._first_seen,
-                      self.duration_bounds, self.confidence_bounds)
+        wanted = {m for m, v in versions.items() if v} | {m for m in self._alerts if first <= m <= last}
+        started = self._started
+        alive_until = max(self._seen, now)
+        if started is not None:
+            wanted.update(range(max(first, minute_of(started)), min(last, minute_of(alive_until)) + 1))
+        out = {}
+        for m in sorted(wanted):
+            up = None
+            if started is not None:
+                begin, end = max(started, m * MINUTE_SECONDS), min(alive_until, (m + 1) * MINUTE_SECONDS)
+                up = (begin, end) if end >= begin else None
+            out[m] = MemberMinute(versions.get(m, {}), up, started, tuple(self._alerts.get(m, ())))
+        return out
 
-    # -- state ---------------------------------------------------------------------------------------------------
+    def pending(self, *, limit: int) -> tuple[dict[int, MemberMinute], int | None]:
+        """The minutes to write to the store: the closed ones not yet released (the oldest `limit` of them) and the
+        open one so far; and the last closed minute among them (None when there is none)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        now = self.now()
+        cut = max(self._released + 1, minute_of(now - self.retention_seconds))
+        held = [m for m in (*self._minutes, *self._alerts) if m >= cut]
+        if self._started is not None:
+            held.append(minute_of(self._started))
+        first = max(min(held, default=self._open), cut)
+        through = min(self._open - 1, first + limit - 1)  # whatever happened in these minutes is among the rows
+        rows = self.own_minutes(first, through, now=now) if through >= first else {}
+        rows.update(self.own_minutes(self._open, max(self._open, minute_of(now)), now=now))
+        return rows, through if through >= first else None
 
-    def state(self) -> HistoryState:
-        """A copy of what is stored (the open minute's counts since the last flush are not: flush first)."""
-        return HistoryState({m: dict(v) for m, v in self._minutes.items()}, tuple(self._alerts),
-                            tuple((s, e) for s, e in self._runs), self._first_seen, self.duration_bounds,
-                            self.confidence_bounds)
+    def release(self, through: int) -> None:
+        """The closed minutes up to `through` are in the store: forget them."""
+        through = min(through, self._open - 1)  # the open minute changes still
+        self._released = max(self._released, through)
+        for m in [m for m in self._minutes if m <= through]:
+            del self._minutes[m]
+        for m in [m for m in self._alerts if m <= through]:
+            del self._alerts[m]
 
-    def restore(self, state: HistoryState) -> None:
-        """Add a saved history (of earlier runs) to this one. Histograms with other bounds than today's are
-        dropped, with a warning; counts are kept."""
-        same = (tuple(state.duration_bounds) == self.duration_bounds
-                and tuple(state.confidence_bounds) == self.confidence_bounds)
-        if not same:
-            logger.warning("the saved report history has other histogram buckets than this server: its latency and "
-                           "confidence distributions are left out")
-        for m, versions in state.minutes.items():
-            stored = self._minutes.setdefault(m, {})
-            for key, minute in versions.items():
-                if not same:
-                    minute = replace(minute, duration=(), duration_sum=0.0, confidence=(), confidence_sum=0.0)
-                stored[key] = stored[key].merged(minute) if key in stored else minute
-        alerts = sorted([*state.alerts, *self._alerts], key=lambda a: a.fired_unix)
-        self._alerts = deque(alerts, maxlen=self._alerts.maxlen)
-        runs = sorted([*([s, e] for s, e in state.runs), *self._runs])
-        self._runs = deque(runs, maxlen=self._runs.maxlen)
-        if state.first_seen is not None:
-            self._first_seen = min(state.first_seen, self._first_seen or math.inf)
-        self._prune(self.now())
+    def window(self, start: float, end: float | None = None) -> Window:
+        """The minutes this process holds overlapping [start, end] (the open minute's counts so far included)."""
+        end = self.now() if end is None else end
+        own = self.own_minutes(minute_of(start), minute_of(end), now=end)
+        return merge_members(start, end, (("", m, minute) for m, minute in own.items()), seen_before=self._started,
+                             duration_bounds=self.duration_bounds, confidence_bounds=self.confidence_bounds)
 
     # -- internals -----------------------------------------------------------------------------------------------
 
@@ -228,7 +213,5 @@ class ReportHistory:
         cutoff = now - self.retention_seconds
         for m in [m for m in self._minutes if (m + 1) * MINUTE_SECONDS <= cutoff]:
             del self._minutes[m]
-        while self._alerts and self._alerts[0].fired_unix < cutoff:
-            self._alerts.popleft()
-        while len(self._runs) > 1 and self._runs[0][1] < cutoff:
-            self._runs.popleft()
+        for m in [m for m in self._alerts if (m + 1) * MINUTE_SECONDS <= cutoff]:
+            del self._alerts[m]

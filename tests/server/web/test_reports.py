@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import logging
-import os
 import re
 import time
 from bisect import bisect_left
@@ -25,13 +23,19 @@ from tests.server.web.test_drift_report import get, vigil
 from vigil.clients import AsyncClient
 from vigil.protos.vigil.v1 import inference_pb2_grpc
 from vigil.server.app import App
-from vigil.server.settings import AlertRuleSettings, AlertSettings, ReportSettings, TelemetrySettings
+from vigil.server.settings import (
+    AlertRuleSettings,
+    AlertSettings,
+    FleetSettings,
+    QualitySettings,
+    ReportSettings,
+    TelemetrySettings,
+)
 from vigil.server.web.plots import stacked
+from vigil.telemetry.history.member_minutes import FiredAlert
 from vigil.telemetry.history.minutes import difference
 from vigil.telemetry.history.period import summarize
-from vigil.telemetry.history.recorder import HistoryRecorder
-from vigil.telemetry.history.report_history import FiredAlert, ReportHistory
-from vigil.telemetry.history.state_file import load_state, save_state
+from vigil.telemetry.history.report_history import ReportHistory
 from vigil.telemetry.metrics.instruments import Instruments
 
 ONE_HOT = {"red": [1, 0, 0], "green": [0, 1, 0], "blue": [0, 0, 1]}
@@ -51,7 +55,19 @@ class Clock:
 
 async def send(app: App, *, v1: int, v2: int, bad: int, classified: list[str]) -> list[str]:
     """Predict calls to add v1 and v2, calls to add v2 with an input missing (INVALID_ARGUMENT), and one classifier
-    call of one row per label; returns the classifier calls' request ids."""
+    call of one row per label, each counted in the report before it returns; returns the classifier calls' request
+    ids."""
+    before = (await report_json(app))["totals"]["requests"]
+    ids = await _calls(app, v1=v1, v2=v2, bad=bad, classified=classified)
+    # a call is counted as its handler ends, a moment after its caller has the answer
+    deadline = time.monotonic() + 10
+    while (await report_json(app))["totals"]["requests"] < before + v1 + v2 + bad + len(classified):
+        assert time.monotonic() < deadline, "the calls sent were not counted"
+        await asyncio.sleep(0.05)
+    return ids
+
+
+async def _calls(app: App, *, v1: int, v2: int, bad: int, classified: list[str]) -> list[str]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel, \
             AsyncClient(f"127.0.0.1:{app.grpc_port}") as client:
         stub = inference_pb2_grpc.InferenceStub(channel)
@@ -145,29 +161,15 @@ async def test_report_of_one_model_and_bad_periods(model_repo: Path) -> None:
     assert missing[0] == 404 and "'nope' is not monitored" in missing[1]
 
 
-async def test_history_survives_a_restart_and_a_corrupt_state_file_is_ignored(
-        model_repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    state = tmp_path / "state" / "history.json"
-    reports = ReportSettings(state_file=state)
-    async with running_app(model_repo, reports=reports) as app:
-        await send(app, v1=3, v2=1, bad=2, classified=["red"])
-    assert state.is_file()
-    async with running_app(model_repo, reports=reports) as app:
-        await send(app, v1=1, v2=0, bad=1, classified=["blue"])
+async def test_without_a_store_the_history_stays_in_memory(model_repo: Path) -> None:
+    async with running_app(model_repo, quality=QualitySettings(enabled=False),
+                           fleet=FleetSettings(enabled=False)) as app:
+        assert app.store is None and app.reports is not None and app.reports.store is None
+        await send(app, v1=2, v2=1, bad=1, classified=["red"])
         report = await report_json(app)
-    assert version(report, "add", "1")["calls_by_code"] == {"OK": 4}
-    assert version(report, "add", "2")["calls_by_code"] == {"INVALID_ARGUMENT": 3, "OK": 1}
-    assert version(report, "classifier", "1")["classes"] == {"blue": 1, "red": 1}
-    assert report["totals"]["requests"] == 4 + 4 + 2
-    assert len(report["uptime"]["starts_unix"]) == 2 and report["uptime"]["ratio"] < 1  # down between the runs
-    state.write_text('{"format": "vigil-report-history", "version": 1, "minutes": [{"minute": "x"')
-    with caplog.at_level(logging.WARNING, logger="vigil.telemetry.history.recorder"):
-        async with running_app(model_repo, reports=reports) as app:
-            await send(app, v1=1, v2=0, bad=0, classified=[])
-            fresh = await report_json(app)
-    assert "report history not restored, starting afresh" in caplog.text
-    assert fresh["totals"]["requests"] == 1 and len(fresh["uptime"]["starts_unix"]) == 1
-    assert load_state(state) is not None  # saved again at shutdown, readable
+    assert report["totals"]["requests"] == 5 and "history_note" not in report
+    assert version(report, "add", "2")["calls_by_code"] == {"INVALID_ARGUMENT": 1, "OK": 1}
+    assert report["uptime"]["members"] == 1 and report["uptime"]["ratio"] == 1.0
 
 
 async def test_cli_saves_the_report_as_json(model_repo: Path, tmp_path: Path) -> None:
@@ -437,20 +439,6 @@ def test_retention_drops_old_minutes_and_idle_versions_take_no_space() -> None:
     assert window.alerts == []  # fired before the retention
 
 
-async def test_a_stuck_disk_does_not_hold_up_shutdown(tmp_path: Path) -> None:
-    state = tmp_path / "history.json"
-    os.mkfifo(tmp_path / ".history.json.tmp")  # opening it to write blocks until someone reads: a stuck disk
-    recorder = HistoryRecorder(ReportHistory(Instruments(NoOpMeter("test")).aggregates, retention_seconds=3600),
-                               state_file=state, save_interval_seconds=60)
-    await recorder.start()
-    started = time.monotonic()
-    saved = await recorder.close(timeout=0.5)
-    waited = time.monotonic() - started
-    fd = os.open(tmp_path / ".history.json.tmp", os.O_RDONLY | os.O_NONBLOCK)  # lets the stuck writer finish
-    os.close(fd)
-    assert not saved and waited < 2 and not state.exists()
-
-
 def test_history_arguments_are_checked() -> None:
     aggregates = Instruments(NoOpMeter("test")).aggregates
     with pytest.raises(ValueError, match="retention_seconds must be at least 60"):
@@ -465,24 +453,3 @@ def test_a_counter_reset_never_counts_negative() -> None:
     after = Instruments(NoOpMeter("test"))  # a restarted process counts from zero
     after.requests.add(("m", "1", "Predict", "OK"), 3)
     assert difference(after.aggregates.read(), before.aggregates.read()) == {}
-
-
-def test_a_saved_history_adds_to_the_next_one(tmp_path: Path) -> None:
-    clock = Clock()
-    first = Instruments(NoOpMeter("test"))
-    history = ReportHistory(first.aggregates, retention_seconds=3600, clock=clock)
-    history.begin()
-    first.requests.add(("m", "1", "Predict", "OK"), 5)
-    first.predictions.add(("m", "1", "yes"), 4)
-    history.flush()
-    save_state(tmp_path / "h.json", history.state())
-    clock.now += 30
-    second = Instruments(NoOpMeter("test"))
-    restarted = ReportHistory(second.aggregates, retention_seconds=3600, clock=clock)
-    state = load_state(tmp_path / "h.json")
-    assert state is not None
-    restarted.restore(state)
-    restarted.begin()
-    second.requests.add(("m", "1", "Predict", "OK"), 2)
-    [(_, versions)] = restarted.window(clock.now - 600).minutes  # the same minute, before and after the restart
-    assert versions[("m", "1")].calls == {("Predict", "OK"): 7} and versions[("m", "1")].predictions == {"yes": 4}
