@@ -199,9 +199,11 @@ class Client(ClientBase):
         return convert.model_info(response)
 
     def telemetry(self, *, interval_ms: int = 1000, models: Sequence[str] = (),
-                  sections: Sequence[str] = ()) -> Iterator[telemetry_pb2.TelemetryFrame]:
-        """Frames of the Telemetry stream until the server ends it or the caller stops iterating (no deadline)."""
-        request = telemetry_pb2.TelemetryRequest(interval_ms=interval_ms, models=models, sections=sections)
+                  sections: Sequence[str] = (), member: str = "") -> Iterator[telemetry_pb2.TelemetryFrame]:
+        """Frames of the Telemetry stream until the server ends it or the caller stops iterating (no deadline): of
+        the server's whole fleet, or of one `member` of it (an id from `TelemetryFrame.members`)."""
+        request = telemetry_pb2.TelemetryRequest(interval_ms=interval_ms, models=models, sections=sections,
+                                                 member=member)
         call = self._stub.Telemetry(request)
         try:
             yield from call

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from vigil.protos.vigil.v1 import telemetry_pb2
+from vigil.server.fleet.member import Fleet
 from vigil.server.inference.outcomes import Outcomes
 from vigil.server.models.repository import Model, ModelRepository
 from vigil.server.settings import AlertRuleSettings, AlertSettings, AnomalySettings, QualitySettings, StoreSettings
@@ -158,6 +159,14 @@ class Monitoring:
                 "slo_burn": slo.burn_readings,
                 "alerts": lambda: _firing_counts(alerts)})
         register_quality_gauges(instruments, readings)
+
+    def join_fleet(self, fleet: Fleet) -> None:
+        """Evaluate alert rules only while this process decides for its fleet, on the fleet's summed signals."""
+        if self.alerts is None:
+            return
+        self.alerts.active = lambda: fleet.is_leader
+        self.alerts.signals.source = fleet.reading
+        self.alerts.signals.set_serving(fleet.serving)
 
     def _serving(self) -> list[ServingState]:
         return [ServingState(m.name, str(v.version), v.is_ready, v.batcher.queue_depth if v.batcher else 0)

@@ -8,10 +8,10 @@ the protos.
 
 from __future__ import annotations
 
-from vigil.clients.cli import erasure, models, predict, report, rollout, watch
+from vigil.clients.cli import erasure, fleet, models, predict, report, rollout, watch
 from vigil.clients.cli.group import main
 
 __all__ = ["main"]
 
 # The command modules are imported for their registration on `main`.
-del erasure, models, predict, report, rollout, watch
+del erasure, fleet, models, predict, report, rollout, watch

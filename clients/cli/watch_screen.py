@@ -85,6 +85,10 @@ class Dashboard:
         then thinned (subscribers first) to fit `width`."""
         frame, server = self.frame, self.frame.server
         state = Text.assemble(("vigil ", "bold"), (server.state or "–", STATE_STYLES.get(server.state, "")))
+        if frame.member:  # one member of a fleet
+            state.append(f" member {frame.member}")
+        elif len(frame.members) > 1:
+            state.append(f" fleet of {len(frame.members)}")
         full = Text.assemble(
             state, f"   up {frame.uptime_seconds:,.0f} s   CPU {server.cpu_percent:.0f}%   "
             f"memory {server.memory_bytes / 2**20:,.0f} MiB   in flight {server.in_flight}   "

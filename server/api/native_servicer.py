@@ -109,7 +109,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         """Frames, already serialized (see `FRAMES_AS_BYTES`): one shared encoding per tick for all subscribers."""
         if self._hub is None:
             raise NotSupported("telemetry is turned off on this server (VIGIL_TELEMETRY__ENABLED=false)")
-        subscription = self._hub.subscribe(request.interval_ms, request.models, request.sections)
+        subscription = self._hub.subscribe(request.interval_ms, request.models, request.sections, request.member)
         try:
             async for frame in subscription:
                 yield frame

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.errors import InvalidInput
@@ -49,6 +50,27 @@ class RolloutState:
     breach_since: dict[int, float] = field(default_factory=dict)
     hold_since: float | None = None
     comparison: telemetry_pb2.RolloutTelemetry | None = None
+    configured: RolloutConfig | None = None
+    """As set (config.toml or SetRollout), before any rollback or promotion step."""
+    revision: str = ""
+    """Names this state among the fleet's members: a change anywhere makes a new one."""
+
+    def shared(self) -> dict[str, Any]:
+        """The state as the fleet's members share it."""
+        return {"revision": self.revision, "origin": self.origin, "reason": self.reason, "changed_ns": self.changed_ns,
+                "step": self.step, "promoted": self.promoted,
+                "rolled_back": {str(v): why for v, why in self.rolled_back.items()},
+                "config": self.config.model_dump(mode="json"),
+                "configured": self.configured.model_dump(mode="json") if self.configured is not None else None}
+
+    @classmethod
+    def from_shared(cls, model: str, data: dict[str, Any]) -> RolloutState:
+        configured = data.get("configured")
+        return cls(model, data["origin"], RolloutConfig.model_validate(data["config"]), data["reason"],
+                   int(data["changed_ns"]), step=int(data["step"]), promoted=bool(data["promoted"]),
+                   rolled_back={int(v): why for v, why in data["rolled_back"].items()},
+                   configured=RolloutConfig.model_validate(configured) if configured is not None else None,
+                   revision=data["revision"])
 
     @property
     def phase(self) -> str:
@@ -105,6 +127,16 @@ class Rollouts:
         """The routing plans, by model: the only thing the request path reads."""
         self._from_config: dict[str, RolloutConfig | None] = {}
         self._task: asyncio.Task[None] | None = None
+        self.member = ""
+        """This process's id in its fleet, in the revisions of the states it makes."""
+        self.leading: Callable[[], bool] = lambda: True
+        """Whether this process guards the rollouts (the fleet's leader does, for every member)."""
+        self.unshared: dict[str, dict[str, Any] | None] = {}
+        """States changed here that the fleet has not been told of yet (None: cleared), by model."""
+        self._adopted: dict[str, str] = {}
+        """The revision of each model's state as the fleet last shared it."""
+        self._fleet_states: dict[str, dict[str, Any] | None] = {}
+        """Each model's state as the fleet last shared it (also of models not loaded here yet)."""
 
     # -- the request path ---------------------------------------------------------------------------------------
 
@@ -143,6 +175,7 @@ class Rollouts:
             old = self._states.pop(name, None)
             self._splits.pop(name, None)
             if old is not None:
+                self.unshared[name] = {"revision": self._revision(), "cleared": True}
                 self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout cleared ({origin}); requests without a "
                                                               "version go to the default version")
             return None
@@ -151,9 +184,11 @@ class Rollouts:
             known = ", ".join(str(v) for v in sorted(model.versions)) or "none"
             raise InvalidInput(f"model '{name}' has no version {', '.join(map(str, missing))} for its rollout "
                                f"(versions: {known})")
-        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=promotion_step(config))
+        state = RolloutState(name, origin, config, f"set ({origin})", time.time_ns(), step=promotion_step(config),
+                             configured=config)
         self._states[name] = state
         self._splits[name] = _split(name, config)
+        self._share(state)
         if self.comparer is not None:  # the comparison window starts now
             self._observe(self.comparer, time.time())
         shares = ", ".join(f"{v}: {s:.4g}%" for v, s in config.shares.items())
@@ -173,6 +208,14 @@ class Rollouts:
         self._from_config[model.name] = rollout
         current = self._states.get(model.name)
         if rollout is None and (current is None or current.origin != "config"):
+            return
+        if current is not None and current.origin == "config" and current.configured == rollout:
+            return  # the fleet already runs this config's rollout (perhaps rolled back or promoted since)
+        known = self._fleet_states.get(model.name)
+        if (current is None and known is not None and known.get("origin") == "config"
+                and known.get("configured") == (rollout.model_dump(mode="json") if rollout else None)):
+            self._adopted.pop(model.name, None)  # another member applied this config: take its state as it is now
+            self.adopt({model.name: known})
             return
         try:
             self.set(model.name, rollout, origin="config")
@@ -281,6 +324,7 @@ class Rollouts:
         state.hold_since = None
         state.reason = f"{role} version {version} rolled back: {why}"
         state.changed_ns = time.time_ns()
+        self._share(state)
         logger.warning("model %s: %s", state.model, state.reason)
         self._event(Kind.ROLLOUT_ROLLED_BACK, state.model, str(version), state.reason)
 
@@ -314,8 +358,52 @@ class Rollouts:
         self._put(state, changed)
         state.hold_since = now
         state.changed_ns = time.time_ns()
+        self._share(state)
         logger.info("model %s: %s", state.model, state.reason)
         self._event(Kind.ROLLOUT_PROMOTED, state.model, str(canary), state.reason)
+
+    # -- the fleet ----------------------------------------------------------------------------------------------
+
+    def _revision(self) -> str:
+        return f"{time.time_ns()}:{self.member}"
+
+    def _share(self, state: RolloutState) -> None:
+        state.revision = self._revision()
+        self.unshared[state.model] = state.shared()
+
+    def take_unshared(self) -> dict[str, dict[str, Any] | None]:
+        """The states to tell the fleet of, once."""
+        out, self.unshared = self.unshared, {}
+        return out
+
+    def adopt(self, shared: dict[str, dict[str, Any] | None]) -> None:
+        """Put in force the states the fleet shares, where another member changed them (every member routes
+        alike); states changed here and not yet shared stay."""
+        self._fleet_states.update(shared)
+        for name, data in shared.items():
+            if data is None or name in self.unshared or self._adopted.get(name) == data.get("revision"):
+                continue
+            if not any(m.name == name for m in self._repository.models):
+                continue  # adopted once the model is here
+            self._adopted[name] = data["revision"]
+            current = self._states.get(name)
+            if current is not None and current.revision == data["revision"]:
+                continue
+            if data.get("cleared"):
+                if self._states.pop(name, None) is not None:
+                    self._splits.pop(name, None)
+                    logger.info("model %s: rollout cleared by another member of the fleet", name)
+                continue
+            try:
+                state = RolloutState.from_shared(name, data)
+            except Exception as exc:
+                logger.warning("model %s: the fleet's rollout state cannot be read: %s", name, exc)
+                continue
+            self._states[name] = state
+            self._splits[name] = _split(name, state.config)
+            if self.comparer is not None:
+                self._observe(self.comparer, time.time())
+            logger.info("model %s: rollout from the fleet: %s", name, state.reason)
 
     def _put(self, state: RolloutState, config: RolloutConfig) -> None:
         """Put a changed config in force: its routing plan replaces the old one in one assignment."""
@@ -337,7 +425,8 @@ class Rollouts:
         async def run() -> None:
             while True:
                 await asyncio.sleep(interval_seconds)
-                self.evaluate(time.time())
+                if self.leading():
+                    self.evaluate(time.time())
 
         self._task = asyncio.create_task(run(), name="rollout-guard")
 

@@ -19,6 +19,7 @@ from vigil.server.settings.alerts import (
 )
 from vigil.server.settings.groups import (
     AuditSettings,
+    FleetSettings,
     LimitSettings,
     QualitySettings,
     ReportSettings,
@@ -38,6 +39,7 @@ __all__ = [
     "AlertSettings",
     "AnomalySettings",
     "AuditSettings",
+    "FleetSettings",
     "LimitSettings",
     "QualitySettings",
     "ReportSettings",

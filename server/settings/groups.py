@@ -180,9 +180,17 @@ class FleetSettings(BaseModel):
     """How often each member publishes its summary and reads the others'."""
     stale_ticks: int = Field(3, ge=2, le=100)
     """A member silent for this many ticks has dropped out (its counts stay in the fleet's totals)."""
-    lease_seconds: float = Field(5.0, gt=0, le=600)
+    lease_seconds: float = Field(3.0, gt=0, le=600)
     """How long the decision-maker's lease lasts unless renewed (it renews every tick); another member takes over
-    within this plus one tick of the holder's death."""
+    within this plus one tick of the holder's death (with the defaults, within two alert evaluation intervals).
+    At least two ticks, so that one slow renewal does not hand it over."""
+
+    @model_validator(mode="after")
+    def _lease_outlasts_ticks(self) -> FleetSettings:
+        if self.lease_seconds < 2 * self.tick_seconds:
+            raise ValueError(f"lease_seconds ({self.lease_seconds:g}) must be at least two ticks "
+                             f"(tick_seconds {self.tick_seconds:g})")
+        return self
 
 
 class RolloutSettings(BaseModel):
@@ -198,15 +206,15 @@ class RolloutSettings(BaseModel):
 
 
 class ReportSettings(BaseModel):
-    """The operator report's history: per-minute aggregates kept in memory, and optionally saved across restarts."""
+    """The operator report's history: per-minute aggregates of every process of the fleet, kept in the store (in
+    memory only when the server has no store), summed at read."""
 
     model_config = ConfigDict(extra="forbid")
 
     retention_days: float = Field(7.0, gt=0, le=90)
-    """How far back the report can look; older minutes are dropped. Each model version with traffic in a minute
-    takes about 1.3 KB of memory for it (some 13 MB a week for a version busy around the clock)."""
-    state_file: Path | None = None
-    """JSON file the history is saved to (atomically) and restored from at start; unset: the history starts afresh
-    with each process. An unreadable file is logged and ignored."""
-    save_interval_seconds: float = Field(60.0, ge=1)
-    """How often the history is saved to `state_file` (and once more at shutdown)."""
+    """How far back the report can look; older minutes are purged from the store. Each process takes about 0.1 KB
+    of the store a minute, and 0.7 KB more for each model version with traffic in that minute (some 7 MB a week
+    for a version busy around the clock)."""
+    write_interval_seconds: float = Field(10.0, gt=0, le=60)
+    """How often this process writes its minutes to the store (the minute still open included): a report served
+    by another process of the fleet sees this one's calls that late at most."""

@@ -39,7 +39,7 @@ def add_dashboard_routes(app: web.Application, hub: TelemetryHub | None) -> None
             interval = int(request.query.get("interval_ms", "0") or 0)
             models = [m for m in request.query.get("models", "").split(",") if m]
             sections = [s for s in request.query.get("sections", "").split(",") if s]
-            subscription = hub.subscribe(interval, models, sections)
+            subscription = hub.subscribe(interval, models, sections, request.query.get("member", ""))
         except ValueError:
             return web.Response(status=400, text="interval_ms must be an integer\n")
         except StreamError as exc:

@@ -37,6 +37,8 @@ class AlertLoop:
         self._notifier = notifier
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self.active: Callable[[], bool] = lambda: True
+        """Whether this process evaluates the rules: in a fleet, only the member holding its lease does."""
 
     def evaluate(self, now: float | None = None) -> list[AlertTransition]:
         """One evaluation; returns what fired or resolved."""
@@ -71,6 +73,21 @@ class AlertLoop:
             except Exception:
                 logger.exception("publishing alert %s failed", alert.rule.name)
 
+    @property
+    def signals(self) -> SignalReader:
+        return self._signals
+
+    def stand_down(self, now: float | None = None) -> None:
+        """Another member decides now: forget pending and firing alerts without resolving them (the new decider
+        carries them on, under the same labels), but keep reading the signals, so that windows are whole should
+        this member take over."""
+        if self.engine.states():
+            self.engine = AlertEngine(self.engine.rules)
+        now = self._clock() if now is None else now
+        reading = self._signals.observe(now)
+        if self._slo is not None:
+            self._slo.observe(reading, now)
+
     def firing(self) -> list[ActiveAlert]:
         return self.engine.firing()
 
@@ -82,6 +99,9 @@ class AlertLoop:
         async def run() -> None:
             while True:
                 await asyncio.sleep(interval_seconds)
+                if not self.active():
+                    self.stand_down()
+                    continue
                 try:
                     self.evaluate()
                 except Exception:

@@ -91,15 +91,21 @@ class SignalReader:
         self._history_seconds = history_seconds
         self._rolled_back = rolled_back
         self._history: deque[tuple[float, Reading]] = deque()
+        self.source: Callable[[], Reading] = aggregates.read
+        """Where counts are read: this process's aggregates, or its fleet's sum."""
         self._bounds = {h.name: h.bounds for h in aggregates.members if hasattr(h, "bounds")}
 
     def observe(self, now: float) -> Reading:
         """Take a reading of the aggregates and keep it as long as a window needs it."""
-        reading = self._aggregates.read()
+        reading = self.source()
         self._history.append((now, reading))
         while len(self._history) > 2 and self._history[1][0] <= now - self._history_seconds:
             self._history.popleft()
         return reading
+
+    def set_serving(self, serving: Callable[[], Sequence[ServingState]]) -> None:
+        """Read the serving state from elsewhere (the fleet's)."""
+        self._serving = serving
 
     def _baseline(self, window: float) -> Reading:
         """The newest reading at least `window` old, or the oldest kept."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -76,13 +76,15 @@ class Comparer:
         """The longest window asked for; settable (rollouts change at run time)."""
         self._history: deque[tuple[float, Reading]] = deque()
         self._latest: tuple[float, Reading] | None = None
+        self.source: Callable[[], Reading] = aggregates.read
+        """Where counts are read: this process's aggregates, or its fleet's sum."""
         self._bounds = {m.name: m.bounds for m in aggregates.members if isinstance(m, Histogram)}
 
     def observe(self, now: float, models: Collection[str] | None = None) -> None:
         """Take a reading, of `models`' series only when given. The history keeps at most about HISTORY_POINTS
         readings, evenly spaced over the longest window, so a day-long window costs no more memory than a minute-long
         one, and series of models without a rollout take none."""
-        reading = self._aggregates.read()
+        reading = self.source()
         if models is not None:
             wanted = set(models)
             reading = {name: _only(series, wanted) for name, series in reading.items()}

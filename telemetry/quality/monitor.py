@@ -73,6 +73,9 @@ class VersionQuality:
         self.confidences = ValueWindow(limits.expected_rows)
         self.rows = RowWindow(limits.drift_rows, len(profile.features)) if profile is not None else None
         self.drift: DriftResult | None = None
+        """The drift every reader sees: of the whole fleet, where other members report drift too."""
+        self.own_drift: DriftResult | None = None
+        """The drift of this process's own live window, which it publishes to its fleet."""
         self.input_problem_logged = False
 
     def expected_accuracy(self) -> float | None:
@@ -267,7 +270,7 @@ class QualityMonitor:
                 logger.exception("the drift check of %s version %s failed", quality.model, quality.version)
                 continue
             if result is not None:
-                quality.drift = result
+                quality.own_drift = quality.drift = result
 
     # -- schedule -----------------------------------------------------------------------------------------------
 

@@ -70,6 +70,10 @@ class Snapshot:
     """Per monitored classifier version: the parts of its quality section that are not interval counts."""
     rollouts: Sequence[telemetry_pb2.RolloutTelemetry] = ()
     """Per model with a rollout: its latest side-by-side comparison."""
+    members: Mapping[str, Snapshot] = field(default_factory=dict)
+    """Of a fleet's snapshot: each member's own, by id."""
+    fleet: Sequence[telemetry_pb2.FleetMember] = ()
+    """Of a fleet's snapshot: who its members are."""
 
 
 def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float:

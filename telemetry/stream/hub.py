@@ -42,13 +42,15 @@ EventKind: TypeAlias = int
 class Subscription:
     """One subscriber's frames: `async for frame in subscription` yields serialized `TelemetryFrame`s."""
 
-    def __init__(self, hub: TelemetryHub, interval_ticks: int, models: frozenset[str], sections: frozenset[str]
-                 ) -> None:
+    def __init__(self, hub: TelemetryHub, interval_ticks: int, models: frozenset[str], sections: frozenset[str],
+                 member: str = "") -> None:
         self._hub = hub
         self.interval_ticks = interval_ticks
         self.models = models
         self.sections = sections
-        self.key = (interval_ticks, models, sections)
+        self.member = member
+        """The fleet member whose figures it gets; "" for the whole fleet."""
+        self.key = (interval_ticks, models, sections, member)
         self._frame: bytes | None = None
         self._events: deque[bytes] = deque()
         self._wake = asyncio.Event()
@@ -127,8 +129,12 @@ class TelemetryHub:
     """
 
     def __init__(self, read: Callable[[], Snapshot], bounds: Mapping[str, Sequence[float]], *, max_subscribers: int,
-                 tick_seconds: float = TICK_SECONDS) -> None:
+                 tick_seconds: float = TICK_SECONDS, member: str = "") -> None:
         self._read = read
+        self.member = member
+        """This process's id in its fleet, on the events it publishes."""
+        self.event_listeners: list[Callable[[telemetry_pb2.TelemetryEvent], None]] = []
+        """Told of every event this process publishes (not of those it relays from other members)."""
         self._bounds = bounds
         self.max_subscribers = max_subscribers
         self._tick_seconds = tick_seconds
@@ -143,8 +149,8 @@ class TelemetryHub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self, interval_ms: int = 0, models: Iterable[str] = (), sections: Iterable[str] = ()
-                  ) -> Subscription:
+    def subscribe(self, interval_ms: int = 0, models: Iterable[str] = (), sections: Iterable[str] = (),
+                  member: str = "") -> Subscription:
         """A new subscription; InvalidSubscription for an interval or section out of range, TooManySubscribers past the
         subscriber limit."""
         interval_ms = interval_ms or DEFAULT_INTERVAL_MS
@@ -158,8 +164,12 @@ class TelemetryHub:
         if len(self._subscribers) >= self.max_subscribers:
             raise TooManySubscribers(f"the server has its limit of {self.max_subscribers} telemetry subscribers")
         ticks = -(-interval_ms // round(self._tick_seconds * 1000))
-        subscription = Subscription(self, ticks, frozenset(models), chosen)
-        subscription.baseline = self._read()
+        baseline = self._read()
+        if member and member not in baseline.members:
+            known = ", ".join(sorted(baseline.members)) or "none"
+            raise InvalidSubscription(f"no member {member!r} in the fleet (members: {known})")
+        subscription = Subscription(self, ticks, frozenset(models), chosen, member)
+        subscription.baseline = baseline
         self._subscribers.append(subscription)
         return subscription
 
@@ -168,13 +178,22 @@ class TelemetryHub:
             self._subscribers.remove(subscription)
 
     def publish(self, kind: EventKind, *, model: str = "", version: str = "", message: str = "") -> None:
-        """An event for every current subscriber, in the next frame each receives."""
+        """An event of this process for every current subscriber, in the next frame each receives."""
+        event = Event(kind=Event.Kind.Name(kind), timestamp_unix_nanos=time.time_ns(), model=model, version=version,
+                      message=message, member=self.member)
+        for listener in self.event_listeners:
+            listener(event)
+        self.relay(event)
+
+    def relay(self, event: telemetry_pb2.TelemetryEvent) -> None:
+        """An event (of this process or another member) for every current subscriber, numbered in this stream."""
         self._event_sequence += 1
-        event = Event(kind=Event.Kind.Name(kind), timestamp_unix_nanos=time.time_ns(), sequence=self._event_sequence,
-                      model=model,
-                      version=version, message=message).SerializeToString()
+        numbered = Event()
+        numbered.CopyFrom(event)
+        numbered.sequence = self._event_sequence
+        data = numbered.SerializeToString()
         for subscription in self._subscribers:
-            subscription.add_event(event)
+            subscription.add_event(data)
 
     async def start(self) -> None:
         self._snapshots[0] = self._read()
@@ -215,26 +234,27 @@ class TelemetryHub:
             return
         now = self._read()
         self._snapshots[tick] = now
-        frames: dict[tuple[int, frozenset[str], frozenset[str]], bytes] = {}
-        parts: dict[int, _Parts] = {}
+        frames: dict[tuple[int, frozenset[str], frozenset[str], str], bytes] = {}
+        parts: dict[tuple[int, str], _Parts] = {}
         for subscription in due:
             first = subscription.baseline
             if first is not None:  # its own first frame, from the snapshot taken when it subscribed
                 subscription.baseline = None
-                subscription.offer(self._serialize(now, self._parts(now, first), subscription))
+                subscription.offer(self._serialize(now, self._parts(now, first, subscription.member), subscription))
                 subscription.previous = now
                 continue
             previous, subscription.previous = subscription.previous, None
             if self._baseline(tick, subscription.interval_ticks) is None and previous is not None:
                 # it arrived after the tick its interval starts from: this frame covers the time since its first
-                subscription.offer(self._serialize(now, self._parts(now, previous), subscription))
+                subscription.offer(self._serialize(now, self._parts(now, previous, subscription.member),
+                                                   subscription))
                 continue
             frame = frames.get(subscription.key)
             if frame is None:
-                k = subscription.interval_ticks
-                if k not in parts:
-                    parts[k] = self._parts(now, self._baseline(tick, k))
-                frame = frames[subscription.key] = self._serialize(now, parts[k], subscription)
+                k, member = subscription.interval_ticks, subscription.member
+                if (k, member) not in parts:
+                    parts[(k, member)] = self._parts(now, self._baseline(tick, k), member)
+                frame = frames[subscription.key] = self._serialize(now, parts[(k, member)], subscription)
             subscription.offer(frame)
         self._forget(tick, intervals)
 
@@ -249,8 +269,13 @@ class TelemetryHub:
             if t < tick - longest or (t < tick and not any(t % k == 0 for k in intervals)):
                 del self._snapshots[t]
 
-    def _parts(self, now: Snapshot, then: Snapshot | None) -> _Parts:
-        """What every frame over the interval from `then` to `now` shares, before filtering."""
+    def _parts(self, now: Snapshot, then: Snapshot | None, member: str = "") -> _Parts:
+        """What every frame over the interval from `then` to `now` shares, before filtering: of the whole fleet,
+        or of one member (nothing of a member that has left)."""
+        if member:
+            whole = now
+            now = now.members.get(member) or Snapshot(whole.time_ns, whole.monotonic, {}, server_state="LEFT")
+            then = then.members.get(member) if then is not None else None
         return _Parts(then, model_frames(now, then, self._bounds, self._start_monotonic), server_frame(now, then),
                       alert_frames(now))
 
@@ -258,7 +283,8 @@ class TelemetryHub:
         then, models, server, alerts = parts.then, parts.models, parts.server, parts.alerts
         covered = round((now.monotonic - then.monotonic) * 1000) if then is not None else 0
         frame = telemetry_pb2.TelemetryFrame(timestamp_unix_nanos=now.time_ns, interval_ms=covered,
-                                             uptime_seconds=now.monotonic - self._start_monotonic)
+                                             uptime_seconds=now.monotonic - self._start_monotonic,
+                                             members=now.fleet, member=subscription.member)
         sections = subscription.sections
         if "models" in sections:
             frame.models.extend(m for m in models if not subscription.models or m.model in subscription.models)
