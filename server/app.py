@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -29,6 +30,7 @@ from vigil.server.api.health import HealthReporter
 from vigil.server.api.native_servicer import InferenceServicer, add_inference_servicer
 from vigil.server.api.oip_servicer import OpenInferenceServicer, server_version
 from vigil.server.api.telemetry_source import ModelEvents, snapshot_reader
+from vigil.server.fleet.member import Fleet
 from vigil.server.inference.dataplane import DataPlane
 from vigil.server.inference.outcomes import Outcomes
 from vigil.server.inference.validation import Limits
@@ -56,6 +58,7 @@ from vigil.telemetry.metrics.gauges import register_process_gauges, register_rol
 from vigil.telemetry.metrics.gpu import gpu_reader, register_gpu_gauges
 from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.comparison import Comparer
+from vigil.telemetry.quality.drift_check import DriftThresholds
 from vigil.telemetry.quality.readings import quality_sections
 from vigil.telemetry.stream.frames import Snapshot
 from vigil.telemetry.stream.hub import TelemetryHub
@@ -64,17 +67,18 @@ logger = logging.getLogger(__name__)
 
 
 def build_server(
-    settings: Settings, services: list[Any], wraps: Sequence[HandlerWrap] = ()
+    settings: Settings, services: list[Any], wraps: Sequence[HandlerWrap] = (), *, reuse_port: bool = False
 ) -> tuple[grpc.aio.Server, WrappingServer, int]:
     """A gRPC server with the given `(add_to_server, servicer)` pairs, their handlers wrapped by `wraps` (first
     innermost), bound to host:port with TLS when configured; returns the server, the wrapping stand-in that
-    registers more services, and the real port."""
+    registers more services, and the real port. `reuse_port`: share the port with the host's other workers
+    (SO_REUSEPORT; otherwise a port in use is an error, not a silent split of its calls)."""
     limit = settings.limits.max_message_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             # Calls gRPC holds until the server takes them; past these, gRPC itself cancels calls (CANCELLED) before
             # any queue bound can refuse them with a reason. The model queues are the bound that speaks.
             ("grpc.server.max_pending_requests", settings.limits.max_pending_calls),
@@ -114,6 +118,18 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """How an App that is one of a host's worker processes (`vigil serve --workers N`) differs from one alone: its
+    gRPC port is shared with the other workers, its HTTP app is served on a Unix socket to the supervisor alone
+    (which checks credentials on the host's HTTP port), its health waits for every worker, and its calls carry
+    more handler wraps (outermost)."""
+
+    http_socket: str
+    peers_ready: Callable[[], bool]
+    wraps: Sequence[HandlerWrap] = ()
+
+
 class App:
     """The whole server: model repository, gRPC services, HTTP endpoint.
 
@@ -122,10 +138,15 @@ class App:
     >>> await app.stop()
     """
 
-    def __init__(self, settings: Settings, *, span_exporters: Sequence[SpanExporter] = ()) -> None:
+    def __init__(self, settings: Settings, *, span_exporters: Sequence[SpanExporter] = (), worker: int = -1,
+                 role: WorkerRole | None = None) -> None:
         self.settings = settings
+        self.worker = worker
+        """Its number among the workers of `vigil serve --workers N`; -1 when it runs alone."""
+        self.role = role
         self.repository = ModelRepository(settings.models_dir, load_workers=settings.load_workers)
-        self.health = HealthReporter(strict=settings.strict_readiness)
+        self.health = HealthReporter(strict=settings.strict_readiness,
+                                     peers_ready=role.peers_ready if role is not None else None)
         self.repository.add_listener(self.health.on_model_change)
         limits = Limits(
             max_rows_per_request=settings.limits.max_rows_per_request,
@@ -149,6 +170,7 @@ class App:
         """The store (opened when quality or the fleet needs it), shared by everything in this process."""
         self.shared: SharedState | None = None
         """What this process shares with the other members of its fleet through the store."""
+        self.fleet: Fleet | None = None
         if settings.telemetry.enabled:
             self._build_telemetry(span_exporters)
         self.gate = _build_gate(settings)
@@ -162,7 +184,8 @@ class App:
 
     def _build_telemetry(self, span_exporters: Sequence[SpanExporter]) -> None:
         config = self.settings.telemetry
-        self.telemetry = providers = build_providers(service_version=server_version(), span_exporters=span_exporters)
+        self.telemetry = providers = build_providers(service_version=server_version(),
+                                                     service_instance_id=self.member_id, span_exporters=span_exporters)
         self.metrics_registry.register(providers.prometheus)
         instruments = Instruments(providers.meter_provider.get_meter(SCOPE))
         providers.include(instruments.aggregates)
@@ -175,10 +198,11 @@ class App:
         self.has_gpu_metrics = register_gpu_gauges(instruments)
         bounds = {h.name: h.bounds for h in instruments.aggregates.members if isinstance(h, Histogram)}
 
-        def read() -> Snapshot:  # the hub and the monitors refer to each other; the reader is bound below
-            return take_snapshot()
+        def read() -> Snapshot:  # the hub, the monitors and the fleet refer to each other; bound below
+            return fleet.read()
 
-        self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers)
+        self.telemetry_hub = hub = TelemetryHub(read, bounds, max_subscribers=config.max_subscribers,
+                                                member=self.member_id)
         if self.settings.quality.enabled or self.settings.fleet.enabled:
             self.store = open_configured_store(self.settings.store)
             self.shared = SharedState(self.store)
@@ -187,7 +211,9 @@ class App:
             duration_bounds=instruments.request_duration.bounds, store_settings=self.settings.store,
             store=self.store, rolled_back=self.rollouts.rolled_back_readings)
         self.repository.add_listener(monitoring.on_model_change)
-        self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality)
+        self.reports = build_recorder(self.settings.reports, instruments.aggregates, monitoring.quality,
+                                      store=self.shared, member=self.member_id,
+                                      purge_interval_seconds=self.settings.store.purge_interval_seconds)
         monitoring.alert_listeners.append(alert_listener(self.reports.history))
         hooks = [BatchTelemetry(instruments, tracing.sampled if tracing else None).on_batch]
         if monitoring.quality is not None:
@@ -201,7 +227,7 @@ class App:
 
         self.repository.add_listener(hook_batchers)
         self.dataplane.add_shadow_hook(ShadowTelemetry(instruments).on_shadow)
-        self.rollouts.comparer = Comparer(instruments.aggregates, monitoring.quality,
+        self.rollouts.comparer = comparer = Comparer(instruments.aggregates, monitoring.quality,
                                           history_seconds=DEFAULT_WINDOW_SECONDS)
         self.rollouts.publish = lambda kind, model, version, message: hub.publish(
             kind, model=model, version=version, message=message)
@@ -214,6 +240,20 @@ class App:
             quality=partial(quality_sections, monitoring.quality) if monitoring.quality is not None else None,
             alerts=monitoring.alert_states, rollouts=self.rollouts.telemetry)
         self.repository.add_listener(ModelEvents(hub).on_model_change)
+        quality = self.settings.quality
+        fleet_settings = self.settings.fleet
+        self.fleet = fleet = Fleet(
+            self.shared if fleet_settings.enabled else None, self.member_id, tick_seconds=fleet_settings.tick_seconds,
+            stale_ticks=fleet_settings.stale_ticks, lease_seconds=fleet_settings.lease_seconds,
+            local=take_snapshot, hub=hub, worker=self.worker,
+            quality=monitoring.quality, drift_min_rows=quality.drift_min_rows,
+            thresholds=DriftThresholds(psi=quality.psi_thresholds, ks_pvalue=quality.ks_pvalue_thresholds,
+                                       chi2_pvalue=quality.chi2_pvalue_thresholds))
+        fleet.rollouts = self.rollouts
+        self.rollouts.member = self.member_id
+        self.rollouts.leading = lambda: fleet.is_leader
+        comparer.source = fleet.reading
+        monitoring.join_fleet(fleet)
 
     def _serving_readings(self) -> dict[str, Callable[[], list[tuple[dict[str, str], float]]]]:
         def versions() -> list[tuple[dict[str, str], ModelVersion]]:
@@ -244,6 +284,8 @@ class App:
         wraps: list[HandlerWrap] = [self.gate.wrap]
         if self._interceptor is not None:
             wraps.append(self._interceptor.wrap)
+        if self.role is not None:
+            wraps.extend(self.role.wraps)
         self._grpc, registrar, self.grpc_port = build_server(
             self.settings,
             [
@@ -253,6 +295,7 @@ class App:
                  OpenInferenceServicer(self.dataplane, self.health, outcomes=self._outcomes())),
             ],
             wraps,
+            reuse_port=self.role is not None,
         )
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
             [
@@ -268,6 +311,8 @@ class App:
             await self.telemetry_hub.start()
         if self.monitoring is not None:
             await self.monitoring.start()
+        if self.fleet is not None:  # joined before models load: their rollouts may be the fleet's already
+            await self.fleet.start()
         if self.reports is not None:
             await self.reports.start()
         await self.rollouts.start(self.settings.rollouts.interval_seconds)
@@ -276,13 +321,15 @@ class App:
         self._web = WebServer(
             build_web_app(self.metrics_registry, is_ready=lambda: self.health.is_serving, hub=self.telemetry_hub,
                           quality=self.monitoring.quality if self.monitoring is not None else None,
-                          history=self.reports.history if self.reports is not None else None,
+                          reports=self.reports,
                           period_quality=outcomes.period_figures if (outcomes := self._outcomes()) else None,
                           access=HttpAccess(self.gate.tokens, frozenset(security.open_http_paths),
-                                            mutual_tls=security.client_ca_file is not None)),
+                                            mutual_tls=security.client_ca_file is not None)
+                          if self.role is None else None),  # a worker's supervisor checks credentials
             self.settings.host,
             self.settings.http_port,
-            ssl_context=http_ssl_context(security),
+            ssl_context=http_ssl_context(security) if self.role is None else None,
+            unix_path=self.role.http_socket if self.role is not None else None,
         )
         await self._web.start()
         self.http_port = self._web.port
@@ -327,6 +374,8 @@ class App:
         await self.dataplane.close()
         if self.monitoring is not None:  # after the last batches, so their predictions and alerts count
             await self.monitoring.close()
+        if self.fleet is not None:  # the last counts reach the fleet
+            await self.fleet.close()
         if self.reports is not None:  # after the last calls and alerts; bounded, so a slow disk cannot hang exit
             await self.reports.close(timeout=REPORT_SAVE_SECONDS)
         if self._web is not None:
@@ -398,8 +447,8 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     await app.listen()
     if announce:
-        _announce(f"gRPC listening on {settings.host}:{app.grpc_port}")
-        _announce(f"HTTP listening on {settings.host}:{app.http_port}")
+        announce_line(f"gRPC listening on {settings.host}:{app.grpc_port}")
+        announce_line(f"HTTP listening on {settings.host}:{app.http_port}")
     await app.load_models()  # a signal meanwhile is acted on once loading ends (calls are refused already)
     await stop.wait()
     try:
@@ -411,7 +460,7 @@ async def serve(settings: Settings, *, announce: bool = True) -> int:
     return 0
 
 
-def _announce(message: str) -> None:
+def announce_line(message: str) -> None:
     """A line that scripts and tests read the ports chosen for port 0 from: written whatever the log level, in the
     log's own format (a JSON line, or text), so the output stays one format."""
     record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, message, None, None)

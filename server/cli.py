@@ -20,6 +20,8 @@ ROWS_PER_BIN = 10
 @click.option("--port", "grpc_port", type=int, help="gRPC port (default 8001; 0 picks a free one).")
 @click.option("--http-port", type=int, help="HTTP port for /metrics (default 8002; 0 picks a free one).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--workers", help="Worker processes sharing the gRPC port (default 1; `auto`: one per core). "
+                                "See docs/scaling.md for sizing.")
 def serve(**options: Any) -> None:
     """Serve the models in a repository. Every option also reads its VIGIL_* environment variable."""
     # Imported when the command runs: `vigil --help` loads this module to list the command.

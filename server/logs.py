@@ -12,24 +12,41 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Mapping
 
 from vigil.telemetry.export.json_logs import JsonFormatter
 
 
-def configure_logging(level: str, log_format: str = "json") -> None:
+def configure_logging(level: str, log_format: str = "json", fields: Mapping[str, object] | None = None) -> None:
     """Send the server's log to stdout at `level`: JSON lines correlated with traces, or plain text (to stderr when
-    stdout is closed)."""
+    stdout is closed). `fields` go on every record, to tell apart processes that share the log (`worker`)."""
     handler = logging.StreamHandler(sys.stdout if sys.stdout is not None else sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        tags = "".join(f"{key}={value} " for key, value in (fields or {}).items())
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tags}%(name)s %(message)s"))
+    if fields:
+        handler.addFilter(_FieldsFilter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.raiseExceptions = False  # a failing handler must not write to stderr, which is read back into the log
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_exception
+
+
+class _FieldsFilter(logging.Filter):
+    """Adds the same fields to every record (a record's own fields win)."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = getattr(record, "fields", None)
+        record.fields = {**self._fields, **own} if isinstance(own, dict) else self._fields
+        return True
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:

@@ -48,6 +48,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                               "vigil.telemetry"),
     "vigil.server.web": ("vigil.server.security", "vigil.server.settings", "vigil.telemetry", "vigil.protos"),
     "vigil.server.logs": ("vigil.telemetry",),
+    "vigil.server.fleet": ("vigil.server.store", "vigil.server.rollouts", "vigil.telemetry", "vigil.protos"),
+    "vigil.server.workers": ("vigil.server.app", "vigil.server.monitoring", "vigil.server.settings",
+                             "vigil.server.logs", "vigil.server.store.records", "vigil.server.security",
+                             "vigil.server.web", "vigil.server.api.handler_wrapping", "vigil.telemetry",
+                             "vigil.protos"),
     # The wiring (`app`, `monitoring`, `__main__`, `cli`): everything of the server's, but never the client.
     "vigil.server": ("vigil.server", "vigil.telemetry", "vigil.protos"),
 }

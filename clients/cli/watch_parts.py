@@ -21,7 +21,7 @@ SEVERITY_STYLES = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 DRIFT_STYLES = {"no_drift": "green", "possible_drift": "yellow", "drift": "bold red"}
 EVENT_STYLES = {"ALERT_FIRED": "red", "ALERT_RESOLVED": "green", "MODEL_FAILED": "red", "SERVER_DRAINING": "yellow",
-                "ROLLOUT_ROLLED_BACK": "red", "ROLLOUT_PROMOTED": "green"}
+                "ROLLOUT_ROLLED_BACK": "red", "ROLLOUT_PROMOTED": "green", "WORKER_RESTARTED": "yellow"}
 MIX_CLASSES = 5
 """Classes shown in a class mix; the rest are counted on one line."""
 LABEL_WIDTH = 12

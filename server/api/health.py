@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from grpc_health.v1 import health, health_pb2
 
@@ -29,9 +30,12 @@ class HealthReporter:
     >>> await reporter.set_started(repository.models)
     """
 
-    def __init__(self, *, strict: bool) -> None:
+    def __init__(self, *, strict: bool, peers_ready: Callable[[], bool] | None = None) -> None:
+        """`peers_ready`: whether the other processes serving the same port are ready (a worker under `vigil serve
+        --workers N` reports SERVING only while every worker is); call `refresh` when its answer changes."""
         self.servicer = health.aio.HealthServicer()
         self._strict = strict
+        self._peers_ready = peers_ready
         self._started = False
         self._draining = False
         self._models: dict[str, bool] = {}
@@ -68,9 +72,19 @@ class HealthReporter:
 
     @property
     def is_serving(self) -> bool:
+        """This process serves, and so do its peers (when it has any)."""
+        return self.is_serving_here and (self._peers_ready is None or self._peers_ready())
+
+    @property
+    def is_serving_here(self) -> bool:
+        """This process alone serves: loaded, not draining, and (when strict) every model ready."""
         if self._draining or not self._started:
             return False
         return all(self._models.values()) if self._strict else True
+
+    async def refresh(self) -> None:
+        """Report the overall status again (the peers' readiness changed)."""
+        await self._set_overall()
 
     async def _set_overall(self) -> None:
         status = SERVING if self.is_serving else NOT_SERVING

@@ -15,7 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from vigil.server.security.credentials import TokenTable, bearer_token
 from vigil.server.web.dashboard import add_dashboard_routes
 from vigil.server.web.reports import PeriodQuality, add_report_routes
-from vigil.telemetry.history.report_history import ReportHistory
+from vigil.telemetry.history.recorder import HistoryRecorder
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.hub import TelemetryHub
 
@@ -62,7 +62,7 @@ class HttpAccess:
 
 def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
                   hub: TelemetryHub | None = None, quality: QualityMonitor | None = None,
-                  access: HttpAccess | None = None, history: ReportHistory | None = None,
+                  access: HttpAccess | None = None, reports: HistoryRecorder | None = None,
                   period_quality: PeriodQuality | None = None) -> web.Application:
     """The aiohttp application served on the HTTP port."""
 
@@ -83,23 +83,29 @@ def build_web_app(registry: CollectorRegistry, *, is_ready: Callable[[], bool],
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_dashboard_routes(app, hub)
-    add_report_routes(app, history, quality, period_quality)
+    add_report_routes(app, reports, quality, period_quality)
     return app
 
 
 class WebServer:
-    """Runs the HTTP app on host:port (0 picks a free port; `port` tells which after `start`)."""
+    """Runs the HTTP app on host:port (0 picks a free port; `port` tells which after `start`), or on a Unix socket
+    (`unix_path`: a worker's app, which only its supervisor reads)."""
 
-    def __init__(self, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                 unix_path: str | None = None) -> None:
         self._runner = web.AppRunner(app, access_log=None)
         self._host = host
         self._requested_port = port
         self._ssl = ssl_context
+        self._unix_path = unix_path
         self.port = port
 
     async def start(self) -> None:
         await self._runner.setup()
+        if self._unix_path is not None:
+            await web.UnixSite(self._runner, self._unix_path).start()
+            self.port = 0
+            return
         site = web.TCPSite(self._runner, self._host, self._requested_port, ssl_context=self._ssl)
         await site.start()
         self.port = int(self._runner.addresses[0][1])

@@ -14,7 +14,7 @@ from functools import partial
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
@@ -127,12 +127,20 @@ def default_sampler() -> Sampler:
 def build_providers(
     *,
     service_version: str,
+    service_instance_id: str = "",
     span_exporters: Sequence[SpanExporter] = (),
     metric_readers: Sequence[MetricReader] = (),
     sampler: Sampler | None = None,
 ) -> TelemetryProviders:
-    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured."""
-    resource = Resource.create({SERVICE_VERSION: service_version})
+    """Providers with batch span processing only: exporters passed in (tests), plus OTLP when configured.
+
+    `service_instance_id` names this process among those reporting as the same service (the workers of a host,
+    the replicas of a deployment): without it their cumulative metrics would be one series written by several
+    processes. It wins over one set in OTEL_RESOURCE_ATTRIBUTES, which every process of a host would share."""
+    attributes: dict[str, str] = {SERVICE_VERSION: service_version}
+    if service_instance_id:
+        attributes[SERVICE_INSTANCE_ID] = service_instance_id
+    resource = Resource.create(attributes)
     if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))  # OTEL_SERVICE_NAME was not set
     exporters = list(span_exporters)

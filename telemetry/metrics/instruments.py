@@ -108,6 +108,12 @@ GPU_POWER_USAGE = MetricSpec("vigil.gpu.power.usage", "W", "GPU power draw")
 GPU_METRICS = (GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_POWER_USAGE)
 """Registered only where NVML finds a GPU."""
 
+# Written by the supervisor of `vigil serve --workers N` on the host's page, beside its workers' merged metrics.
+WORKER_RESTARTS = MetricSpec("vigil.worker.restarts", "{restart}",
+                             "Times the supervisor started a worker process again after it died, by worker")
+WORKER_READY = MetricSpec("vigil.worker.ready", "",
+                          "1 while a worker process serves (listening, models loaded, not draining), else 0")
+
 
 class Instruments:
     """The instruments the call wrapper, the batch hook and the gauges record into.

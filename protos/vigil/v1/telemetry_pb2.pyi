@@ -8,17 +8,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TelemetryRequest(_message.Message):
-    __slots__ = ("interval_ms", "models", "sections")
+    __slots__ = ("interval_ms", "models", "sections", "member")
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     interval_ms: int
     models: _containers.RepeatedScalarFieldContainer[str]
     sections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, interval_ms: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., sections: _Optional[_Iterable[str]] = ...) -> None: ...
+    member: str
+    def __init__(self, interval_ms: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., sections: _Optional[_Iterable[str]] = ..., member: _Optional[str] = ...) -> None: ...
 
 class TelemetryFrame(_message.Message):
-    __slots__ = ("timestamp_unix_nanos", "interval_ms", "uptime_seconds", "models", "server", "alerts", "sequence", "dropped_frames", "events", "rollouts")
+    __slots__ = ("timestamp_unix_nanos", "interval_ms", "uptime_seconds", "models", "server", "alerts", "sequence", "dropped_frames", "events", "rollouts", "members", "member")
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +31,8 @@ class TelemetryFrame(_message.Message):
     DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     timestamp_unix_nanos: int
     interval_ms: int
     uptime_seconds: float
@@ -39,7 +43,31 @@ class TelemetryFrame(_message.Message):
     dropped_frames: int
     events: _containers.RepeatedCompositeFieldContainer[TelemetryEvent]
     rollouts: _containers.RepeatedCompositeFieldContainer[RolloutTelemetry]
-    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelTelemetry, _Mapping]]] = ..., server: _Optional[_Union[ServerTelemetry, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_frames: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., rollouts: _Optional[_Iterable[_Union[RolloutTelemetry, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[FleetMember]
+    member: str
+    def __init__(self, timestamp_unix_nanos: _Optional[int] = ..., interval_ms: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelTelemetry, _Mapping]]] = ..., server: _Optional[_Union[ServerTelemetry, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_frames: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TelemetryEvent, _Mapping]]] = ..., rollouts: _Optional[_Iterable[_Union[RolloutTelemetry, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[FleetMember, _Mapping]]] = ..., member: _Optional[str] = ...) -> None: ...
+
+class FleetMember(_message.Message):
+    __slots__ = ("id", "host", "pid", "worker", "state", "started_unix", "seen_unix", "leader", "local")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    host: str
+    pid: int
+    worker: int
+    state: str
+    started_unix: float
+    seen_unix: float
+    leader: bool
+    local: bool
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., worker: _Optional[int] = ..., state: _Optional[str] = ..., started_unix: _Optional[float] = ..., seen_unix: _Optional[float] = ..., leader: _Optional[bool] = ..., local: _Optional[bool] = ...) -> None: ...
 
 class RolloutTelemetry(_message.Message):
     __slots__ = ("model", "phase", "stable", "window_seconds", "versions", "reason", "step")
@@ -408,7 +436,7 @@ class Alert(_message.Message):
     def __init__(self, name: _Optional[str] = ..., severity: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., summary: _Optional[str] = ..., since_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ..., signal: _Optional[str] = ..., value_text: _Optional[str] = ...) -> None: ...
 
 class TelemetryEvent(_message.Message):
-    __slots__ = ("kind", "timestamp_unix_nanos", "sequence", "model", "version", "message")
+    __slots__ = ("kind", "timestamp_unix_nanos", "sequence", "model", "version", "message", "member")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[TelemetryEvent.Kind]
@@ -422,6 +450,7 @@ class TelemetryEvent(_message.Message):
         ROLLOUT_CHANGED: _ClassVar[TelemetryEvent.Kind]
         ROLLOUT_ROLLED_BACK: _ClassVar[TelemetryEvent.Kind]
         ROLLOUT_PROMOTED: _ClassVar[TelemetryEvent.Kind]
+        WORKER_RESTARTED: _ClassVar[TelemetryEvent.Kind]
     KIND_UNSPECIFIED: TelemetryEvent.Kind
     MODEL_LOADED: TelemetryEvent.Kind
     MODEL_FAILED: TelemetryEvent.Kind
@@ -433,16 +462,19 @@ class TelemetryEvent(_message.Message):
     ROLLOUT_CHANGED: TelemetryEvent.Kind
     ROLLOUT_ROLLED_BACK: TelemetryEvent.Kind
     ROLLOUT_PROMOTED: TelemetryEvent.Kind
+    WORKER_RESTARTED: TelemetryEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     kind: TelemetryEvent.Kind
     timestamp_unix_nanos: int
     sequence: int
     model: str
     version: str
     message: str
-    def __init__(self, kind: _Optional[_Union[TelemetryEvent.Kind, str]] = ..., timestamp_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    member: str
+    def __init__(self, kind: _Optional[_Union[TelemetryEvent.Kind, str]] = ..., timestamp_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ..., member: _Optional[str] = ...) -> None: ...

@@ -202,3 +202,21 @@ async def test_spans_and_metrics_go_over_otlp_http_when_the_protocol_says_so(
     points = {tuple(sorted((a.key, a.value.string_value) for a in p.attributes)): p.as_int
               for p in http.metrics()["vigil.requests"].sum.data_points}
     assert points[key] == 3
+
+
+async def test_every_process_exports_metrics_under_its_own_instance_id(receiver: OtlpReceiver,
+                                                                       model_repo: Path) -> None:
+    """Workers of one host (and replicas) report as one service: `service.instance.id` keeps their series apart."""
+    async with running_app(model_repo) as one, running_app(model_repo) as other:
+        for app in (one, other):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+                await inference_pb2_grpc.InferenceStub(channel).Predict(predict("breast_cancer", rows(1)))
+        wanted = {one.member_id, other.member_id}
+        for _ in range(100):
+            exported = {a.value.string_value for request in receiver.metric_requests
+                        for r in request.resource_metrics for a in r.resource.attributes
+                        if a.key == "service.instance.id"}
+            if wanted <= exported:
+                break
+            await asyncio.sleep(0.1)
+    assert wanted <= exported and one.member_id != other.member_id
