@@ -19,6 +19,23 @@ from bench.run import Server, alternate, pin_servers
 MODEL = "tabular_quality"
 
 
+def confirm_fleet(models: Path, env: dict[str, str], members: int) -> None:
+    """A server started as the measured ones are sees the whole fleet (else the comparison would mean nothing)."""
+    from vigil.clients import Client
+
+    server = Server(models, env=env, pinned=False)
+    try:
+        with Client(server.target) as client:
+            for frame in client.telemetry(interval_ms=500, sections=["server"]):
+                if len(frame.members) == members:
+                    print(f"fleet confirmed: {members} members, leader {[m.id for m in frame.members if m.leader]}")
+                    return
+                if frame.sequence > 20:
+                    raise RuntimeError(f"the fleet has {len(frame.members)} members, not {members}")
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=Path("bench/models"))
@@ -37,6 +54,7 @@ def main() -> None:
         member = {"VIGIL_STORE__URL": f"sqlite:///{folder}/fleet.db", "VIGIL_TELEMETRY__TRACING": "false"}
         others = [Server(args.models, env=member, pinned=False) for _ in range(args.members - 1)]
         try:
+            confirm_fleet(args.models, member, args.members)
             modes = {"alone": (args.models, alone, ""), f"fleet of {args.members}": (args.models, member, "")}
             points = alternate(modes, MODEL, args.models, args.repeats, args.scale)
         finally:

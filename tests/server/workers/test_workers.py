@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -132,6 +132,21 @@ async def predict(channel: grpc.aio.Channel) -> str:
     return dict(await call.trailing_metadata())[WORKER_KEY]
 
 
+async def fleet_frame(host: Host, check: Callable[[telemetry_pb2.TelemetryFrame], bool],
+                      seconds: float = 15.0) -> telemetry_pb2.TelemetryFrame:
+    """The first Telemetry frame that passes `check` (another member's counts arrive at its next tick)."""
+    async with grpc.aio.insecure_channel(host.target) as channel:
+        call = inference_pb2_grpc.InferenceStub(channel).Telemetry(telemetry_pb2.TelemetryRequest(interval_ms=200))
+        try:
+            async with asyncio.timeout(seconds):
+                async for frame in call:
+                    if check(frame):
+                        return frame
+        finally:
+            call.cancel()
+    raise AssertionError("the stream ended")
+
+
 def total(page: str, name: str, **labels: str) -> float:
     """The sum of every sample of `name` with these labels on a text-format page."""
     found = 0.0
@@ -171,6 +186,11 @@ async def test_two_workers_share_the_port_and_one_scrape_counts_every_call(tmp_p
             assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
         status, _ = await host.http("/report.json")  # any other path: answered by a worker
         assert status == 200
+        # the Telemetry stream of either worker: the host's two workers are one fleet, counted exactly
+        frame = await fleet_frame(host, lambda f: len(f.members) == 2
+                                  and sum(m.requests_total for m in f.models if m.model == "breast_cancer") >= sent)
+        assert sum(m.requests_total for m in frame.models if m.model == "breast_cancer") == sent
+        assert sorted(m.worker for m in frame.members) == [0, 1] and sum(m.leader for m in frame.members) == 1
         code = await host.stop()
     assert code == 0
     assert len(re.findall(r"worker \d \(pid \d+\) exited with status 0", "".join(host.lines))) == 2
