@@ -72,8 +72,12 @@ class Fleet:
         self._quality = quality
         self._thresholds = thresholds or DriftThresholds()
         self._drift_min_rows = drift_min_rows
-        self.is_leader = self.shared is None
-        """Whether this process decides for the fleet: it holds the lease (or is a fleet of one)."""
+        self._leading = self.shared is None
+        """Whether the store last said this member holds the lease."""
+        self._lease_until = 0.0
+        """Until when (monotonic) the lease is surely still this member's: from the start of the exchange that
+        renewed it, the lease's length less a tick, so that it is given up here before another member may take it."""
+        self._unreachable_since: float | None = None
         self.peers: dict[str, Peer] = {}
         self._totals = FleetTotals()
         self._events: deque[tuple[float, telemetry_pb2.TelemetryEvent]] = deque(maxlen=256)
@@ -87,6 +91,18 @@ class Fleet:
         self._leaving = False
         if hub is not None:
             hub.event_listeners.append(self._on_event)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process decides for the fleet: it holds the lease (or is a fleet of one). When the store
+        cannot be reached for longer than a lease, no member can hold one: each then decides for itself (its alerts
+        reach the Alertmanager from each member, which merges alerts with the same labels)."""
+        if self.shared is None:
+            return True
+        now = time.monotonic()
+        if self._leading and now < self._lease_until:
+            return True
+        return self._unreachable_since is not None and now - self._unreachable_since > self.lease_seconds
 
     @property
     def max_age(self) -> float:
@@ -124,30 +140,40 @@ class Fleet:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.tick_seconds)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # a bad tick must not end membership (the lease then lapses here, by its deadline)
+                logger.exception("fleet: a tick failed")
 
     async def tick(self) -> None:
         shared = self.shared
         if shared is None:
             return
+        was_leader = self.is_leader
         summary = self._summary(self._local())
         unshared = self.rollouts.take_unshared() if self.rollouts is not None else {}
+        started = time.monotonic()
         try:
             leader, rows, rollouts = await asyncio.to_thread(self._exchange, shared, summary, unshared)
-        except Exception as exc:  # the store is away: carry on alone, and say so once
+        except Exception as exc:  # the store is away: carry on with this process's own figures, and say so once
             if self.rollouts is not None:  # to share once it returns (unless changed again meanwhile)
                 self.rollouts.unshared = {**unshared, **self.rollouts.unshared}
             if not self._failing:
                 logger.warning("fleet: cannot reach the store (%s); figures are this process's own until it "
                                "returns", exc)
             self._failing = True
-            self._set_leader(False)
+            if self._unreachable_since is None:
+                self._unreachable_since = started
             self._drop_stale()
+            self._tell_leadership(was_leader)
             return
         if self._failing:
             logger.info("fleet: the store is reachable again")
         self._failing = False
-        self._set_leader(leader)
+        self._unreachable_since = None
+        self._leading = leader
+        self._lease_until = started + self.lease_seconds - self.tick_seconds
+        self._tell_leadership(was_leader)
         self._take(rows)
         self._merge_drift()
         if self.rollouts is not None:
@@ -168,11 +194,11 @@ class Fleet:
                     for key, value, _ in shared.values(ROLLOUT_PREFIX)}
         return leader, rows, rollouts
 
-    def _set_leader(self, leader: bool) -> None:
-        if leader != self.is_leader:
+    def _tell_leadership(self, was_leader: bool) -> None:
+        leader = self.is_leader
+        if leader != was_leader:
             logger.info("fleet: %s", "this member now decides for the fleet (alert rules, rollout guard)"
                         if leader else "this member no longer decides for the fleet")
-            self.is_leader = leader
             for listener in self.leadership_listeners:
                 listener(leader)
 
@@ -218,17 +244,21 @@ class Fleet:
             del self._relayed[gone]
 
     def _merge_drift(self) -> None:
-        """Where other members report drift of a version too: the fleet's drift from the bin counts of all."""
+        """Where other members report drift of a version: the fleet's drift from the bin counts of all (also when
+        this member has too few rows of its own to judge)."""
         if self._quality is None:
             return
         for quality in self._quality.versions():
             own, profile = quality.own_drift, quality.profile
-            if own is None or profile is None:
+            if profile is None:
                 continue
-            features, classes = drift_counts(own)
+            if own is not None:
+                features, classes = drift_counts(own)
+            else:
+                features, classes = [[0] * (len(f.edges) + 1) for f in profile.features], [0] * len(profile.labels)
             feature_sums = [np.asarray(f, np.int64) for f in features]
             class_sums = np.asarray(classes, np.int64)
-            contributors = 1
+            others = 0
             for peer in self.peers.values():
                 for model, version, their_features, their_classes in peer.meta.get("drift", []):
                     if (model, version) != (quality.model, quality.version) or len(their_classes) != len(classes):
@@ -238,14 +268,14 @@ class Fleet:
                     feature_sums = [a + np.asarray(b, np.int64) for a, b in zip(feature_sums, their_features,
                                                                                    strict=True)]
                     class_sums = class_sums + np.asarray(their_classes, np.int64)
-                    contributors += 1
-            if contributors == 1:
-                quality.drift = own
-                continue
-            merged = drift_from_counts(profile, feature_sums, class_sums, self._thresholds, now=time.time(),
-                                       min_rows=self._drift_min_rows)
+                    others += 1
+            merged = (drift_from_counts(profile, feature_sums, class_sums, self._thresholds, now=time.time(),
+                                        min_rows=self._drift_min_rows) if others else None)
             if merged is not None:
-                quality.drift = merged
+                quality.fleet_drift = quality.drift = merged
+            elif quality.fleet_drift is not None:  # pooled no longer: back to this member's own, if judged
+                quality.fleet_drift = None
+                quality.drift = own if own is not None and own.window_rows >= self._drift_min_rows else None
 
     # -- what readers see ---------------------------------------------------------------------------------------
 
@@ -269,8 +299,15 @@ class Fleet:
         return self.read().reading
 
     def serving(self) -> list[ServingState]:
-        """Each model version as the fleet serves it: ready on any member, queues summed."""
-        return [ServingState(v.model, v.version, v.state == "READY", v.queue_depth) for v in self.read().versions]
+        """Each model version as alert rules see the fleet serve it: ready only where every member that has it
+        has it ready (a version failing on one replica of four is not ready), queues summed."""
+        fleet = self.read()
+        ready: dict[tuple[str, str], bool] = {}
+        for snapshot in fleet.members.values():
+            for v in snapshot.versions:
+                ready[(v.model, v.version)] = ready.get((v.model, v.version), True) and v.state == "READY"
+        return [ServingState(v.model, v.version, ready.get((v.model, v.version), False), v.queue_depth)
+                for v in fleet.versions]
 
     def members(self, local: Snapshot | None = None) -> list[telemetry_pb2.FleetMember]:
         own = telemetry_pb2.FleetMember(
@@ -300,8 +337,11 @@ class Fleet:
             return
         self._leaving = True
         summary = self._summary(self._local())
+        unshared = self.rollouts.take_unshared() if self.rollouts is not None else {}
 
         def leave() -> None:
+            for model, state in unshared.items():  # a change made in the last tick reaches the fleet
+                share_rollout(shared, model, state)
             shared.publish(self.id, self.started, summary)
             shared.release_lease(LEASE, self.id)
 
@@ -309,9 +349,10 @@ class Fleet:
             await asyncio.wait_for(asyncio.to_thread(leave), timeout=5.0)
         except Exception as exc:
             logger.warning("fleet: could not say goodbye through the store: %s", exc)
-        self.is_leader = False
+        self._leading, self._lease_until, self._unreachable_since = False, 0.0, None
 
 
 def share_rollout(shared: SharedState, model: str, state: dict[str, Any] | None) -> None:
     """Put a model's rollout state (None: cleared) where every member reads it."""
-    shared.put(ROLLOUT_PREFIX + model, json.dumps(state))
+    at = int(state["revision"].split(":", 1)[0]) / 1e9 if state is not None else None  # when it changed
+    shared.put(ROLLOUT_PREFIX + model, json.dumps(state), at)

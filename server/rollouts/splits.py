@@ -175,7 +175,8 @@ class Rollouts:
             old = self._states.pop(name, None)
             self._splits.pop(name, None)
             if old is not None:
-                self.unshared[name] = {"revision": self._revision(), "cleared": True}
+                self.unshared[name] = {"revision": self._revision(), "cleared": True,
+                                       "from_config": _as_data(self._from_config.get(name))}
                 self._event(Kind.ROLLOUT_CHANGED, name, "", f"rollout cleared ({origin}); requests without a "
                                                               "version go to the default version")
             return None
@@ -212,10 +213,12 @@ class Rollouts:
         if current is not None and current.origin == "config" and current.configured == rollout:
             return  # the fleet already runs this config's rollout (perhaps rolled back or promoted since)
         known = self._fleet_states.get(model.name)
-        if (current is None and known is not None and known.get("origin") == "config"
-                and known.get("configured") == (rollout.model_dump(mode="json") if rollout else None)):
-            self._adopted.pop(model.name, None)  # another member applied this config: take its state as it is now
-            self.adopt({model.name: known})
+        if known is not None and known.get("from_config", "") == _as_data(rollout):
+            # the fleet's state grew from this same config (set, changed through the API, rolled back, promoted
+            # or cleared since): take it as it is; only a changed config.toml puts its rollout in force again
+            if current is None or current.revision != known.get("revision"):
+                self._adopted.pop(model.name, None)
+                self.adopt({model.name: known})
             return
         try:
             self.set(model.name, rollout, origin="config")
@@ -262,9 +265,13 @@ class Rollouts:
                 logger.exception("evaluating the rollout of model %s failed", name)
 
     def _observe(self, comparer: Comparer, now: float) -> None:
-        """A reading of the models with a rollout, kept as long as the longest of their windows."""
-        comparer.history_seconds = max(window_of(s.config) for s in self._states.values())
-        comparer.observe(now, self._states)
+        """A reading of the models with a rollout, kept as long as the longest of their windows (a failed reading
+        is logged: the guard judges on the readings it has)."""
+        try:
+            comparer.history_seconds = max(window_of(s.config) for s in self._states.values())
+            comparer.observe(now, self._states)
+        except Exception:
+            logger.exception("reading the figures rollouts are judged on failed")
 
     def _evaluate(self, name: str, state: RolloutState, comparer: Comparer, now: float) -> None:
         config = state.config
@@ -369,7 +376,7 @@ class Rollouts:
 
     def _share(self, state: RolloutState) -> None:
         state.revision = self._revision()
-        self.unshared[state.model] = state.shared()
+        self.unshared[state.model] = {**state.shared(), "from_config": _as_data(self._from_config.get(state.model))}
 
     def take_unshared(self) -> dict[str, dict[str, Any] | None]:
         """The states to tell the fleet of, once."""
@@ -435,6 +442,10 @@ class Rollouts:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+def _as_data(config: RolloutConfig | None) -> dict[str, Any] | None:
+    return config.model_dump(mode="json") if config is not None else None
 
 
 def _ms(seconds: float) -> float:

@@ -3,8 +3,9 @@ rules and SLOs are in `alerts`."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -215,6 +216,18 @@ class ReportSettings(BaseModel):
     """How far back the report can look; older minutes are purged from the store. Each process takes about 0.1 KB
     of the store a minute, and 0.7 KB more for each model version with traffic in that minute (some 7 MB a week
     for a version busy around the clock)."""
+    @model_validator(mode="before")
+    @classmethod
+    def _without_the_state_file(cls, data: Any) -> Any:
+        """The history lives in the store now: settings of the state file it replaced are ignored, with a
+        warning, rather than refusing to start a server configured for an earlier version."""
+        if isinstance(data, dict):
+            for gone in ("state_file", "save_interval_seconds"):
+                if data.pop(gone, None) is not None:
+                    warnings.warn(f"reports.{gone} is no longer used: the report history is kept in the store "
+                                  "(VIGIL_STORE__URL)", FutureWarning, stacklevel=2)
+        return data
+
     write_interval_seconds: float = Field(10.0, gt=0, le=60)
     """How often this process writes its minutes to the store (the minute still open included): a report served
     by another process of the fleet sees this one's calls that late at most."""

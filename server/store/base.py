@@ -506,9 +506,11 @@ class SharedState:
             if current == holder:
                 self.store._put_lease(tx, name, holder, 0.0)
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, at: float | None = None) -> None:
+        """Set a shared value, as of `at` (when it changed; default now): a value changed earlier than the one
+        stored is dropped, so a member that was cut off cannot undo a newer change when it reconnects."""
         with self.store.transaction(write=True) as tx:
-            self.store._put_shared(tx, key, value, self.store._now(tx))
+            self.store._put_shared(tx, key, value, self.store._now(tx) if at is None else at)
 
     def values(self, prefix: str) -> list[tuple[str, str, float]]:
         with self.store.transaction(write=False) as tx:

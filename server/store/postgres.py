@@ -304,7 +304,8 @@ class PostgresStore(Store):
 
     def _put_shared(self, tx: Tx, key: str, value: str, updated: float) -> None:
         tx.execute("INSERT INTO shared_values VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
-                   "value = EXCLUDED.value, updated = EXCLUDED.updated", (key, value, updated))
+                   "value = EXCLUDED.value, updated = EXCLUDED.updated WHERE shared_values.updated <= EXCLUDED.updated",
+                   (key, value, updated))
 
     def _shared_values(self, tx: Tx, prefix: str) -> list[tuple[str, str, float]]:
         return self._fetch(tx, "SELECT key, value, updated FROM shared_values WHERE left(key, %s) = %s ORDER BY key",

@@ -4,10 +4,12 @@ takes the database's write lock (`BEGIN IMMEDIATE`), so processes logging and jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +75,18 @@ def _journal_mode_wal(connection: sqlite3.Connection) -> str:
             time.sleep(0.02)
 
 
+class _ThreadConnection:
+    """One thread's connection, closed once nothing refers to it: when its thread ends, so that short-lived threads
+    (a write under a time limit, a report read) leave no open file behind."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
 def _row(values: Sequence[Any]) -> Row:
     return Row(*values)
 
@@ -87,7 +101,8 @@ class SqliteStore(Store):
         self.path = path
         self.name = f"sqlite:///{path}" if path is not None else "memory"
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._owned: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        """Every thread's connection: each is closed when its thread ends (the thread's locals go) or at close."""
         self._shared_lock = threading.RLock()
         self._shared: sqlite3.Connection | None = None
         if path is None:  # one connection for every thread, taken in turn
@@ -112,7 +127,6 @@ class SqliteStore(Store):
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
-        self._connections.append(connection)
         return connection
 
     def _explain(self, exc: sqlite3.Error) -> str:
@@ -124,10 +138,11 @@ class SqliteStore(Store):
         return f"the SQLite store {self.name} cannot be used: {text}"
 
     def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self._open(str(self.path))
-        return connection
+        owned: _ThreadConnection | None = getattr(self._local, "owned", None)
+        if owned is None:
+            owned = self._local.owned = _ThreadConnection(self._open(str(self.path)))
+            self._owned.add(owned)
+        return owned.connection
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Tx]:
@@ -158,9 +173,10 @@ class SqliteStore(Store):
             raise StoreError(self._explain(exc)) from None
 
     def close(self) -> None:
-        for connection in self._connections:
-            connection.close()
-        self._connections.clear()
+        for owned in list(self._owned):
+            owned.connection.close()
+        if self._shared is not None:
+            self._shared.close()
 
     # -- schema --------------------------------------------------------------------------------------------------
 
@@ -341,7 +357,8 @@ class SqliteStore(Store):
 
     def _put_shared(self, tx: Tx, key: str, value: str, updated: float) -> None:
         tx.execute("INSERT INTO shared_values VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                   "value = excluded.value, updated = excluded.updated", (key, value, updated))
+                   "value = excluded.value, updated = excluded.updated WHERE shared_values.updated <= excluded.updated",
+                   (key, value, updated))
 
     def _shared_values(self, tx: Tx, prefix: str) -> list[tuple[str, str, float]]:
         return list(tx.execute("SELECT key, value, updated FROM shared_values WHERE substr(key, 1, ?) = ? "

@@ -139,11 +139,23 @@ class Supervisor:
         open a new SQLite file at the same moment can find it locked while one of them sets it up. A store that
         cannot be opened stops the start here (StoreError), before any worker runs."""
         settings = self.settings
+        if not self._one_fleet:
+            logger.warning("the workers share no fleet (store %s, fleet %s): each judges alert rules and rollouts "
+                           "on its own share of the calls, and the dashboard and report show one worker; use a "
+                           "SQLite file or PostgreSQL with the fleet on",
+                           "memory" if settings.store.url.get_secret_value() == "memory" else "set",
+                           "on" if settings.fleet.enabled else "off")
         if settings.store.url.get_secret_value() == "memory" or not (settings.quality.enabled or
                                                                       settings.fleet.enabled):
             return  # each worker keeps its own
         store = await asyncio.to_thread(open_configured_store, settings.store)
         await asyncio.to_thread(store.close)
+
+    @property
+    def _one_fleet(self) -> bool:
+        """Whether the workers are members of one fleet (a shared store, the fleet on)."""
+        settings = self.settings
+        return settings.store.url.get_secret_value() != "memory" and settings.fleet.enabled
 
     def drain(self) -> None:
         """Stop restarting workers, and tell each to stop: they refuse new calls at once and drain."""
@@ -208,9 +220,11 @@ class Supervisor:
         message = (f"worker {slot.index} (pid {slot.pid}) {_ending(code)} after {ran:.1f}s; starting it again in "
                    f"{delay:.1f}s (restart {slot.restarts})")
         logger.warning("%s", message)
-        for other in self.slots:
-            if other is not slot:
-                other.send((EVENT, TelemetryEvent.WORKER_RESTARTED, message))
+        # in one fleet, one other worker raises the event and the fleet relays it to every stream; else each
+        # worker's stream is its own
+        others = [other for other in self.slots if other is not slot]
+        for other in others[:1] if self._one_fleet else others:
+            other.send((EVENT, TelemetryEvent.WORKER_RESTARTED, message))
         self._pending[slot.index] = asyncio.get_running_loop().call_later(delay, self._restart, slot)
 
     def _restart(self, slot: WorkerSlot) -> None:

@@ -99,11 +99,11 @@ class AlertLoop:
         async def run() -> None:
             while True:
                 await asyncio.sleep(interval_seconds)
-                if not self.active():
-                    self.stand_down()
-                    continue
                 try:
-                    self.evaluate()
+                    if self.active():
+                        self.evaluate()
+                    else:
+                        self.stand_down()
                 except Exception:
                     logger.exception("evaluating alert rules failed")
 

@@ -76,6 +76,8 @@ class VersionQuality:
         """The drift every reader sees: of the whole fleet, where other members report drift too."""
         self.own_drift: DriftResult | None = None
         """The drift of this process's own live window, which it publishes to its fleet."""
+        self.fleet_drift: DriftResult | None = None
+        """The drift of the fleet's pooled windows, where other members report drift of this version too."""
         self.input_problem_logged = False
 
     def expected_accuracy(self) -> float | None:
@@ -258,19 +260,22 @@ class QualityMonitor:
     # -- drift --------------------------------------------------------------------------------------------------
 
     def check_drift(self) -> None:
-        """Compare every profiled version's live window with its reference (safe to call from a worker thread)."""
+        """Compare every profiled version's live window with its reference (safe to call from a worker thread). A
+        window under the minimum of rows is not judged, but its counts are kept (`own_drift`): a fleet pools them."""
         now = self._clock()
         for quality in list(self._versions.values()):
             if quality.rows is None or quality.profile is None:
                 continue
             try:
                 result = drift_against(quality.profile, *quality.rows.read(now, self._limits.drift_seconds),
-                                       self._thresholds, now=now, min_rows=self._limits.drift_min_rows)
+                                       self._thresholds, now=now, min_rows=1)
             except Exception:
                 logger.exception("the drift check of %s version %s failed", quality.model, quality.version)
                 continue
             if result is not None:
-                quality.own_drift = quality.drift = result
+                quality.own_drift = result
+                if quality.fleet_drift is None and result.window_rows >= self._limits.drift_min_rows:
+                    quality.drift = result
 
     # -- schedule -----------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.telemetry.metrics.aggregates import HistogramSeries, Labels, Reading
 from vigil.telemetry.stream.frames import AlertSnapshot, Snapshot, VersionSnapshot
 
-RETIRE_SECONDS = 600.0
+RETIRE_SECONDS = 86_400.0
 """How long a member that dropped out is remembered apart (so that it may come back without counting twice);
 after that its counts are folded into the fleet's retired totals and its id ignored."""
 
@@ -97,6 +97,8 @@ def add_readings(readings: Iterable[Reading]) -> Reading:
                     into[labels] = (HistogramSeries(list(value.counts), value.sum, value.min, value.max)
                                     if isinstance(value, HistogramSeries) else value)
                 elif isinstance(value, HistogramSeries):
+                    if len(have.counts) != len(value.counts):
+                        continue  # buckets of another layout (a member of another version): not comparable
                     have.counts = [a + b for a, b in zip(have.counts, value.counts, strict=True)]
                     have.sum += value.sum
                     have.min, have.max = min(have.min, value.min), max(have.max, value.max)

@@ -18,16 +18,36 @@ import aiohttp
 import numpy as np
 import pytest
 
+from tests import onnx_models
 from tests.conftest import running_app
+from tests.server.test_drift import fresh_sample, send
+from tests.server.test_drift import training as training_fixture
 from tests.server.store.test_shared_store import VIGIL, listening
 from tests.telemetry.alerts.test_alertmanager import Receiver
 from vigil.clients import AsyncClient, InvalidInput, Rollout, RolloutGuard, VigilError
 from vigil.protos.vigil.v1 import telemetry_pb2
 from vigil.server.app import App
-from vigil.server.settings import AlertRuleSettings, AlertSettings, FleetSettings, StoreSettings
+from vigil.server.settings import AlertRuleSettings, AlertSettings, FleetSettings, QualitySettings, StoreSettings
+from vigil.telemetry.quality.drift import DriftStatus, bin_counts, psi
+from vigil.telemetry.quality.monitor import VersionQuality
 
 MODEL = "breast_cancer"
 FLEET = FleetSettings(tick_seconds=0.2, lease_seconds=1.0)
+DRIFT_SETTINGS = QualitySettings(drift_window_rows=1000, drift_min_rows=100, drift_interval_seconds=3600)
+training = training_fixture.__wrapped__  # type: ignore[attr-defined]  # the drift tests' reference rows
+
+
+def checked_quality(app: App) -> VersionQuality:
+    """The bundled model's quality after folding the calls in and checking this member's own drift."""
+    assert app.monitoring is not None and app.monitoring.quality is not None
+    monitor = app.monitoring.quality
+    monitor.process()
+    monitor.check_drift()
+    quality = monitor.get(MODEL, "1")
+    assert quality is not None
+    return quality
+
+
 RULE = AlertRuleSettings(name="TooManyErrors", signal="error_ratio", op=">", threshold=0.2, severity="critical",
                          params={"window": "1m"})
 
@@ -254,3 +274,59 @@ async def test_the_leader_rolls_back_a_canary_failing_on_another_member(rollout_
             for _ in range(20):
                 answer = await client.predict("triage", {"features": np.full((1, 3), 9.0, np.float32)})
                 assert answer.model_version == 1
+
+
+async def test_a_member_starting_with_the_same_config_takes_the_fleets_rollout(tmp_path: Path) -> None:
+    """config.toml splits 90/10; an operator changes it to 50/50 through the API; a member that starts (or restarts)
+    with the same config.toml takes the fleet's 50/50 and does not put 90/10 back. A changed config.toml does."""
+    root = tmp_path / "models"
+    for version, offset in ((1, 0.0), (2, 100.0)):
+        onnx_models.add_model(root / "ab" / str(version) / "model.onnx", offset=offset)
+    base = 'max_batch_size = 16\nexecution_providers = ["cpu"]\n'
+    (root / "ab" / "config.toml").write_text(base + "[rollout]\nweights = { 1 = 90, 2 = 10 }\n")
+    store = StoreSettings(url=f"sqlite:///{tmp_path / 'vigil.db'}")
+    async with running_app(root, store=store, fleet=FLEET) as a:
+        assert a.rollouts.get("ab").config.weights == {1: 90.0, 2: 10.0}
+        async with AsyncClient(f"127.0.0.1:{a.grpc_port}") as client:
+            await client.set_rollout("ab", Rollout(weights={1: 50, 2: 50}))
+        await asyncio.sleep(3 * FLEET.tick_seconds)  # shared
+        async with running_app(root, store=store, fleet=FLEET) as b:
+            assert b.rollouts.get("ab").config.weights == {1: 50.0, 2: 50.0}
+            await asyncio.sleep(3 * FLEET.tick_seconds)
+            assert a.rollouts.get("ab").config.weights == {1: 50.0, 2: 50.0}
+        (root / "ab" / "config.toml").write_text(base + "[rollout]\nweights = { 1 = 80, 2 = 20 }\n")
+        async with running_app(root, store=store, fleet=FLEET) as c:
+            assert c.rollouts.get("ab").config.weights == {1: 80.0, 2: 20.0}
+            await until(lambda: a.rollouts.get("ab").config.weights == {1: 80.0, 2: 20.0},
+                        "the changed config in force on the other member")
+
+
+async def test_drift_is_judged_on_every_members_rows(model_repo: Path, tmp_path: Path) -> None:
+    """Shifted rows reach two members, 600 and 60: the second has too few to judge alone (100 at least), yet both
+    see the fleet's drift over all 660, as PSI of the pooled rows gives it."""
+    x, _ = training()
+    shifted = fresh_sample(x, 660, seed=2)
+    shifted[:, 0] += x[:, 0].std()  # "mean radius" one standard deviation up
+    store = StoreSettings(url=f"sqlite:///{tmp_path / 'vigil.db'}")
+    settings = dict(store=store, fleet=FLEET, quality=DRIFT_SETTINGS)
+    async with running_app(model_repo, **settings) as a, running_app(model_repo, **settings) as b:
+        async with AsyncClient(f"127.0.0.1:{a.grpc_port}") as client:
+            await send(client, shifted[:600])
+        async with AsyncClient(f"127.0.0.1:{b.grpc_port}") as client:
+            await send(client, shifted[600:])
+        quality_a, quality_b = checked_quality(a), checked_quality(b)
+        assert quality_a.own_drift is not None and quality_a.own_drift.window_rows == 600
+        # 60 rows: too few to judge on its own, but counted for the fleet
+        assert quality_b.own_drift is not None and quality_b.own_drift.window_rows == 60
+
+        def pooled(quality: VersionQuality) -> bool:
+            return quality.drift is not None and quality.drift.window_rows == 660
+
+        await until(lambda: pooled(quality_a) and pooled(quality_b), "both members judging the pooled rows")
+        profile = quality_a.profile
+        assert profile is not None
+        radius = profile.features[0]
+        expected = psi(np.asarray(radius.proportions), bin_counts(shifted[:, 0], np.asarray(radius.edges)))
+        for quality in (quality_a, quality_b):
+            assert quality.drift is not None and quality.drift.features[0].psi == pytest.approx(expected, rel=1e-6)
+            assert quality.drift.features[0].psi_status is DriftStatus.DRIFT

@@ -66,3 +66,18 @@ def test_rule_kinds_from_the_environment_are_checked(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValidationError, match="alert rule Drop: an anomaly rule compares the signal with its own "
                                               "band and takes no threshold"):
         Settings()
+
+
+def test_the_old_report_state_file_settings_are_ignored_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_REPORTS__STATE_FILE", "/var/lib/vigil/history.json")
+    with pytest.warns(FutureWarning, match="reports.state_file is no longer used"):
+        settings = Settings()
+    assert settings.reports.retention_days == 7.0
+
+
+def test_the_fleet_lease_outlasts_two_ticks() -> None:
+    with pytest.raises(ValueError, match="must be at least two ticks"):
+        Settings(fleet={"tick_seconds": 2.0, "lease_seconds": 3.0})
+    assert Settings(workers="auto").worker_count >= 1
+    with pytest.raises(ValueError, match="workers must be from 1 to 64, or auto"):
+        Settings(workers=0)

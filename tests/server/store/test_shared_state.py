@@ -4,8 +4,10 @@ and the report history's minutes."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from vigil.server.store.base import SharedState, Store
+from vigil.server.store.opening import open_store
 
 NOW = 1_796_300_000.0
 
@@ -73,6 +75,9 @@ def test_shared_values_by_prefix(store: Store) -> None:
     shared.put("rollout/a", "3")
     shared.put("other", "4")
     assert shared.values("rollout/") == [("rollout/a", "3", NOW), ("rollout/b", "2", NOW)]
+    shared.put("rollout/a", "newer", at=NOW + 10)
+    shared.put("rollout/a", "older", at=NOW + 5)  # changed before the stored value: dropped
+    assert shared.values("rollout/a") == [("rollout/a", "newer", NOW + 10)]
 
 
 def test_report_minutes_are_kept_per_member_and_purged(store: Store) -> None:
@@ -97,3 +102,31 @@ def test_leases_and_summaries_go_by_the_stores_clock(store: Store) -> None:
     SharedState(store).publish("a", 0.0, "{}")
     [(_, _, seen, _)] = SharedState(store).members(max_age=60)
     assert abs(seen - now) < 5
+
+
+def test_short_lived_threads_leave_no_sqlite_connection_open(tmp_path: Path) -> None:
+    """The report history writes and reads in a thread of its own each time: a SQLite file must not gain an open
+    connection (two descriptors) per thread."""
+    import os
+
+    store = open_store(f"sqlite:///{tmp_path / 'vigil.db'}", retention_days=30)
+    shared = SharedState(store)
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def once() -> None:
+        shared.add_minutes([("a", 1, "x")])
+        shared.minutes(0, 10)
+
+    for _ in range(3):  # warm up
+        thread = threading.Thread(target=once)
+        thread.start()
+        thread.join()
+    before = descriptors()
+    for _ in range(30):
+        thread = threading.Thread(target=once)
+        thread.start()
+        thread.join()
+    assert descriptors() <= before + 2
+    store.close()
