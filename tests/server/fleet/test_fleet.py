@@ -20,9 +20,9 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import running_app
+from tests.server.store.test_shared_store import VIGIL, listening
 from tests.server.test_drift import fresh_sample, send
 from tests.server.test_drift import training as training_fixture
-from tests.server.store.test_shared_store import VIGIL, listening
 from tests.telemetry.alerts.test_alertmanager import Receiver
 from vigil.clients import AsyncClient, InvalidInput, Rollout, RolloutGuard, VigilError
 from vigil.protos.vigil.v1 import telemetry_pb2
