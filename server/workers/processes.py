@@ -22,9 +22,15 @@ logger = logging.getLogger(__name__)
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to host:port with SO_REUSEPORT that never listens: it holds the port (port 0 picks one) for
     the workers, which bind it too, for as long as the supervisor runs. Only listening sockets are handed
-    connections, so it takes none."""
+    connections, so it takes none.
+
+    The port is first bound without SO_REUSEPORT, which fails if anything holds it: another server of the same
+    user (a second `vigil serve --workers`) would otherwise share it silently and take half the connections."""
     family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)  # OSError (EADDRINUSE) for a port in use, whoever holds it
+        address = probe.getsockname()  # port 0: the free port chosen
     reserved = socket.socket(family, kind, proto)
     try:
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vigil.protos.tensors import from_array
@@ -301,3 +303,25 @@ async def test_one_worker_is_the_single_process_server(tmp_path: Path) -> None:
             await call
             assert WORKER_KEY not in dict(await call.trailing_metadata())
         assert not any("worker 0 started" in line for line in host.lines)
+
+
+def test_a_port_another_server_holds_is_refused_not_shared() -> None:
+    """A second host (of the same user) on the same port would otherwise bind it too, with SO_REUSEPORT, and take
+    half the connections without a word."""
+    from vigil.server.workers.processes import reserve_port
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", other.getsockname()[1]).close()
+    free = reserve_port("127.0.0.1", 0)
+    try:
+        assert free.getsockname()[1] > 0
+        joined = socket.socket()  # the workers bind the reserved port with SO_REUSEPORT too
+        joined.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        joined.bind(("127.0.0.1", free.getsockname()[1]))
+        joined.close()
+    finally:
+        free.close()
