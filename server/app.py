@@ -58,7 +58,6 @@ from vigil.telemetry.metrics.gauges import register_process_gauges, register_rol
 from vigil.telemetry.metrics.gpu import gpu_reader, register_gpu_gauges
 from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.comparison import Comparer
-from vigil.telemetry.quality.drift_check import DriftThresholds
 from vigil.telemetry.quality.readings import quality_sections
 from vigil.telemetry.stream.frames import Snapshot
 from vigil.telemetry.stream.hub import TelemetryHub
@@ -240,15 +239,11 @@ class App:
             quality=partial(quality_sections, monitoring.quality) if monitoring.quality is not None else None,
             alerts=monitoring.alert_states, rollouts=self.rollouts.telemetry)
         self.repository.add_listener(ModelEvents(hub).on_model_change)
-        quality = self.settings.quality
         fleet_settings = self.settings.fleet
         self.fleet = fleet = Fleet(
             self.shared if fleet_settings.enabled else None, self.member_id, tick_seconds=fleet_settings.tick_seconds,
             stale_ticks=fleet_settings.stale_ticks, lease_seconds=fleet_settings.lease_seconds,
-            local=take_snapshot, hub=hub, worker=self.worker,
-            quality=monitoring.quality, drift_min_rows=quality.drift_min_rows,
-            thresholds=DriftThresholds(psi=quality.psi_thresholds, ks_pvalue=quality.ks_pvalue_thresholds,
-                                       chi2_pvalue=quality.chi2_pvalue_thresholds))
+            local=take_snapshot, hub=hub, worker=self.worker, quality=monitoring.quality)
         fleet.rollouts = self.rollouts
         self.rollouts.member = self.member_id
         self.rollouts.leading = lambda: fleet.is_leader

@@ -21,7 +21,7 @@ from vigil.server.rollouts.splits import Rollouts
 from vigil.server.store.base import SharedState
 from vigil.telemetry.alerts.watched_values import ServingState
 from vigil.telemetry.metrics.aggregates import Reading
-from vigil.telemetry.quality.drift_check import DriftThresholds, drift_counts, drift_from_counts
+from vigil.telemetry.quality.drift_check import drift_counts, drift_from_counts
 from vigil.telemetry.quality.monitor import QualityMonitor
 from vigil.telemetry.stream.fleet import FleetTotals, decode_snapshot, encode_snapshot
 from vigil.telemetry.stream.frames import Snapshot
@@ -59,8 +59,7 @@ class Fleet:
     def __init__(self, shared: SharedState | None, member_id: str, *, tick_seconds: float = 1.0,
                  stale_ticks: int = 3, lease_seconds: float = 3.0,
                  local: Callable[[], Snapshot], hub: TelemetryHub | None = None, worker: int = -1,
-                 quality: QualityMonitor | None = None, thresholds: DriftThresholds | None = None,
-                 drift_min_rows: int = 1) -> None:
+                 quality: QualityMonitor | None = None) -> None:
         self.shared = shared
         """The store the fleet shares; None: a fleet of one."""
         self.id = member_id
@@ -70,9 +69,8 @@ class Fleet:
         self._local = local
         self._hub = hub
         self._quality = quality
-        self._thresholds = thresholds or DriftThresholds()
-        self._drift_min_rows = drift_min_rows
-        self._leading = self.shared is None
+        """Its drift windows are pooled with the other members' (judged by its thresholds and minimum of rows)."""
+        self._leading = False
         """Whether the store last said this member holds the lease."""
         self._lease_until = 0.0
         """Until when (monotonic) the lease is surely still this member's: from the start of the exchange that
@@ -85,7 +83,6 @@ class Fleet:
         """Per other member, the time (ns) of the newest event of theirs already relayed."""
         self.rollouts: Rollouts | None = None
         """The rollouts whose states this member shares with the fleet and adopts from it."""
-        self.leadership_listeners: list[Callable[[bool], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._leaving = False
@@ -183,9 +180,7 @@ class Fleet:
                   ) -> tuple[bool, list[tuple[str, float, float, str]], dict[str, dict[str, Any] | None]]:
         """Off the event loop: share rollout changes, publish, renew or try for the lease, read the members and the
         rollout states."""
-        for model, state in unshared.items():
-            share_rollout(shared, model, state)
-        shared.publish(self.id, self.started, summary)
+        self._publish(shared, summary, unshared)
         leader = shared.hold_lease(LEASE, self.id, self.lease_seconds)
         if leader:
             shared.leave("", stale_after=FORGET_SECONDS)  # sweep summaries of members long gone
@@ -194,13 +189,17 @@ class Fleet:
                     for key, value, _ in shared.values(ROLLOUT_PREFIX)}
         return leader, rows, rollouts
 
+    def _publish(self, shared: SharedState, summary: str, unshared: dict[str, dict[str, Any] | None]) -> None:
+        """Share the rollout changes made here, then this member's summary (blocking)."""
+        for model, state in unshared.items():
+            share_rollout(shared, model, state)
+        shared.publish(self.id, self.started, summary)
+
     def _tell_leadership(self, was_leader: bool) -> None:
         leader = self.is_leader
         if leader != was_leader:
             logger.info("fleet: %s", "this member now decides for the fleet (alert rules, rollout guard)"
                         if leader else "this member no longer decides for the fleet")
-            for listener in self.leadership_listeners:
-                listener(leader)
 
     def _take(self, rows: Sequence[tuple[str, float, float, str]]) -> None:
         now = time.monotonic()
@@ -246,9 +245,11 @@ class Fleet:
     def _merge_drift(self) -> None:
         """Where other members report drift of a version: the fleet's drift from the bin counts of all (also when
         this member has too few rows of its own to judge)."""
-        if self._quality is None:
+        monitor = self._quality
+        if monitor is None:
             return
-        for quality in self._quality.versions():
+        min_rows = monitor.limits.drift_min_rows
+        for quality in monitor.versions():
             own, profile = quality.own_drift, quality.profile
             if profile is None:
                 continue
@@ -269,13 +270,13 @@ class Fleet:
                                                                                    strict=True)]
                     class_sums = class_sums + np.asarray(their_classes, np.int64)
                     others += 1
-            merged = (drift_from_counts(profile, feature_sums, class_sums, self._thresholds, now=time.time(),
-                                        min_rows=self._drift_min_rows) if others else None)
+            merged = (drift_from_counts(profile, feature_sums, class_sums, monitor.thresholds, now=time.time(),
+                                        min_rows=min_rows) if others else None)
             if merged is not None:
                 quality.fleet_drift = quality.drift = merged
             elif quality.fleet_drift is not None:  # pooled no longer: back to this member's own, if judged
                 quality.fleet_drift = None
-                quality.drift = own if own is not None and own.window_rows >= self._drift_min_rows else None
+                quality.drift = own if own is not None and own.window_rows >= min_rows else None
 
     # -- what readers see ---------------------------------------------------------------------------------------
 
@@ -290,9 +291,9 @@ class Fleet:
         alerts, rollouts = local.alerts, local.rollouts
         if not self.is_leader and leader is not None:
             alerts, rollouts = leader.snapshot.alerts, leader.snapshot.rollouts
-        states = [local.server_state, *(s.server_state for m, s in live.items() if m != self.id)]
+        serving = any(s.server_state == "SERVING" for s in live.values())
         return replace(fleet, alerts=alerts, rollouts=rollouts, members=live, fleet=self.members(local),
-                       server_state="SERVING" if "SERVING" in states else local.server_state)
+                       server_state="SERVING" if serving else local.server_state)
 
     def reading(self) -> Reading:
         """The fleet's cumulative counts (what alert rules and the rollout guard judge)."""
@@ -309,10 +310,11 @@ class Fleet:
         return [ServingState(v.model, v.version, ready.get((v.model, v.version), False), v.queue_depth)
                 for v in fleet.versions]
 
-    def members(self, local: Snapshot | None = None) -> list[telemetry_pb2.FleetMember]:
+    def members(self, local: Snapshot) -> list[telemetry_pb2.FleetMember]:
+        """Who the fleet's members are, this one (as `local` shows it) among them."""
         own = telemetry_pb2.FleetMember(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), worker=self.worker,
-            state=(local or self._local()).server_state, started_unix=self.started, seen_unix=time.time(),
+            state=local.server_state, started_unix=self.started, seen_unix=time.time(),
             leader=self.is_leader, local=True)
         out = [own]
         for member, peer in self.peers.items():
@@ -339,10 +341,8 @@ class Fleet:
         summary = self._summary(self._local())
         unshared = self.rollouts.take_unshared() if self.rollouts is not None else {}
 
-        def leave() -> None:
-            for model, state in unshared.items():  # a change made in the last tick reaches the fleet
-                share_rollout(shared, model, state)
-            shared.publish(self.id, self.started, summary)
+        def leave() -> None:  # a rollout change made in the last tick reaches the fleet too
+            self._publish(shared, summary, unshared)
             shared.release_lease(LEASE, self.id)
 
         try:

@@ -111,6 +111,15 @@ class QualityMonitor:
         self._rng = np.random.default_rng(seed)
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def thresholds(self) -> DriftThresholds:
+        """What drift tests are judged by."""
+        return self._thresholds
+
+    @property
+    def limits(self) -> QualityLimits:
+        return self._limits
+
     def now(self) -> float:
         """The monitor's clock (Unix seconds)."""
         return float(self._clock())

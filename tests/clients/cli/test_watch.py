@@ -275,12 +275,18 @@ def row(lines: list[str], model: str) -> list[str]:
     return [cell.strip() for cell in line.split("│")]
 
 
-def test_the_screen_fits_80_by_24_and_keeps_what_matters() -> None:
+def first_hour_screen(width: int, height: int) -> list[str]:
+    """The screen after the first hour's frames, checked to fit `width` × `height`."""
     dashboard = Dashboard()
     for update in first_hour():
         dashboard.update(update)
-    lines = screen(dashboard, 80, 24)
-    assert len(lines) <= 24 and max(cell_len(line) for line in lines) <= 80, "\n".join(lines)
+    lines = screen(dashboard, width, height)
+    assert len(lines) <= height and max(cell_len(line) for line in lines) <= width, "\n".join(lines)
+    return lines
+
+
+def test_the_screen_fits_80_by_24_and_keeps_what_matters() -> None:
+    lines = first_hour_screen(80, 24)
     text = "\n".join(lines)
     assert text.startswith("vigil SERVING") and "frame 6" in lines[0]
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "┃"])
@@ -306,11 +312,7 @@ def test_the_screen_fits_80_by_24_and_keeps_what_matters() -> None:
 
 
 def test_a_short_screen_keeps_the_models_the_worst_alert_and_the_latest_event() -> None:
-    dashboard = Dashboard()
-    for update in first_hour():
-        dashboard.update(update)
-    lines = screen(dashboard, 80, 10)
-    assert len(lines) <= 10 and max(cell_len(line) for line in lines) <= 80, "\n".join(lines)
+    lines = first_hour_screen(80, 10)
     text = "\n".join(lines)
     assert row(lines, "breast_cancer")[:3] == ["breast_cancer", "1 *", "READY"] and "no profile" in text
     assert "alerts firing (3) · 2 critical, 1 warning · 2 shown" in text

@@ -21,7 +21,7 @@ import pytest
 from tests import onnx_models
 from tests.conftest import running_app
 from tests.server.store.test_shared_store import VIGIL, listening
-from tests.server.test_drift import fresh_sample, send
+from tests.server.test_drift import checked_quality, fresh_sample, send
 from tests.server.test_drift import training as training_fixture
 from tests.telemetry.alerts.test_alertmanager import Receiver
 from vigil.clients import AsyncClient, InvalidInput, Rollout, RolloutGuard, VigilError
@@ -35,17 +35,6 @@ MODEL = "breast_cancer"
 FLEET = FleetSettings(tick_seconds=0.2, lease_seconds=1.0)
 DRIFT_SETTINGS = QualitySettings(drift_window_rows=1000, drift_min_rows=100, drift_interval_seconds=3600)
 training = training_fixture.__wrapped__  # type: ignore[attr-defined]  # the drift tests' reference rows
-
-
-def checked_quality(app: App) -> VersionQuality:
-    """The bundled model's quality after folding the calls in and checking this member's own drift."""
-    assert app.monitoring is not None and app.monitoring.quality is not None
-    monitor = app.monitoring.quality
-    monitor.process()
-    monitor.check_drift()
-    quality = monitor.get(MODEL, "1")
-    assert quality is not None
-    return quality
 
 
 RULE = AlertRuleSettings(name="TooManyErrors", signal="error_ratio", op=">", threshold=0.2, severity="critical",
