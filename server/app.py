@@ -54,7 +54,12 @@ from vigil.telemetry.export.daemon_threads import in_daemon_thread
 from vigil.telemetry.export.providers import TelemetryProviders, build_providers
 from vigil.telemetry.history.recorder import HistoryRecorder
 from vigil.telemetry.metrics.aggregates import SCOPE, Histogram
-from vigil.telemetry.metrics.gauges import register_process_gauges, register_rollout_gauges, register_serving_gauges
+from vigil.telemetry.metrics.gauges import (
+    register_process_gauges,
+    register_rollout_gauges,
+    register_serving_gauges,
+    register_span_export_counters,
+)
 from vigil.telemetry.metrics.gpu import gpu_reader, register_gpu_gauges
 from vigil.telemetry.metrics.instruments import Instruments
 from vigil.telemetry.quality.comparison import Comparer
@@ -194,6 +199,9 @@ class App:
         register_serving_gauges(instruments, **self._serving_readings(),
                                 in_flight=lambda: [({"method": m}, float(n)) for m, n in interceptor.in_flight.items()])
         register_process_gauges(instruments)
+        if (span_process := providers.span_process) is not None:
+            register_span_export_counters(instruments, restarts=lambda: span_process.restarts,
+                                          dropped=lambda: span_process.dropped)
         self.has_gpu_metrics = register_gpu_gauges(instruments)
         bounds = {h.name: h.bounds for h in instruments.aggregates.members if isinstance(h, Histogram)}
 
@@ -214,7 +222,7 @@ class App:
                                       store=self.shared, member=self.member_id,
                                       purge_interval_seconds=self.settings.store.purge_interval_seconds)
         monitoring.alert_listeners.append(alert_listener(self.reports.history))
-        hooks = [BatchTelemetry(instruments, tracing.sampled if tracing else None).on_batch]
+        hooks = [BatchTelemetry(instruments, tracing.sampled if tracing and tracing.exporting else None).on_batch]
         if monitoring.quality is not None:
             hooks.append(monitoring.quality.on_batch)
 

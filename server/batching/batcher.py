@@ -4,12 +4,13 @@ A batch is cut whenever an instance (a session and its worker thread) is free: e
 same non-batch shapes goes at once, up to `max_batch_size` rows. While every instance is busy, requests
 accumulate, so batches grow with load by themselves and a lone request at low load runs at once.
 
-Models that compute faster than the event loop brings in requests (small tabular models) would otherwise run
-one row at a time, paying a thread hand-off per row, because the instance is always free. So the cut runs in a
-`call_soon` callback that measures its own scheduling lag: a quiet loop runs it within microseconds and the
-batch goes at once (no timer at low load); a loop busy with other calls runs it late, and the batcher then
-waits further loop turns — each of which brings in more requests — until the batch is full, the loop goes
-quiet, or the oldest request has waited `_SETTLE_LIMIT`.
+Models that compute faster than requests arrive (small tabular models) would otherwise run one row at a time,
+paying a run and a thread hand-off per row, because the instance is always free when the next request comes: a
+gRPC server takes its calls one at a time, several event-loop turns apart, however many callers wait. So a free
+instance may hold a lone request briefly for company: only while holding has been bringing more requests (at low
+concurrency it brings none and the request runs at once; every `_PROBE_EVERY`-th cut holds anyway, to notice when
+load returns), until as many requests wait as recent holds gathered, the batch is full, or the oldest request has
+waited `_HOLD_LIMIT`. A configured `max_queue_delay` replaces this with its fixed wait.
 Inputs whose non-batch dimensions differ are never mixed in one run (no padding).
 
 A failed run of several requests fails none of them yet: each goes back to the front of the queue to run alone,
@@ -27,19 +28,23 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
-from opentelemetry import trace
 
 from vigil.server.batching.records import Arrays, BatchHook, BatchRecord, BatchResult
 from vigil.server.batching.statistics import BatchStatistics
 from vigil.server.batching.workers import Runner, RunOutcome, Work, Worker, shape_key
 from vigil.server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
+from vigil.telemetry.calls.context import call_span_context
 
 logger = logging.getLogger(__name__)
 
-_BUSY_LAG = 50e-6
-"""A `call_soon` callback running this late (seconds) means the event loop is busy with other calls."""
-_SETTLE_LIMIT = 1e-3
-"""Longest a request waits (seconds) for a fuller batch while the event loop stays busy."""
+_HOLD_LIMIT = 1e-3
+"""Longest a request is held for company (seconds)."""
+_HOLD_TICK = 100e-6
+"""How often a hold looks at the queue again (seconds; an idle event loop wakes at millisecond steps)."""
+_PROBE_EVERY = 32
+"""While holding brings no company, one cut in this many holds anyway, to notice when load returns."""
+_LEARN = 0.2
+"""Weight of the latest hold in the running estimate of the company a hold brings."""
 
 
 class DynamicBatcher:
@@ -89,6 +94,14 @@ class DynamicBatcher:
         self._running = 0
         self._dispatch_scheduled = False
         self._closed = False
+        self._hold: asyncio.TimerHandle | None = None
+        self._held_from = 0
+        """Requests queued when the current hold began."""
+        self._company = 0.0
+        """Running estimate of the requests a hold brings in."""
+        self._gathered = 1.0
+        """Requests recent holds gathered (a slowly decaying peak): a hold ends once this many wait."""
+        self._cuts = 0
 
     @property
     def is_batching(self) -> bool:
@@ -182,8 +195,7 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        span = trace.get_current_span().get_span_context()
-        span_context = span if span.is_valid else None
+        span_context = call_span_context()
         work = [
             Work(inputs=c, rows=n, outputs=outputs, key=shape_key(c) if self.is_batching else object(),
                   future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid,
@@ -196,6 +208,13 @@ class DynamicBatcher:
 
     async def _wait(self, work: list[Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
         try:
+            if len(work) == 1:
+                if not return_exceptions:
+                    return [await work[0].future]
+                try:
+                    return [await work[0].future]
+                except Exception as exc:
+                    return [exc]
             return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
         except BaseException:
             # Cancelled or failed: whatever has not started leaves the queue (and its futures are dropped).
@@ -211,25 +230,42 @@ class DynamicBatcher:
     def _schedule_dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
-            loop.call_soon(self._settle, time.monotonic())
+            loop.call_soon(self._settle)
 
-    def _settle(self, scheduled: float) -> None:
-        """Cut now if the loop is quiet; while it is busy, wait for a fuller batch (bounded)."""
-        now = time.monotonic()
-        if (
-            self.is_batching
-            and self._free
-            and self._queue
-            and now - scheduled > _BUSY_LAG
-            and len(self._queue) < self.max_batch_size
-            and now - self._queue[0].enqueued < _SETTLE_LIMIT
-        ):
-            asyncio.get_running_loop().call_soon(self._settle, now)
+    def _settle(self) -> None:
+        """Cut now, or hold a lone request for company while holding has been bringing it (see the module)."""
+        if not (self.is_batching and self.max_queue_delay <= 0 and self._free and self._queue):
+            self._dispatch()
             return
-        self._dispatch()
+        queued = len(self._queue)
+        probing = False
+        if self._hold is None:
+            self._cuts += 1
+            probing = self._cuts % _PROBE_EVERY == 0
+            if self._company < 0.5 and not probing:
+                self._dispatch()
+                return
+            self._held_from = queued
+        now = time.monotonic()
+        enough = queued >= self.max_batch_size or (queued >= self._gathered and self._company >= 0.5)
+        if enough or now - self._queue[0].enqueued >= _HOLD_LIMIT:
+            self._end_hold(queued)
+            self._dispatch()
+            return
+        loop = asyncio.get_running_loop()
+        self._hold = loop.call_at(loop.time() + _HOLD_TICK, self._settle)
+
+    def _end_hold(self, queued: int) -> None:
+        """Learn from the hold that ends now: the company it brought, and how many waited at its end."""
+        self._hold = None
+        self._company += _LEARN * (min(queued - self._held_from, 4) - self._company)
+        self._gathered = max(float(queued), self._gathered * 0.98, 1.0)
 
     def _dispatch(self) -> None:
         """Cut and start batches while an instance is free. Runs on the event loop only."""
+        if self._hold is not None:  # an instance came free, or the queue filled, during a hold
+            self._hold.cancel()
+            self._end_hold(len(self._queue))
         self._dispatch_scheduled = False
         while self._free and self._queue:
             if not self._is_due():
@@ -359,6 +395,9 @@ class DynamicBatcher:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         for work in self._queue:
             if not work.future.done():
                 work.future.set_exception(ModelNotReady(f"model '{self.model}' version {self.version} was unloaded"))

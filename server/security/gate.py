@@ -25,7 +25,7 @@ from vigil.server.api.handler_wrapping import Undecodable, rewrap, safe_deserial
 from vigil.server.errors import status_for
 from vigil.server.security.audit import AuditLog
 from vigil.server.security.credentials import TokenTable, bearer_token, certificate_identity
-from vigil.telemetry.calls.context import CallRecord, current_call
+from vigil.telemetry.calls.context import CallRecord, current_call, trace_of
 from vigil.telemetry.calls.interceptor import call_peer, call_status
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -178,6 +178,8 @@ class CallGate:
         audit = self.audit
         assert audit is not None
         span = trace.get_current_span().get_span_context()
+        if not span.is_valid and (own := trace_of(record)) is not None:
+            span = own
         trace_id = format(span.trace_id, "032x") if span.is_valid else ""
         peer = (call_peer(context) or ("", 0))[0]
         status = status or call_status(context, failure).name

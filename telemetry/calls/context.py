@@ -6,10 +6,13 @@ it resolved and how long validation took. Telemetry reads it for metric labels, 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry.trace import SpanContext
 
 
 @dataclass
@@ -32,6 +35,11 @@ class CallRecord:
     """BatchPredict and BatchFeedback: what each item resolved to and how it ended (for the audit log)."""
     audit_fields: dict[str, object] | None = None
     """More for the call's audit line (e.g. what an erasure removed); never inputs or clear subject ids."""
+    span_context: Any = None
+    """The call's span context (an OpenTelemetry `SpanContext`, sampled or not) when tracing is on: log lines, the
+    audit line and the call's batch read it here, since only sampled calls make it the current span."""
+    traced: bool = False
+    """Tracing is on: a call that exports nothing still gets a trace id once a log or audit line asks for one."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,20 @@ class CallItem:
 
 
 current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", default=None)
+
+
+def trace_of(record: CallRecord) -> Any:
+    """The span context of a call for its log and audit lines: its own, or (tracing on, nothing exported) one made
+    up once, so the lines of one call share a trace id. None with tracing off."""
+    if record.span_context is None and record.traced:
+        record.span_context = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False)
+    return record.span_context
+
+
+def call_span_context() -> Any:
+    """The span context of the call being served, or None (outside a call, or with tracing off)."""
+    record = current_call.get()
+    return record.span_context if record is not None else None
 
 
 def annotate_call(*, model: str | None = None, version: int | None = None, request_id: str | None = None,

@@ -17,11 +17,10 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from vigil.telemetry.calls.context import CallRecord, current_call
-from vigil.telemetry.calls.spans import UNSET, CallSpan, CallTracing, child_context, exception_event
+from vigil.telemetry.calls.spans import ROOT_CONTEXT, UNSET, CallSpan, CallTracing, child_context, exception_event
 from vigil.telemetry.metrics.instruments import Instruments
 
 logger = logging.getLogger(__name__)
@@ -31,7 +30,6 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
 """Probes and tooling: neither traced nor counted."""
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-_ROOT = Context()
 
 
 class TelemetryInterceptor:
@@ -97,12 +95,21 @@ class TelemetryInterceptor:
     def _begin(self, name: str, service: str, method: str, context: grpc.aio.ServicerContext) -> _Call:
         call = _Call(name, service, method, CallRecord(method=method))
         call.record_token = current_call.set(call.record)
-        if self._tracing is not None:
+        tracing = self._tracing
+        if tracing is not None:
             carrier = {k: v for k, v in (context.invocation_metadata() or ())
                        if k in self._propagated and isinstance(v, str)}
-            parent = propagate.extract(carrier) if carrier else _ROOT
-            call.span = span = self._tracing.start(name, parent)
-            call.span_token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.context), parent))
+            call.record.traced = True
+            parent = propagate.extract(carrier) if carrier else None
+            if tracing.exporting:
+                call.span = span = tracing.start(name, parent or ROOT_CONTEXT)
+                call.record.span_context = span.context
+                if span.sampled:  # current for OpenTelemetry-aware code the call runs; others need no context
+                    call.span_token = otel_context.attach(
+                        trace.set_span_in_context(NonRecordingSpan(span.context), parent or ROOT_CONTEXT))
+            elif parent is not None:  # nothing is exported: the caller's trace still marks the call's log lines
+                found = trace.get_current_span(parent).get_span_context()
+                call.record.span_context = found if found.is_valid else None
         self.in_flight[method] += 1
         return call
 

@@ -22,11 +22,21 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 UNSET = Status(StatusCode.UNSET)
+ROOT_CONTEXT = Context()
+"""The empty context: a call whose caller sent no trace."""
 _SAMPLED = TraceFlags.SAMPLED
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
 
@@ -56,6 +66,22 @@ class SpanWriter:
                             status=status, start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope)
         for processor in self._processors:
             processor.on_end(span)
+        return context
+
+
+class FanOut:
+    """Writes each span to several writers (an in-process exporter and the exporter process), with one span id."""
+
+    def __init__(self, writers: Sequence[Any]) -> None:
+        self._writers = tuple(writers)
+
+    def write(self, name: str, *, parent: SpanContext | None, context: SpanContext | None = None,
+              **fields: Any) -> SpanContext:
+        if context is None:
+            assert parent is not None
+            context = child_context(parent)
+        for writer in self._writers:
+            writer.write(name, parent=parent, context=context, **fields)
         return context
 
 
@@ -89,24 +115,56 @@ class CallSpan:
 class CallTracing:
     """Sampling decisions for calls, and the writers for sampled and for kept (failed or slow) spans."""
 
-    def __init__(self, sampler: Sampler, sampled: SpanWriter, kept: SpanWriter) -> None:
+    def __init__(self, sampler: Sampler, sampled: SpanWriter, kept: SpanWriter, *, exporting: bool = True) -> None:
         self.sampler = sampler
         self.sampled = sampled
         self.kept = kept
+        self.exporting = exporting
+        """False when no exporter is configured: calls then only continue their caller's trace (for log lines)."""
+        self._ratio_bound = _ratio_bound(sampler)
 
     def start(self, name: str, parent: Context) -> CallSpan:
         """Decide the span of a call continuing `parent` (the context extracted from its metadata)."""
-        found = trace.get_current_span(parent).get_span_context()
-        caller = found if found.is_valid else None
+        found = trace.get_current_span(parent).get_span_context() if parent is not ROOT_CONTEXT else None
+        caller = found if found is not None and found.is_valid else None
         if caller is not None:
             trace_id = caller.trace_id
             flags = _RANDOM if caller.trace_flags.random_trace_id else 0
         else:
             trace_id = random.getrandbits(128) or 1
             flags = _RANDOM
-        result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
-        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        if self._ratio_bound is not None:  # the SDK's parent-based ratio sampler, decided without its objects
+            sampled = (caller.trace_flags.sampled if caller is not None
+                       else (trace_id & _TRACE_ID_LIMIT) < self._ratio_bound)
+            state, attributes = (caller.trace_state if caller is not None else None), _NO_ATTRIBUTES
+        else:
+            result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            state, attributes = result.trace_state, result.attributes or _NO_ATTRIBUTES
         context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False,
-                              trace_flags=TraceFlags(flags | (_SAMPLED if sampled else 0)),
-                              trace_state=result.trace_state)
-        return CallSpan(context, caller, sampled, result.attributes or {})
+                              trace_flags=TraceFlags(flags | (_SAMPLED if sampled else 0)), trace_state=state)
+        return CallSpan(context, caller, sampled, attributes)
+
+
+_TRACE_ID_LIMIT = (1 << 64) - 1
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+
+
+def _ratio_bound(sampler: Sampler) -> int | None:
+    """The bound of a `ParentBased(TraceIdRatioBased)` sampler with the standard delegates (the default, and
+    `parentbased_traceidratio`, `parentbased_always_on`/`_off`), whose decision is one comparison; None for any
+    other sampler, which is then asked for each call."""
+    if type(sampler) not in (ParentBased, ParentBasedTraceIdRatio):
+        return None
+    delegates = (sampler._remote_parent_sampled, sampler._remote_parent_not_sampled,  # type: ignore[attr-defined]
+                 sampler._local_parent_sampled, sampler._local_parent_not_sampled)  # type: ignore[attr-defined]
+    if delegates != (ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF):
+        return None
+    root = sampler._root  # type: ignore[attr-defined]
+    if type(root) is TraceIdRatioBased:
+        return int(root.bound)
+    if root is ALWAYS_ON:
+        return 1 << 64
+    if root is ALWAYS_OFF:
+        return 0
+    return None

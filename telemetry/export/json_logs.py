@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from vigil.telemetry.calls.context import current_call
+from vigil.telemetry.calls.context import current_call, trace_of
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,11 +22,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        call = current_call.get()
         span = trace.get_current_span().get_span_context()
+        if not span.is_valid and call is not None and (own := trace_of(call)) is not None:
+            span = own
         if span.is_valid:
             line["trace_id"] = format(span.trace_id, "032x")
             line["span_id"] = format(span.span_id, "016x")
-        call = current_call.get()
         if call is not None:
             if call.request_id:
                 line["request_id"] = call.request_id

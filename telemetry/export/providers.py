@@ -1,7 +1,8 @@
 """Builds the OpenTelemetry tracer and meter providers: the only module that imports the SDK's wiring.
 
 Standard `OTEL_*` variables are read by the SDK itself (endpoint, service name, resource attributes, sampler,
-batch span processor and metric export settings). OTLP export is on when an endpoint is configured.
+batch span processor and metric export settings). OTLP export is on when an endpoint is configured; spans are then
+exported by a process of their own (`span_process`), which inherits the same variables.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
@@ -19,15 +21,15 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
 
-from vigil.telemetry.calls.spans import CallTracing, SpanWriter
+from vigil.telemetry.calls.spans import CallTracing, FanOut, SpanWriter
 from vigil.telemetry.export.exporters import (
     AggregatesExportingReader,
     OutageReportingMetricExporter,
-    OutageReportingSpanExporter,
     quiet_sdk_exporter_logs,
 )
 from vigil.telemetry.export.prometheus import PrometheusCollector, PrometheusReader
-from vigil.telemetry.export.span_encoding import fast_otlp_span_exporter
+from vigil.telemetry.export.span_process import ExporterProcess
+from vigil.telemetry.export.span_records import KEPT, SAMPLED
 from vigil.telemetry.metrics.aggregates import Aggregates
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class TelemetryProviders:
     """The readers that export Vigil's own aggregates along with the SDK's instruments."""
     call_tracing: CallTracing
     """Sampling decisions for calls, and where their spans are written."""
+    span_process: ExporterProcess | None = None
+    """The process exporting spans over OTLP, when an endpoint is configured."""
 
     def include(self, aggregates: Aggregates) -> None:
         """Export `aggregates` through every metric output (the `/metrics` page and OTLP)."""
@@ -66,6 +70,8 @@ class TelemetryProviders:
             lambda: self.tracer_provider.force_flush(millis), *(partial(p.force_flush, millis) for p in keep),
             self.tracer_provider.shutdown, *(p.shutdown for p in keep),
             lambda: self.meter_provider.shutdown(timeout_millis=millis)]
+        if self.span_process is not None:
+            steps.insert(0, partial(self.span_process.stop, timeout_seconds))
         for shut in steps:
             try:
                 shut()
@@ -87,16 +93,6 @@ def otlp_protocol(signal: str) -> str:
     logger.error("OTLP protocol %r is not supported for %s (use grpc or http/protobuf); %s are not exported",
                  protocol, signal, signal)
     return ""
-
-
-def otlp_span_exporter() -> SpanExporter | None:
-    """The OTLP span exporter for the configured transport (gRPC sends Vigil's own encoding of the spans)."""
-    protocol = otlp_protocol("traces")
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    return fast_otlp_span_exporter() if protocol else None
 
 
 def otlp_metric_exporter() -> MetricExporter | None:
@@ -145,10 +141,12 @@ def build_providers(
         resource = resource.merge(Resource({SERVICE_NAME: "vigil"}))  # OTEL_SERVICE_NAME was not set
     exporters = list(span_exporters)
     readers = list(metric_readers)
+    span_process = None
     if otlp_enabled():
         quiet_sdk_exporter_logs()
-        if (span_exporter := otlp_span_exporter()) is not None:
-            exporters.append(OutageReportingSpanExporter(span_exporter))
+        if otlp_protocol("traces"):  # spans are built, encoded and sent in a process of their own
+            span_process = ExporterProcess(resource)
+            span_process.start()
         if (metric_exporter := otlp_metric_exporter()) is not None:
             readers.append(AggregatesExportingReader(OutageReportingMetricExporter(metric_exporter)))
     # Shut down by the server within its own bound (`TelemetryProviders.shutdown` in a daemon thread), never by the
@@ -159,12 +157,21 @@ def build_providers(
         tracer_provider.add_span_processor(processor)
     # One exporter, two queues: the kept spans never wait behind (or crowd out) the sampled ones.
     keep_processors = [BatchSpanProcessor(exporter) for exporter in exporters]
-    tracing = CallTracing(tracer_provider.sampler, SpanWriter(processors, resource),
-                          SpanWriter(keep_processors, resource))
+    sampled: list[SpanWriter | Any] = [SpanWriter(processors, resource)] if processors else []
+    kept: list[SpanWriter | Any] = [SpanWriter(keep_processors, resource)] if keep_processors else []
+    if span_process is not None:
+        sampled.append(span_process.writer(SAMPLED))
+        kept.append(span_process.writer(KEPT))
+    tracing = CallTracing(tracer_provider.sampler, _one(sampled), _one(kept), exporting=bool(sampled))
     prometheus_reader = PrometheusReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[prometheus_reader, *readers],
                                    shutdown_on_exit=False)
     own: list[PrometheusReader | AggregatesExportingReader] = [
         prometheus_reader, *(r for r in readers if isinstance(r, AggregatesExportingReader))]
     return TelemetryProviders(tracer_provider, keep_processors, meter_provider, PrometheusCollector(prometheus_reader),
-                              resource, own, tracing)
+                              resource, own, tracing, span_process)
+
+
+def _one(writers: list[Any]) -> Any:
+    """The writer, or a fan-out over several (none: a fan-out that writes nowhere)."""
+    return writers[0] if len(writers) == 1 else FanOut(writers)

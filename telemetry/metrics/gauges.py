@@ -34,6 +34,8 @@ from vigil.telemetry.metrics.instruments import (
     SLO_BUDGET_REMAINING,
     SLO_BURN_RATE,
     SLO_OBJECTIVE,
+    SPAN_EXPORTER_RESTARTS,
+    SPANS_DROPPED,
     STORE_QUEUE,
     Instruments,
 )
@@ -88,6 +90,13 @@ def register_process_gauges(instruments: Instruments) -> None:
 
     instruments.observe_counter(PROCESS_CPU_TIME, _observer(cpu))
     instruments.observe(PROCESS_MEMORY_USAGE, _observer(memory))
+
+
+def register_span_export_counters(instruments: Instruments, *, restarts: Callable[[], int],
+                                  dropped: Callable[[], int]) -> None:
+    """Restarts of the span exporter process, and spans it never got."""
+    instruments.observe_counter(SPAN_EXPORTER_RESTARTS, _observer(lambda: [({}, float(restarts()))]))
+    instruments.observe_counter(SPANS_DROPPED, _observer(lambda: [({}, float(dropped()))]))
 
 
 def register_quality_gauges(instruments: Instruments, readings: Mapping[str, Readings]) -> None:

@@ -109,6 +109,10 @@ GPU_METRICS = (GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_POWER_USA
 """Registered only where NVML finds a GPU."""
 
 # Written by the supervisor of `vigil serve --workers N` on the host's page, beside its workers' merged metrics.
+SPAN_EXPORTER_RESTARTS = MetricSpec("vigil.span_exporter.restarts", "{restart}",
+                                    "Times the span exporter process died and was started again")
+SPANS_DROPPED = MetricSpec("vigil.spans.dropped", "{span}",
+                           "Spans never exported: the exporter process's buffer was full or the process was down")
 WORKER_RESTARTS = MetricSpec("vigil.worker.restarts", "{restart}",
                              "Times the supervisor started a worker process again after it died, by worker")
 WORKER_READY = MetricSpec("vigil.worker.ready", "",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,7 +14,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench.run import Server
-from vigil.telemetry.export.span_encoding import fast_otlp_span_exporter
 
 
 def test_sink_accepts_trace_and_metric_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,7 +24,7 @@ def test_sink_accepts_trace_and_metric_exports(tmp_path: Path, monkeypatch: pyte
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(keep))
         provider.get_tracer("t").start_span("s").end()
-        assert fast_otlp_span_exporter().export(keep.get_finished_spans()) is SpanExportResult.SUCCESS
+        assert OTLPSpanExporter().export(keep.get_finished_spans()) is SpanExportResult.SUCCESS
         reader = InMemoryMetricReader()
         MeterProvider(metric_readers=[reader]).get_meter("t").create_counter("c").add(1)
         data = reader.get_metrics_data()
