@@ -145,11 +145,12 @@ class Server:
 
 
 def load(server: Server, model: str, mode: str, inputs: Path, concurrency: int, warmup: float,
-         duration: float, protocol: str = "native", versions: str = "") -> Point:
+         duration: float, protocol: str = "native", versions: str = "", tree: bool = False) -> Point:
+    """`tree`: count the CPU of the server's child processes too (the span exporter process)."""
     command = [sys.executable, str(ROOT / "bench" / "load.py"), "--target", server.target, "--model", model,
                "--inputs", str(inputs), "--mode", mode, "--concurrency", str(concurrency), "--protocol", protocol,
                "--warmup", str(warmup), "--duration", str(duration), "--server-pid", str(server.pid),
-               *(["--versions", versions] if versions else [])]
+               *(["--versions", versions] if versions else []), *(["--server-tree"] if tree else [])]
     out = subprocess.run(command, capture_output=True, text=True, timeout=warmup + duration + 120)
     if out.returncode != 0:
         raise RuntimeError(f"the load generator failed: {out.stderr.strip()[-2000:]}")
@@ -177,7 +178,7 @@ def telemetry_cost(models: Path, repeats: int, scale: float) -> list[Point]:
                 server = Server(models, env={**export, **env} if mode != "off" else env)
                 try:
                     point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
-                                 4.0 * scale)
+                                 4.0 * scale, tree=True)
                 finally:
                     server.stop()
                 point.update(telemetry=mode)
@@ -272,7 +273,7 @@ def subscriber_cost(models: Path, repeats: int, scale: float, count: int = 200) 
                     if source != "none":
                         watchers = Subscribers(server.target if source == "vigil" else floor.target, count)
                     point = load(server, "tabular", "predict", models / "tabular_inputs.npz", 64, 1.0 * scale,
-                                 4.0 * scale)
+                                 4.0 * scale, tree=True)
                     if watchers is not None:
                         point.update(watchers.stop())
                 finally:
@@ -434,13 +435,15 @@ def main() -> None:
     if "tabular" in args.workloads:
         floor = Server(args.models, floor=True)
         try:
-            floor_runs = [load(floor, "tabular", "predict", args.models / "tabular_inputs.npz", 64,
-                               1.0 * scale, 3.0 * scale) for _ in range(repeats)]
+            floor_runs = {c: [load(floor, "tabular", "predict", args.models / "tabular_inputs.npz", c,
+                                   1.0 * scale, 3.0 * scale) for _ in range(repeats)] for c in (64, 1)}
         finally:
             floor.stop()
-        results["floor"] = median_point(floor_runs)
+        results["floor"] = median_point(floor_runs[64])
+        results["floor_c1"] = median_point(floor_runs[1])
         print(f"floor (bare grpc.aio, canned answer) c=64: {results['floor']['inferences_per_s']:.0f}/s "
-              f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}", flush=True)
+              f"cpu {results['floor']['server_cpu_s_per_1000']:.3f}; c=1 p50 {results['floor_c1']['p50_ms']:.3f} ms",
+              flush=True)
 
     run_costs(args, results, scale)
     write_outputs(args.out, results)

@@ -36,10 +36,12 @@ class CallRecord:
     audit_fields: dict[str, object] | None = None
     """More for the call's audit line (e.g. what an erasure removed); never inputs or clear subject ids."""
     span_context: Any = None
-    """The call's span context (an OpenTelemetry `SpanContext`, sampled or not) when tracing is on: log lines, the
-    audit line and the call's batch read it here, since only sampled calls make it the current span."""
+    """The call's span context (an OpenTelemetry `SpanContext`): set when the call is sampled (its batch reads it
+    here), or built by `trace_of` for its log and audit lines."""
     traced: bool = False
     """Tracing is on: a call that exports nothing still gets a trace id once a log or audit line asks for one."""
+    call_span: Any = None
+    """The call's `CallSpan` (tracing on and exporting), whose context `trace_of` builds when asked."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", d
 def trace_of(record: CallRecord) -> Any:
     """The span context of a call for its log and audit lines: its own, or (tracing on, nothing exported) one made
     up once, so the lines of one call share a trace id. None with tracing off."""
-    if record.span_context is None and record.traced:
+    if record.span_context is None and record.call_span is not None:
+        record.span_context = record.call_span.context
+    elif record.span_context is None and record.traced:
         record.span_context = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False)
     return record.span_context
 

@@ -102,9 +102,9 @@ class TelemetryInterceptor:
             call.record.traced = True
             parent = propagate.extract(carrier) if carrier else None
             if tracing.exporting:
-                call.span = span = tracing.start(name, parent or ROOT_CONTEXT)
-                call.record.span_context = span.context
+                call.span = call.record.call_span = span = tracing.start(name, parent or ROOT_CONTEXT)
                 if span.sampled:  # current for OpenTelemetry-aware code the call runs; others need no context
+                    call.record.span_context = span.context
                     call.span_token = otel_context.attach(
                         trace.set_span_in_context(NonRecordingSpan(span.context), parent or ROOT_CONTEXT))
             elif parent is not None:  # nothing is exported: the caller's trace still marks the call's log lines
@@ -125,7 +125,7 @@ class TelemetryInterceptor:
             span = call.span
             exemplar = None
             if span is not None and span.sampled:
-                exemplar = (span.context.trace_id, span.context.span_id)
+                exemplar = (span.trace_id, span.span_id)
             instruments.request_duration.record((end_ns - call.start_ns) / 1e9,
                                                 (record.model, record.version, call.method), exemplar)
             instruments.requests.add((record.model, record.version, call.method, code.name))

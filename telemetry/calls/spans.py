@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -32,7 +31,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 UNSET = Status(StatusCode.UNSET)
 ROOT_CONTEXT = Context()
@@ -56,7 +55,7 @@ class SpanWriter:
     def write(self, name: str, *, parent: SpanContext | None, start_ns: int, end_ns: int,
               attributes: Mapping[str, Any] | None = None, links: Sequence[Link] = (), status: Status = UNSET,
               kind: SpanKind = SpanKind.INTERNAL, context: SpanContext | None = None,
-              events: Sequence[Event] = ()) -> SpanContext:
+              events: Sequence[Event] = ()) -> None:
         """One finished span: under `parent`, with `context` (or a new span id in the parent's trace)."""
         if context is None:
             assert parent is not None
@@ -66,7 +65,6 @@ class SpanWriter:
                             status=status, start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope)
         for processor in self._processors:
             processor.on_end(span)
-        return context
 
 
 class FanOut:
@@ -76,13 +74,12 @@ class FanOut:
         self._writers = tuple(writers)
 
     def write(self, name: str, *, parent: SpanContext | None, context: SpanContext | None = None,
-              **fields: Any) -> SpanContext:
+              **fields: Any) -> None:
         if context is None:
             assert parent is not None
             context = child_context(parent)
         for writer in self._writers:
             writer.write(name, parent=parent, context=context, **fields)
-        return context
 
 
 def child_context(parent: SpanContext) -> SpanContext:
@@ -100,16 +97,31 @@ def exception_event(exception: BaseException, time_ns: int) -> Event:
     }, timestamp=time_ns)
 
 
-@dataclass
 class CallSpan:
-    """The span a call runs under, decided when it starts."""
+    """The span a call runs under, decided when it starts (its `SpanContext` is built only when asked for: most
+    calls are not sampled, and nothing asks)."""
 
-    context: SpanContext
-    parent: SpanContext | None
-    """The caller's span (from `traceparent`), if any."""
-    sampled: bool
-    attributes: Mapping[str, Any]
-    """Attributes the sampler asked for."""
+    __slots__ = ("trace_id", "span_id", "flags", "state", "parent", "sampled", "attributes", "_context")
+
+    def __init__(self, trace_id: int, span_id: int, flags: int, state: TraceState | None,
+                 parent: SpanContext | None, sampled: bool, attributes: Mapping[str, Any]) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.flags = flags
+        self.state = state
+        self.parent = parent
+        """The caller's span (from `traceparent`), if any."""
+        self.sampled = sampled
+        self.attributes = attributes
+        """Attributes the sampler asked for."""
+        self._context: SpanContext | None = None
+
+    @property
+    def context(self) -> SpanContext:
+        if self._context is None:
+            self._context = SpanContext(self.trace_id, self.span_id, is_remote=False,
+                                        trace_flags=TraceFlags(self.flags), trace_state=self.state)
+        return self._context
 
 
 class CallTracing:
@@ -141,9 +153,8 @@ class CallTracing:
             result = self.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             state, attributes = result.trace_state, result.attributes or _NO_ATTRIBUTES
-        context = SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False,
-                              trace_flags=TraceFlags(flags | (_SAMPLED if sampled else 0)), trace_state=state)
-        return CallSpan(context, caller, sampled, attributes)
+        return CallSpan(trace_id, random.getrandbits(64) or 1, flags | (_SAMPLED if sampled else 0), state, caller,
+                        sampled, attributes)
 
 
 _TRACE_ID_LIMIT = (1 << 64) - 1

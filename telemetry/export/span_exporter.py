@@ -14,10 +14,11 @@ import json
 import logging
 import marshal
 import sys
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from vigil.telemetry.export.exporters import OutageReportingSpanExporter, quiet_sdk_exporter_logs
@@ -26,7 +27,7 @@ from vigil.telemetry.export.span_records import FRAME_HEADER, HELLO, KEPT, MAX_F
 logger = logging.getLogger("vigil.telemetry.export.span_exporter")
 
 
-def read_frames(stream: BinaryIO):  # type: ignore[no-untyped-def]
+def read_frames(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """Yield the `(kind, payload)` of each frame until the stream ends (or breaks off mid-frame)."""
     while True:
         header = stream.read(FRAME_HEADER.size)
@@ -41,7 +42,7 @@ def read_frames(stream: BinaryIO):  # type: ignore[no-untyped-def]
         yield marshal.loads(data)
 
 
-def otlp_exporter():  # type: ignore[no-untyped-def]
+def otlp_exporter() -> SpanExporter:
     """The SDK's OTLP span exporter for the configured protocol (gRPC unless `http/protobuf` is asked for)."""
     import os
 
@@ -91,7 +92,7 @@ def main() -> int:
         for queue in queues.values():  # every queue flushes before any stops: they share the exporter
             queue.force_flush()
         for queue in queues.values():
-            queue.shutdown()
+            queue.shutdown()  # type: ignore[no-untyped-call]
     return 0
 
 

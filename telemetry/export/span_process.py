@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -21,13 +22,14 @@ from typing import IO, Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags
 
-from vigil.telemetry.calls.spans import UNSET, child_context
-from vigil.telemetry.export.span_records import HELLO, KEPT, SAMPLED, Record, frame, record
+from vigil.telemetry.calls.spans import UNSET
+from vigil.telemetry.export.span_records import HELLO, KEPT, SAMPLED, Record, frame, record, state_header
 
 logger = logging.getLogger(__name__)
 
+_SAMPLED = int(TraceFlags.SAMPLED)
 COMMAND = (sys.executable, "-m", "vigil.telemetry.export.span_exporter")
 
 
@@ -213,10 +215,13 @@ class PipeWriter:
     def write(self, name: str, *, parent: SpanContext | None, start_ns: int, end_ns: int,
               attributes: Mapping[str, Any] | None = None, links: Sequence[Link] = (), status: Status = UNSET,
               kind: SpanKind = SpanKind.INTERNAL, context: SpanContext | None = None,
-              events: Sequence[Event] = ()) -> SpanContext:
-        if context is None:
+              events: Sequence[Event] = ()) -> None:
+        if context is not None:
+            trace_id, span_id, flags, state = (context.trace_id, context.span_id, int(context.trace_flags),
+                                               state_header(context))
+        else:  # a child of `parent`: a new span id, and no SpanContext object for it
             assert parent is not None
-            context = child_context(parent)
-        self._process.add(self._queue, record(name, context, parent, start_ns, end_ns, attributes, links, status,
-                                              kind, events))
-        return context
+            trace_id, span_id = parent.trace_id, random.getrandbits(64) or 1
+            flags, state = int(parent.trace_flags) | _SAMPLED, state_header(parent)
+        self._process.add(self._queue, record(name, trace_id, span_id, flags, state, parent, start_ns, end_ns,
+                                              attributes, links, status, kind, events))

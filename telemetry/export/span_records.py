@@ -31,25 +31,25 @@ _KINDS = {kind.value: kind for kind in SpanKind}
 _CODES = {code.value: code for code in StatusCode}
 
 
-def record(name: str, context: SpanContext, parent: SpanContext | None, start_ns: int, end_ns: int,
-           attributes: Mapping[str, Any] | None, links: Sequence[Link], status: Status, kind: SpanKind,
-           events: Sequence[Event]) -> Record:
-    """One span as plain values."""
+def record(name: str, trace_id: int, span_id: int, flags: int, state: str, parent: SpanContext | None,
+           start_ns: int, end_ns: int, attributes: Mapping[str, Any] | None, links: Sequence[Link], status: Status,
+           kind: SpanKind, events: Sequence[Event]) -> Record:
+    """One span as plain values (`state`: the W3C `tracestate` header, or "")."""
     return (
-        name, context.trace_id, context.span_id, int(context.trace_flags), _state(context),
+        name, trace_id, span_id, flags, state,
         parent.span_id if parent is not None else 0, bool(parent is not None and parent.is_remote),
-        kind.value, start_ns, end_ns, dict(attributes) if attributes else None,
+        kind.value, start_ns, end_ns, attributes or None,
         [(link.context.trace_id, link.context.span_id, int(link.context.trace_flags)) for link in links] or None,
         (status.status_code.value, status.description or "") if status.status_code is not StatusCode.UNSET else None,
         [(e.name, dict(e.attributes or {}), e.timestamp) for e in events] or None,
     )
 
 
-def _state(context: SpanContext) -> str:
+def state_header(context: SpanContext) -> str:
     return context.trace_state.to_header() if context.trace_state else ""
 
 
-def frame(kind: int, payload: object) -> bytes:
+def frame(kind: int, payload: Any) -> bytes:
     data = marshal.dumps((kind, payload))
     return FRAME_HEADER.pack(len(data)) + data
 

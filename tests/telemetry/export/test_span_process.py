@@ -9,12 +9,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import grpc
-import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -27,16 +25,6 @@ from vigil.protos.vigil.v1 import inference_pb2_grpc
 from vigil.telemetry.export.span_process import ExporterProcess
 from vigil.telemetry.export.span_records import SAMPLED, record, to_span
 from vigil.telemetry.export.span_records import frame as frame_of
-
-
-@pytest.fixture
-async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OtlpReceiver]:
-    otlp = OtlpReceiver()
-    await otlp.start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-    yield otlp
-    await otlp.stop()
 
 
 async def server_spans(receiver: OtlpReceiver, count: int, timeout: float = 15.0) -> list[object]:
@@ -54,7 +42,8 @@ def test_a_record_becomes_the_same_span_again() -> None:
                          trace_flags=TraceFlags(1))
     context = SpanContext(parent.trace_id, 0x1234, is_remote=False, trace_flags=TraceFlags(1))
     linked = SpanContext(parent.trace_id, 0x5678, is_remote=False, trace_flags=TraceFlags(1))
-    values = record("vigil.v1.Inference/Predict", context, parent, 10, 20, {"rpc.method": "Predict", "n": 2},
+    values = record("vigil.v1.Inference/Predict", context.trace_id, context.span_id, 1, "", parent, 10, 20,
+                    {"rpc.method": "Predict", "n": 2},
                     [Link(linked)], Status(StatusCode.ERROR, "INVALID_ARGUMENT: bad"), SpanKind.SERVER,
                     [Event("exception", {"exception.type": "InvalidInput"}, timestamp=15)])
     payload = frame_of(SAMPLED, [values])
