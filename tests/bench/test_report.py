@@ -33,7 +33,22 @@ def test_targets_are_judged_against_the_best_ceiling_and_the_paired_points() -> 
     assert judged["Tabular, c=64, batching on / off throughput"] == ("2.14 (3000 vs 1400/s)", True)
     assert judged["Tabular, c=64, batching on: server CPU-s per 1000 inferences"] == ("0.240", True)
     assert judged["Tabular, c=1: p50 batching on minus off"] == ("+0.200 ms (1.200 vs 1.000)", True)
-    assert judged["Tabular, BatchPredict 64 rows per call"] == ("52,000 rows/s (c=4)", True)
+    assert judged["Tabular, BatchPredict 64 rows per call"] == ("52,000 rows/s (c=4)", False)  # under 60,000
+    assert judged["Tabular, BatchPredict 64 one-row items: server CPU per item"] == ("300.0 µs", False)
+
+
+def test_floor_targets_are_ratios_to_the_floor_measured_in_the_same_run() -> None:
+    oip = {**point("tabular", "on", 64, 2800.0), "protocol": "oip"}
+    results = {**RESULTS, "points": [*RESULTS["points"], oip],
+               "floor": point("tabular", "predict", 64, 5000.0, cpu=0.12),
+               "floor_c1": point("tabular", "predict", 1, 4000.0, p50=1.0)}
+    judged = {name: (measured, met) for name, _, measured, met in targets(results)}
+    assert judged["Tabular, c=64, native Predict: server CPU per call vs the floor's"] == (
+        "2.00x (0.240 vs 0.120 ms)", False)
+    assert judged["Tabular, c=64, native Predict: throughput vs the floor's"] == ("0.60x (3000 vs 5000/s)", True)
+    assert judged["Tabular, c=64: Open Inference Protocol ModelInfer vs native Predict"] == (
+        "-6.7% (2800 vs 3000/s)", True)
+    assert judged["Tabular, c=1: p50 minus the floor's p50"] == ("+0.200 ms (1.200 vs 1.000)", True)
 
 
 def test_results_section_is_replaced_not_appended(tmp_path: Path) -> None:
