@@ -46,20 +46,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         gap = on1["p50_ms"] - off1["p50_ms"]
         rows.append(("Tabular, c=1: p50 batching on minus off", "<= 0.3 ms",
                      f"{gap:+.3f} ms ({on1['p50_ms']:.3f} vs {off1['p50_ms']:.3f})", gap <= 0.3))
-    cost = {p["telemetry"]: p for p in results.get("telemetry_cost", [])}
-    if "off" in cost:
-        off = cost["off"]
-        for mode, limit in (("metrics + 10% traces", 0.05), ("metrics + 100% traces", 0.15)):
-            if mode in cost:
-                rate, base = cost[mode]["inferences_per_s"], off["inferences_per_s"]
-                loss = 1 - rate / base
-                measured = f"{loss:.1%} loss ({rate:.0f} vs {base:.0f}/s"
-                changes = paired_changes(cost[mode], off)
-                if len(changes) > 1:
-                    q1, median, q3 = middle_half(changes)
-                    measured += f"; run by run {-median:.1%}, middle half {-q3:.1%} to {-q1:.1%}"
-                rows.append((f"Telemetry cost, tabular c=64: {mode} vs off", f"<= {limit:.0%} loss", measured + ")",
-                             loss <= limit))
+    rows += tracing_costs(results, "off", "Telemetry cost, tabular c=64: {mode} vs off")
     quality = {p["telemetry"]: p["inferences_per_s"] for p in results.get("quality_cost", [])}
     if "quality off" in quality and "quality on" in quality:
         loss = 1 - quality["quality on"] / quality["quality off"]
@@ -117,15 +104,27 @@ def floor_targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         gap = on1["p50_ms"] - floor1["p50_ms"]
         rows.append(("Tabular, c=1: p50 minus the floor's p50", "<= 0.25 ms",
                      f"{gap:+.3f} ms ({on1['p50_ms']:.3f} vs {floor1['p50_ms']:.3f})", gap <= 0.25))
+    rows += tracing_costs(results, "metrics", "Tracing, tabular c=64: {mode} vs metrics only")
+    return rows
+
+
+def tracing_costs(results: dict[str, Any], baseline: str, name: str) -> list[tuple[str, str, str, bool]]:
+    """Throughput lost to 10% and 100% trace sampling against the `baseline` telemetry mode (5% and 15% at most)."""
     cost = {p["telemetry"]: p for p in results.get("telemetry_cost", [])}
-    if "metrics" in cost:
-        base = cost["metrics"]["inferences_per_s"]
-        for mode, limit in (("metrics + 10% traces", 0.05), ("metrics + 100% traces", 0.15)):
-            if mode in cost:
-                loss = 1 - cost[mode]["inferences_per_s"] / base
-                rows.append((f"Tracing, tabular c=64: {mode} vs metrics only", f"<= {limit:.0%} loss",
-                             f"{loss:.1%} loss ({cost[mode]['inferences_per_s']:.0f} vs {base:.0f}/s)",
-                             loss <= limit))
+    if baseline not in cost:
+        return []
+    rows: list[tuple[str, str, str, bool]] = []
+    base_point = cost[baseline]
+    for mode, limit in (("metrics + 10% traces", 0.05), ("metrics + 100% traces", 0.15)):
+        if mode in cost:
+            rate, base = cost[mode]["inferences_per_s"], base_point["inferences_per_s"]
+            loss = 1 - rate / base
+            measured = f"{loss:.1%} loss ({rate:.0f} vs {base:.0f}/s"
+            changes = paired_changes(cost[mode], base_point)
+            if len(changes) > 1:
+                q1, median, q3 = middle_half(changes)
+                measured += f"; run by run {-median:.1%}, middle half {-q3:.1%} to {-q1:.1%}"
+            rows.append((name.format(mode=mode), f"<= {limit:.0%} loss", measured + ")", loss <= limit))
     return rows
 
 

@@ -208,12 +208,12 @@ class DynamicBatcher:
 
     async def _wait(self, work: list[Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
         try:
-            if len(work) == 1:
-                if not return_exceptions:
-                    return [await work[0].future]
+            if len(work) == 1:  # the usual request: its own future, without a gather around it
                 try:
                     return [await work[0].future]
                 except Exception as exc:
+                    if not return_exceptions:
+                        raise
                     return [exc]
             return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
         except BaseException:
@@ -238,17 +238,14 @@ class DynamicBatcher:
             self._dispatch()
             return
         queued = len(self._queue)
-        probing = False
-        if self._hold is None:
+        if self._hold is None:  # a new hold, if holds have been paying (or this cut probes whether they would)
             self._cuts += 1
-            probing = self._cuts % _PROBE_EVERY == 0
-            if self._company < 0.5 and not probing:
+            if self._company < 0.5 and self._cuts % _PROBE_EVERY:
                 self._dispatch()
                 return
             self._held_from = queued
-        now = time.monotonic()
         enough = queued >= self.max_batch_size or (queued >= self._gathered and self._company >= 0.5)
-        if enough or now - self._queue[0].enqueued >= _HOLD_LIMIT:
+        if enough or time.monotonic() - self._queue[0].enqueued >= _HOLD_LIMIT:
             self._end_hold(queued)
             self._dispatch()
             return

@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from opentelemetry import trace
 
 from vigil.server.api.handler_wrapping import Undecodable, rewrap, safe_deserializer
 from vigil.server.errors import status_for
@@ -177,10 +176,8 @@ class CallGate:
                failure: BaseException | None, seconds: float, *, status: str = "") -> None:
         audit = self.audit
         assert audit is not None
-        span = trace.get_current_span().get_span_context()
-        if not span.is_valid and (own := trace_of(record)) is not None:
-            span = own
-        trace_id = format(span.trace_id, "032x") if span.is_valid else ""
+        span = trace_of(record)
+        trace_id = format(span.trace_id, "032x") if span is not None and span.is_valid else ""
         peer = (call_peer(context) or ("", 0))[0]
         status = status or call_status(context, failure).name
         if record.items is None:

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
 
@@ -35,7 +36,7 @@ class CallRecord:
     """BatchPredict and BatchFeedback: what each item resolved to and how it ended (for the audit log)."""
     audit_fields: dict[str, object] | None = None
     """More for the call's audit line (e.g. what an erasure removed); never inputs or clear subject ids."""
-    span_context: Any = None
+    span_context: SpanContext | None = None
     """The call's span context (an OpenTelemetry `SpanContext`): set when the call is sampled (its batch reads it
     here), or built by `trace_of` for its log and audit lines."""
     traced: bool = False
@@ -57,9 +58,14 @@ class CallItem:
 current_call: ContextVar[CallRecord | None] = ContextVar("vigil_current_call", default=None)
 
 
-def trace_of(record: CallRecord) -> Any:
-    """The span context of a call for its log and audit lines: its own, or (tracing on, nothing exported) one made
-    up once, so the lines of one call share a trace id. None with tracing off."""
+def trace_of(record: CallRecord | None) -> SpanContext | None:
+    """The span context for a log or audit line: the current OpenTelemetry span's, else the call's own, or (tracing
+    on, nothing exported) one made up once, so the lines of one call share a trace id. None with tracing off."""
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        return current
+    if record is None:
+        return None
     if record.span_context is None and record.call_span is not None:
         record.span_context = record.call_span.context
     elif record.span_context is None and record.traced:

@@ -102,7 +102,7 @@ class TelemetryInterceptor:
             call.record.traced = True
             parent = propagate.extract(carrier) if carrier else None
             if tracing.exporting:
-                call.span = call.record.call_span = span = tracing.start(name, parent or ROOT_CONTEXT)
+                call.record.call_span = span = tracing.start(name, parent or ROOT_CONTEXT)
                 if span.sampled:  # current for OpenTelemetry-aware code the call runs; others need no context
                     call.record.span_context = span.context
                     call.span_token = otel_context.attach(
@@ -122,7 +122,7 @@ class TelemetryInterceptor:
             code = grpc.StatusCode.CANCELLED if gone else call_status(context, call.exception)
             record = call.record
             instruments = self._instruments
-            span = call.span
+            span: CallSpan | None = record.call_span
             exemplar = None
             if span is not None and span.sampled:
                 exemplar = (span.trace_id, span.span_id)
@@ -189,14 +189,13 @@ class TelemetryInterceptor:
 
 
 class _Call:
-    __slots__ = ("name", "service", "method", "span", "record", "peer", "start_ns", "exception",
+    __slots__ = ("name", "service", "method", "record", "peer", "start_ns", "exception",
                  "record_token", "span_token")
 
     def __init__(self, name: str, service: str, method: str, record: CallRecord) -> None:
         self.name = name
         self.service = service
         self.method = method
-        self.span: CallSpan | None = None
         self.peer: tuple[str, int] | None = None
         self.record = record
         self.start_ns = time.time_ns()

@@ -7,8 +7,6 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from opentelemetry import trace
-
 from vigil.telemetry.calls.context import current_call, trace_of
 
 
@@ -23,10 +21,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         call = current_call.get()
-        span = trace.get_current_span().get_span_context()
-        if not span.is_valid and call is not None and (own := trace_of(call)) is not None:
-            span = own
-        if span.is_valid:
+        span = trace_of(call)
+        if span is not None and span.is_valid:
             line["trace_id"] = format(span.trace_id, "032x")
             line["span_id"] = format(span.span_id, "016x")
         if call is not None:

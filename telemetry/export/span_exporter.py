@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from vigil.telemetry.export.exporters import OutageReportingSpanExporter, quiet_sdk_exporter_logs
+from vigil.telemetry.export.providers import otlp_protocol
 from vigil.telemetry.export.span_records import FRAME_HEADER, HELLO, KEPT, MAX_FRAME, SAMPLED, to_span
 
 logger = logging.getLogger("vigil.telemetry.export.span_exporter")
@@ -43,12 +44,9 @@ def read_frames(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 
 
 def otlp_exporter() -> SpanExporter:
-    """The SDK's OTLP span exporter for the configured protocol (gRPC unless `http/protobuf` is asked for)."""
-    import os
-
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "grpc").strip().lower()
-    if protocol == "http/protobuf":
+    """The SDK's OTLP span exporter for the configured protocol (the server starts this process only for one the
+    SDK has an exporter for: gRPC, or `http/protobuf`)."""
+    if otlp_protocol("traces") == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
         return HttpSpanExporter()

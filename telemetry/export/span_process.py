@@ -200,8 +200,7 @@ def relay_logs(stream: IO[bytes]) -> None:
         except (ValueError, KeyError, TypeError):
             name, level, message = __name__, "WARNING", line
         if message:
-            logging.getLogger(name).log(logging.getLevelName(level) if level.isupper() else logging.WARNING,
-                                        "%s", message)
+            logging.getLogger(name).log(logging.getLevelNamesMapping().get(level, logging.WARNING), "%s", message)
     stream.close()
 
 
