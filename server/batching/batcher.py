@@ -28,12 +28,12 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+from opentelemetry import trace
 
 from vigil.server.batching.records import Arrays, BatchHook, BatchRecord, BatchResult
 from vigil.server.batching.statistics import BatchStatistics
 from vigil.server.batching.workers import Runner, RunOutcome, Work, Worker, shape_key
 from vigil.server.errors import DeadlineExpired, InferenceFailed, ModelNotReady, Overloaded
-from vigil.telemetry.calls.context import call_span_context
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        span_context = call_span_context()
+        span = trace.get_current_span().get_span_context()  # a sampled call's (only those are current)
+        span_context = span if span.is_valid else None
         work = [
             Work(inputs=c, rows=n, outputs=outputs, key=shape_key(c) if self.is_batching else object(),
                   future=loop.create_future(), enqueued=now, deadline=deadline, request_id=rid,

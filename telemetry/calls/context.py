@@ -37,8 +37,8 @@ class CallRecord:
     audit_fields: dict[str, object] | None = None
     """More for the call's audit line (e.g. what an erasure removed); never inputs or clear subject ids."""
     span_context: SpanContext | None = None
-    """The call's span context (an OpenTelemetry `SpanContext`): set when the call is sampled (its batch reads it
-    here), or built by `trace_of` for its log and audit lines."""
+    """The call's span context (an OpenTelemetry `SpanContext`): set when the call is sampled, or built by
+    `trace_of` for its log and audit lines."""
     traced: bool = False
     """Tracing is on: a call that exports nothing still gets a trace id once a log or audit line asks for one."""
     call_span: Any = None
@@ -72,11 +72,6 @@ def trace_of(record: CallRecord | None) -> SpanContext | None:
         record.span_context = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False)
     return record.span_context
 
-
-def call_span_context() -> Any:
-    """The span context of the call being served, or None (outside a call, or with tracing off)."""
-    record = current_call.get()
-    return record.span_context if record is not None else None
 
 
 def annotate_call(*, model: str | None = None, version: int | None = None, request_id: str | None = None,
