@@ -16,12 +16,20 @@ class WrappingServer:
     """Stands in for a server when a generated `add_*Servicer_to_server` registers handlers: each handler is wrapped
     by every function of `wraps` in turn (the first innermost).
 
+    Methods a service registers by name are served from one table, looked up by the call's full method name, and
+    not handed to `add_registered_method_handlers`: `grpc.aio` (1.85) waits on a pending task per registered method
+    with `asyncio.wait` for every call, which costs about 8% of a one-row Predict's server CPU (see
+    docs/benchmarks.md). The table is the server's first generic handler, so it answers before the per-service
+    handlers the generated code also adds.
+
     >>> add_HealthServicer_to_server(servicer, WrappingServer(server, [gate.wrap, telemetry.wrap]))
     """
 
     def __init__(self, server: Any, wraps: Sequence[HandlerWrap]) -> None:
         self._server = server
         self._wraps = tuple(wraps)
+        self._methods = _MethodTable()
+        server.add_generic_rpc_handlers((self._methods,))
 
     def wrap(self, full_method: str, handler: Any) -> Any:
         for wrap in self._wraps:
@@ -34,8 +42,19 @@ class WrappingServer:
         self._server.add_generic_rpc_handlers(tuple(_WrappedGenericHandler(h, self.wrap) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self._server.add_registered_method_handlers(
-            service, {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()})
+        for name, handler in handlers.items():
+            full_method = f"/{service}/{name}"
+            self._methods.handlers[full_method] = self.wrap(full_method, handler)
+
+
+class _MethodTable(grpc.GenericRpcHandler):
+    """Wrapped handlers by full method name ("/vigil.v1.Inference/Predict")."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        return self.handlers.get(handler_call_details.method)
 
 
 class _WrappedGenericHandler(grpc.GenericRpcHandler):
