@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 _HOLD_LIMIT = 1e-3
 """Longest a request is held for company (seconds)."""
-_HOLD_TICK = 100e-6
-"""How often a hold looks at the queue again (seconds; an idle event loop wakes at millisecond steps)."""
 _PROBE_EVERY = 32
 """While holding brings no company, one cut in this many holds anyway, to notice when load returns."""
 _LEARN = 0.2
@@ -132,8 +130,13 @@ class DynamicBatcher:
         InferenceFailed when its own run fails (a failed shared run is retried one request at a time).
         """
         limit = self.max_batch_size if self.is_batching else rows
-        if rows <= limit:
-            return await self._submit_chunks([inputs], [rows], outputs, request_id, deadline)
+        if rows <= limit:  # the usual request: one Work, its own future awaited without a gather around it
+            [work] = self._enqueue([inputs], [rows], outputs, [request_id], deadline)
+            try:
+                return await work.future
+            except BaseException:
+                self._withdraw([work])
+                raise
         starts = range(0, rows, limit)
         chunks = [{name: a[s : s + limit] for name, a in inputs.items()} for s in starts]
         sizes = [min(limit, rows - s) for s in starts]
@@ -204,29 +207,28 @@ class DynamicBatcher:
             for c, n, rid in zip(chunks, sizes, request_ids, strict=True)
         ]
         self._queue.extend(work)
-        self._schedule_dispatch(loop)
+        if self._hold is None:
+            self._schedule_dispatch(loop)
+        elif self._enough(len(self._queue)):  # the company a hold waited for has come
+            self._dispatch()
         return work
 
     async def _wait(self, work: list[Work], *, return_exceptions: bool) -> list[BatchResult | BaseException]:
         try:
-            if len(work) == 1:  # the usual request: its own future, without a gather around it
-                try:
-                    return [await work[0].future]
-                except Exception as exc:
-                    if not return_exceptions:
-                        raise
-                    return [exc]
             return await asyncio.gather(*(w.future for w in work), return_exceptions=return_exceptions)
         except BaseException:
-            # Cancelled or failed: whatever has not started leaves the queue (and its futures are dropped).
-            for w in work:
-                if not w.future.done():
-                    w.future.cancel()
-                try:
-                    self._queue.remove(w)
-                except ValueError:
-                    pass
+            self._withdraw(work)
             raise
+
+    def _withdraw(self, work: list[Work]) -> None:
+        """Cancelled or failed: whatever has not started leaves the queue (and its futures are dropped)."""
+        for w in work:
+            if not w.future.done():
+                w.future.cancel()
+            try:
+                self._queue.remove(w)
+            except ValueError:
+                pass
 
     def _schedule_dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._dispatch_scheduled:
@@ -234,24 +236,28 @@ class DynamicBatcher:
             loop.call_soon(self._settle)
 
     def _settle(self) -> None:
-        """Cut now, or hold a lone request for company while holding has been bringing it (see the module)."""
+        """Cut now, or hold a lone request for company while holding has been bringing it (see the module): the
+        hold ends when a request brings enough company (`_enqueue`), an instance comes free, or at its limit."""
         if not (self.is_batching and self.max_queue_delay <= 0 and self._free and self._queue):
             self._dispatch()
             return
+        self._cuts += 1
+        if self._company < 0.5 and self._cuts % _PROBE_EVERY:
+            self._dispatch()
+            return
         queued = len(self._queue)
-        if self._hold is None:  # a new hold, if holds have been paying (or this cut probes whether they would)
-            self._cuts += 1
-            if self._company < 0.5 and self._cuts % _PROBE_EVERY:
-                self._dispatch()
-                return
-            self._held_from = queued
-        enough = queued >= self.max_batch_size or (queued >= self._gathered and self._company >= 0.5)
-        if enough or time.monotonic() - self._queue[0].enqueued >= _HOLD_LIMIT:
+        self._held_from = queued
+        waited = time.monotonic() - self._queue[0].enqueued
+        if self._enough(queued) or waited >= _HOLD_LIMIT:
             self._end_hold(queued)
             self._dispatch()
             return
         loop = asyncio.get_running_loop()
-        self._hold = loop.call_at(loop.time() + _HOLD_TICK, self._settle)
+        self._hold = loop.call_at(loop.time() + (_HOLD_LIMIT - waited), self._dispatch)
+
+    def _enough(self, queued: int) -> bool:
+        """Whether a hold has the company it waits for: a full batch, or as many as recent holds gathered."""
+        return queued >= self.max_batch_size or (queued >= self._gathered and self._company >= 0.5)
 
     def _end_hold(self, queued: int) -> None:
         """Learn from the hold that ends now: the company it brought, and how many waited at its end."""

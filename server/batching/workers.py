@@ -26,7 +26,7 @@ class Runner(Protocol):
     def run(self, inputs: Arrays, output_names: Sequence[str]) -> Arrays: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Work:
     """One request waiting in the queue, then in a run."""
 
@@ -56,7 +56,7 @@ class RunOutcome:
 
 def shape_key(inputs: Arrays) -> Hashable:
     """Inputs may share a run only when every non-batch dimension and dtype is equal."""
-    return tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items())
+    return tuple([(name, array.shape[1:], array.dtype.str) for name, array in inputs.items()])
 
 
 def execute(runner: Runner, batch: list[Work], outputs: tuple[str, ...], batched: bool) -> RunOutcome:
