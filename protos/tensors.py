@@ -72,6 +72,9 @@ def dtype_name(dtype: int) -> str:
 
 def wire_dtype(dtype: npt.DTypeLike) -> int:
     """The wire dtype for a numpy dtype; raises TensorError when the wire format has no equivalent."""
+    wire = _WIRE_BY_NUMPY.get(dtype)  # type: ignore[arg-type]
+    if wire is not None:
+        return wire
     np_dtype = np.dtype(dtype)
     wire = _WIRE_BY_NUMPY.get(np_dtype)
     if wire is not None:
@@ -82,7 +85,7 @@ def wire_dtype(dtype: npt.DTypeLike) -> int:
 
 
 def _element_count(shape: list[int]) -> int:
-    if any(dim < 0 for dim in shape):
+    if shape and min(shape) < 0:
         raise TensorError(f"shape {shape} has a negative dimension")
     return math.prod(shape)
 
@@ -173,9 +176,14 @@ def to_array(tensor: tensor_pb2.Tensor) -> npt.NDArray[np.generic]:
 def encode(array: npt.NDArray[np.generic]) -> tuple[int, bytes]:
     """The wire dtype and raw little-endian bytes of an array (strings length-prefixed)."""
     dtype = wire_dtype(array.dtype)
+    return dtype, _raw_bytes(array, dtype)
+
+
+def _raw_bytes(array: npt.NDArray[np.generic], dtype: int) -> bytes:
     if dtype == _STRING:
-        return dtype, _encode_strings(array)
-    return dtype, np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()
+        return _encode_strings(array)
+    wire = NUMPY_DTYPES[dtype]
+    return (array if array.dtype == wire else array.astype(wire)).tobytes()
 
 
 def _encode_strings(array: npt.NDArray[np.generic]) -> bytes:
@@ -191,14 +199,13 @@ def from_array(name: str, array: npt.ArrayLike, *, typed: bool = False) -> tenso
     """Encode an array as a Tensor message: raw little-endian bytes, or typed contents when `typed`."""
     array = np.asarray(array)
     dtype = wire_dtype(array.dtype)
+    if not typed:
+        return tensor_pb2.Tensor(name=name, dtype=dtype, shape=array.shape,  # type: ignore[arg-type]
+                                 raw_data=_raw_bytes(array, dtype))
     tensor = tensor_pb2.Tensor(name=name, dtype=dtype, shape=array.shape)  # type: ignore[arg-type]
-    if typed:
-        flat = array.reshape(-1)
-        values: list[object] = (
-            [v if isinstance(v, bytes) else str(v).encode() for v in flat] if dtype == _STRING
-            else flat.tolist()
-        )
-        getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values)
-        return tensor
-    tensor.raw_data = encode(array)[1]
+    flat = array.reshape(-1)
+    values: list[object] = (
+        [v if isinstance(v, bytes) else str(v).encode() for v in flat] if dtype == _STRING else flat.tolist()
+    )
+    getattr(tensor.contents, _CONTENTS_FIELD[dtype]).extend(values)
     return tensor

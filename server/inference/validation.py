@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 
@@ -32,19 +32,8 @@ def check_inputs(
 ) -> int:
     """Raise InvalidInput for any missing, extra, ill-typed or oversized input, or one holding NaN or infinity
     when `nonfinite_inputs` is "reject"; return the number of rows (1 if unbatched)."""
-    expected = set(signature.input_names)
-    missing = [n for n in signature.input_names if n not in inputs]
-    if missing:
-        raise InvalidInput(
-            f"model '{model}' is missing input {', '.join(repr(n) for n in missing)}; "
-            f"it takes {_describe(signature.inputs)}"
-        )
-    extra = [n for n in inputs if n not in expected]
-    if extra:
-        raise InvalidInput(
-            f"model '{model}' has no input {_names(extra)}; "
-            f"it takes {_describe(signature.inputs)}"
-        )
+    if inputs.keys() != signature.input_set:
+        _refuse_names(model, inputs, signature)
     rows: int | None = None
     first_name = ""
     for spec in signature.inputs:
@@ -70,6 +59,21 @@ def check_inputs(
     return rows
 
 
+def _refuse_names(model: str, inputs: Arrays, signature: Signature) -> NoReturn:
+    """Raise InvalidInput naming the inputs missing or not the model's."""
+    missing = [n for n in signature.input_names if n not in inputs]
+    if missing:
+        raise InvalidInput(
+            f"model '{model}' is missing input {', '.join(repr(n) for n in missing)}; "
+            f"it takes {_describe(signature.inputs)}"
+        )
+    extra = [n for n in inputs if n not in signature.input_set]
+    raise InvalidInput(
+        f"model '{model}' has no input {_names(extra)}; "
+        f"it takes {_describe(signature.inputs)}"
+    )
+
+
 def check_outputs(model: str, requested: tuple[str, ...], signature: Signature) -> tuple[str, ...]:
     """The outputs to compute: the requested ones (checked to exist, deduplicated) or all of them."""
     if not requested:
@@ -85,15 +89,15 @@ def check_outputs(model: str, requested: tuple[str, ...], signature: Signature) 
 
 
 def _check_tensor(spec: TensorSpec, array: np.ndarray, limits: Limits) -> None:
-    got = wire_dtype(array.dtype)
+    got = spec.dtype if array.dtype == spec.numpy_dtype else wire_dtype(array.dtype)
     if got != spec.dtype:
         raise InvalidInput(f"input '{spec.name}': expected dtype {spec.dtype_name}, got {dtype_name(got)}")
-    if array.ndim != len(spec.shape) or any(
-        want is not None and want != have for want, have in zip(spec.shape, array.shape, strict=False)
-    ):
-        raise InvalidInput(
-            f"input '{spec.name}': expected shape {spec.shape_text}, got {list(array.shape)}"
-        )
+    shape = array.shape
+    if len(shape) != len(spec.shape):
+        _refuse_shape(spec, shape)
+    for want, have in zip(spec.shape, shape, strict=True):
+        if want is not None and want != have:
+            _refuse_shape(spec, shape)
     if array.size > limits.max_tensor_elements:
         raise InvalidInput(
             f"input '{spec.name}' has {array.size} elements, over the limit "
@@ -101,6 +105,10 @@ def _check_tensor(spec: TensorSpec, array: np.ndarray, limits: Limits) -> None:
         )
     if got == DataType.STRING:
         _check_string_bytes(spec.name, array, limits.max_string_bytes)
+
+
+def _refuse_shape(spec: TensorSpec, shape: tuple[int, ...]) -> NoReturn:
+    raise InvalidInput(f"input '{spec.name}': expected shape {spec.shape_text}, got {list(shape)}")
 
 
 def _check_string_bytes(name: str, array: np.ndarray, limit: int) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
-from vigil.protos.tensors import DataType, dtype_name
+import numpy as np
+
+from vigil.protos.tensors import NUMPY_DTYPES, DataType, dtype_name
 
 ONNX_TYPES: Final[dict[str, int]] = {
     "tensor(bool)": DataType.BOOL,
@@ -41,6 +44,11 @@ class TensorSpec:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
+    @cached_property
+    def numpy_dtype(self) -> np.dtype[np.generic] | None:
+        """The numpy dtype its arrays decode to (None for a dtype the wire cannot carry)."""
+        return NUMPY_DTYPES.get(self.dtype)
+
     @property
     def shape_text(self) -> str:
         """The shape as users read it, dynamic dimensions as -1: ``[-1, 30]``."""
@@ -59,13 +67,17 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @cached_property
     def input_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.inputs)
 
-    @property
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.outputs)
+
+    @cached_property
+    def input_set(self) -> frozenset[str]:
+        return frozenset(self.input_names)
 
     def output(self, name: str) -> TensorSpec | None:
         return next((s for s in self.outputs if s.name == name), None)

@@ -187,8 +187,11 @@ class Model:
     @property
     def default_version(self) -> ModelVersion | None:
         """The highest-numbered version that is ready: requests without a version go there."""
-        ready = [v for v in self.versions.values() if v.is_ready]
-        return max(ready, key=lambda v: v.version) if ready else None
+        best = None
+        for v in self.versions.values():
+            if v.state is VersionState.READY and (best is None or v.version > best.version):
+                best = v
+        return best
 
     @property
     def is_unloaded(self) -> bool:

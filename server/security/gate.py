@@ -101,7 +101,8 @@ class CallGate:
                         self._audit(method, CallRecord(method=method, identity=record.identity), context, None,
                                     time.perf_counter() - started, status=record.code.name)
                     await context.abort(record.code, str(record))
-                request = await _parsed(request, method, context)
+                if not isinstance(request, _MESSAGES):
+                    request = await _parsed(request, method, context)
                 failure: BaseException | None = None
                 self.active += 1
                 try:
@@ -196,12 +197,16 @@ def _undecodable_message(method: str, request: Undecodable) -> str:
     return f"the {method} request is not a valid message of this method: {request.error}"
 
 
+_MESSAGES = (bytes, Message)
+"""A parsed request: a message (or bytes, for a method without a parser)."""
+
+
 async def _parsed(request: Any, method: str, context: grpc.aio.ServicerContext) -> Any:
     """The request, or INVALID_ARGUMENT when its bytes did not parse; a request stream is checked message by
     message as the handler reads it."""
     if isinstance(request, Undecodable):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(method, request))
-    if isinstance(request, bytes | Message):
+    if isinstance(request, _MESSAGES):
         return request
     return _checked_stream(request, method, context)
 

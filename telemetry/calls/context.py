@@ -7,16 +7,16 @@ it resolved and how long validation took. Telemetry reads it for metric labels, 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanContext
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
     """One gRPC call as telemetry sees it."""
 
@@ -41,6 +41,9 @@ class CallRecord:
     `trace_of` for its log and audit lines."""
     traced: bool = False
     """Tracing is on: a call that exports nothing still gets a trace id once a log or audit line asks for one."""
+    metadata: Callable[[], Any] | None = None
+    """Tracing on and nothing exported: the call's `invocation_metadata`, read only when a log or audit line asks
+    for the trace the caller may have sent."""
     call_span: Any = None
     """The call's `CallSpan` (tracing on and exporting), whose context `trace_of` builds when asked."""
 
@@ -69,8 +72,25 @@ def trace_of(record: CallRecord | None) -> SpanContext | None:
     if record.span_context is None and record.call_span is not None:
         record.span_context = record.call_span.context
     elif record.span_context is None and record.traced:
-        record.span_context = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False)
+        caller = callers_span(record.metadata) if record.metadata is not None else None
+        record.metadata = None
+        record.span_context = caller or SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1,
+                                                    is_remote=False)
     return record.span_context
+
+
+def callers_span(metadata: Callable[[], Any]) -> SpanContext | None:
+    """The span a caller sent in the call's metadata (W3C `traceparent` by default), or None."""
+    try:
+        pairs = metadata() or ()
+    except Exception:  # the call is over: its metadata can no longer be read
+        return None
+    fields = propagate.get_global_textmap().fields
+    carrier = {k: v for k, v in pairs if k in fields and isinstance(v, str)}
+    if not carrier:
+        return None
+    found = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return found if found.is_valid else None
 
 
 

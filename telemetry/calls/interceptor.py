@@ -97,19 +97,18 @@ class TelemetryInterceptor:
         call.record_token = current_call.set(call.record)
         tracing = self._tracing
         if tracing is not None:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ())
-                       if k in self._propagated and isinstance(v, str)}
             call.record.traced = True
-            parent = propagate.extract(carrier) if carrier else None
             if tracing.exporting:
+                carrier = {k: v for k, v in (context.invocation_metadata() or ())
+                           if k in self._propagated and isinstance(v, str)}
+                parent = propagate.extract(carrier) if carrier else None
                 call.record.call_span = span = tracing.start(name, parent or ROOT_CONTEXT)
                 if span.sampled:  # current for OpenTelemetry-aware code the call runs; others need no context
                     call.record.span_context = span.context
                     call.span_token = otel_context.attach(
                         trace.set_span_in_context(NonRecordingSpan(span.context), parent or ROOT_CONTEXT))
-            elif parent is not None:  # nothing is exported: the caller's trace still marks the call's log lines
-                found = trace.get_current_span(parent).get_span_context()
-                call.record.span_context = found if found.is_valid else None
+            else:  # nothing is exported: the caller's trace marks the call's log lines, read if a line is written
+                call.record.metadata = context.invocation_metadata
         self.in_flight[method] += 1
         return call
 

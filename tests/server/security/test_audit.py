@@ -104,3 +104,20 @@ async def test_model_loads_and_unloads_are_audited(model_repo: Path, tmp_path: P
     lines = read_lines(tmp_path)
     assert [(line["method"], line["model"], line["status"]) for line in lines] == [
         ("UnloadModel", "identity_int8", "OK"), ("LoadModel", "identity_int8", "OK")]
+
+
+async def test_an_audit_line_carries_the_callers_trace_when_nothing_is_exported(model_repo: Path,
+                                                                                tmp_path: Path) -> None:
+    """Tracing on with no exporter: the caller's `traceparent` is read only when a line is written, and is the
+    line's trace; a call without one gets a trace id of its own, the same on every line of that call."""
+    path = tmp_path / "audit.jsonl"
+    sent = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with running_app(model_repo, audit={"file": path}) as app:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            request = pb.PredictRequest(model_name="breast_cancer", inputs=[from_array("features", ROWS)])
+            await stub.Predict(request, metadata=(("traceparent", f"00-{sent}-00f067aa0ba902b7-01"),))
+            await stub.Predict(request)
+    continued, own = read_lines(tmp_path)
+    assert continued["trace_id"] == sent
+    assert re.fullmatch(r"[0-9a-f]{32}", str(own["trace_id"])) and own["trace_id"] != sent
