@@ -99,8 +99,11 @@ class TelemetryInterceptor:
         if tracing is not None:
             call.record.traced = True
             if tracing.exporting:
-                carrier = {k: v for k, v in (context.invocation_metadata() or ())
-                           if k in self._propagated and isinstance(v, str)}
+                carrier = None
+                for key, value in context.invocation_metadata() or ():
+                    if key in self._propagated and isinstance(value, str):
+                        carrier = carrier or {}
+                        carrier[key] = value
                 parent = propagate.extract(carrier) if carrier else None
                 call.record.call_span = span = tracing.start(name, parent or ROOT_CONTEXT)
                 if span.sampled:  # current for OpenTelemetry-aware code the call runs; others need no context
@@ -128,7 +131,8 @@ class TelemetryInterceptor:
             instruments.request_duration.record((end_ns - call.start_ns) / 1e9,
                                                 (record.model, record.version, call.method), exemplar)
             instruments.requests.add((record.model, record.version, call.method, code.name))
-            if span is not None:
+            if span is not None and (span.sampled or code is not grpc.StatusCode.OK
+                                     or end_ns - call.start_ns >= self._slow_ns):
                 self._write_span(call, span, code, None if gone else context, end_ns)
         except Exception:  # telemetry never makes a call fail
             logger.exception("recording telemetry for %s failed", call.method)
@@ -145,10 +149,8 @@ class TelemetryInterceptor:
 
     def _write_span(self, call: _Call, span: CallSpan, code: grpc.StatusCode,
                     context: grpc.aio.ServicerContext | None, end_ns: int) -> None:
+        """The call's server span (and its validation span): sampled, or kept because it failed or was slow."""
         failed = code is not grpc.StatusCode.OK
-        slow = end_ns - call.start_ns >= self._slow_ns
-        if not (span.sampled or failed or slow):
-            return  # passed over by the sampler, and nothing to keep
         tracing = self._tracing
         assert tracing is not None
         record = call.record

@@ -29,24 +29,30 @@ MAX_FRAME = 64 << 20
 Record = tuple[Any, ...]
 _KINDS = {kind.value: kind for kind in SpanKind}
 _CODES = {code.value: code for code in StatusCode}
+_KIND_VALUES = {kind: kind.value for kind in SpanKind}
+_CODE_VALUES = {code: code.value for code in StatusCode}
+_UNSET = StatusCode.UNSET
 
 
 def record(name: str, trace_id: int, span_id: int, flags: int, state: str, parent: SpanContext | None,
            start_ns: int, end_ns: int, attributes: Mapping[str, Any] | None, links: Sequence[Link], status: Status,
            kind: SpanKind, events: Sequence[Event]) -> Record:
     """One span as plain values (`state`: the W3C `tracestate` header, or "")."""
+    code = status.status_code
     return (
         name, trace_id, span_id, flags, state,
-        parent.span_id if parent is not None else 0, bool(parent is not None and parent.is_remote),
-        kind.value, start_ns, end_ns, attributes or None,
-        [(link.context.trace_id, link.context.span_id, int(link.context.trace_flags)) for link in links] or None,
-        (status.status_code.value, status.description or "") if status.status_code is not StatusCode.UNSET else None,
-        [(e.name, dict(e.attributes or {}), e.timestamp) for e in events] or None,
+        parent.span_id if parent is not None else 0, parent is not None and parent.is_remote,
+        _KIND_VALUES[kind], start_ns, end_ns, attributes or None,
+        [(link.context.trace_id, link.context.span_id, int(link.context.trace_flags)) for link in links]
+        if links else None,
+        None if code is _UNSET else (_CODE_VALUES[code], status.description or ""),
+        [(e.name, dict(e.attributes or {}), e.timestamp) for e in events] if events else None,
     )
 
 
 def state_header(context: SpanContext) -> str:
-    return context.trace_state.to_header() if context.trace_state else ""
+    state = context.trace_state
+    return state.to_header() if state else ""
 
 
 def frame(kind: int, payload: Any) -> bytes:
