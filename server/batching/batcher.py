@@ -304,12 +304,16 @@ class DynamicBatcher:
         self._dispatch()
 
     def _cut(self) -> list[Work]:
-        """Take the oldest live request and every later one of the same shapes that fits; drop expired ones."""
+        """Take the oldest live request and every later one of the same shapes that fits, looking no further once
+        the batch is full; drop expired and cancelled ones on the way."""
         now = time.monotonic()
         batch: list[Work] = []
-        keep: deque[Work] = deque()
+        skipped: list[Work] = []
         rows = 0
-        for work in self._queue:
+        limit = self.max_batch_size if self.is_batching else 0
+        queue = self._queue
+        while queue and (not batch or rows < limit):
+            work = queue.popleft()
             if work.future.done():  # cancelled by its caller
                 continue
             if work.deadline is not None and now >= work.deadline:
@@ -317,19 +321,16 @@ class DynamicBatcher:
                     f"the deadline passed after {now - work.enqueued:.3f}s in the queue of model '{self.model}'"
                 ))
                 continue
-            fits = not batch or (
-                self.is_batching and not work.alone and not batch[0].alone
-                and work.key == batch[0].key and rows + work.rows <= self.max_batch_size
-            )
-            if fits:
+            if not batch or (not work.alone and not batch[0].alone and work.key == batch[0].key
+                             and rows + work.rows <= limit):
                 batch.append(work)
                 rows += work.rows
             else:
-                keep.append(work)
+                skipped.append(work)
+        queue.extendleft(reversed(skipped))
         if self.preferred_batch_sizes and len(batch) > 1 and rows not in self.preferred_batch_sizes:
             batch, rest = _trim_to_preferred(batch, self.preferred_batch_sizes)
-            keep.extendleft(reversed(rest))
-        self._queue = keep
+            queue.extendleft(reversed(rest))
         return batch
 
     def _finish(

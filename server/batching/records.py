@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +15,7 @@ Arrays = dict[str, npt.NDArray[np.generic]]
 """Named arrays: a request's inputs or a run's outputs, by input or output name."""
 
 
-@dataclass(frozen=True)
-class BatchResult:
+class BatchResult(NamedTuple):
     """One request's share of a run, and what it cost."""
 
     outputs: Arrays

@@ -101,10 +101,24 @@ class DataPlane:
         return self.rollouts.resolve(request.model_name, request.model_version, metadata)
 
     def _prepare(self, request: InferRequest, request_id: str, version: ModelVersion | None = None,
-                 shadow: ModelVersion | None = None, metadata: Metadata | None = None) -> _Prepared:
+                 shadow: ModelVersion | None = None, metadata: Metadata | None = None, *,
+                 routes: dict[tuple[str, int], tuple[ModelVersion, ModelVersion | None]] | None = None,
+                 ) -> _Prepared:
+        """Resolve (unless `version` is given; `routes` keeps the routes a BatchPredict call resolved, by name and
+        version asked for, unless a rollout splits them) and validate; the call's validation time is annotated for
+        a single request only."""
         if version is None:
-            version, shadow = self._route(request, metadata)
-        started_ns = time.time_ns()
+            if routes is None:
+                version, shadow = self._route(request, metadata)
+            else:
+                asked = (request.model_name, request.model_version)
+                route = routes.get(asked)
+                if route is None:
+                    route = self._route(request, metadata)
+                    if asked[1] != 0 or not self.rollouts.splits(asked[0]):  # a split draws per request
+                        routes[asked] = route
+                version, shadow = route
+        started_ns = time.time_ns() if routes is None else 0
         signature = version.signature
         rows = check_inputs(
             version.name, request.inputs, signature,
@@ -115,7 +129,8 @@ class DataPlane:
         probability_output = version.config.probability_output
         to_compute = wanted if probability_output is None or probability_output in wanted else (
             *wanted, probability_output)
-        annotate_call(validation_ns=(started_ns, time.time_ns()))
+        if routes is None:
+            annotate_call(validation_ns=(started_ns, time.time_ns()))
         return _Prepared(request, request_id, version, rows, wanted, to_compute, shadow)
 
     async def infer(
@@ -155,9 +170,10 @@ class DataPlane:
         started = time.perf_counter()
         outcomes: list[InferResult | ServerError] = [InferenceFailed()] * len(requests)
         groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, _Prepared]]] = defaultdict(list)
+        routes: dict[tuple[str, int], tuple[ModelVersion, ModelVersion | None]] = {}
         for index, request in enumerate(requests):
             try:
-                prepared = self._prepare(request, new_request_id(), metadata=metadata)
+                prepared = self._prepare(request, new_request_id(), metadata=metadata, routes=routes)
             except ServerError as exc:
                 outcomes[index] = exc
                 continue

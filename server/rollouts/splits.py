@@ -140,6 +140,10 @@ class Rollouts:
 
     # -- the request path ---------------------------------------------------------------------------------------
 
+    def splits(self, name: str) -> bool:
+        """Whether requests for model `name` without a version are split by a rollout (each drawn on its own)."""
+        return name in self._splits
+
     def resolve(self, name: str, number: int, metadata: Metadata | None = None
                 ) -> tuple[ModelVersion, ModelVersion | None]:
         """(the version that answers, a shadow version that gets a copy or None). A chosen version that is not
