@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,24 +28,22 @@ class InferRequest:
     """Outputs the caller wants; empty means all."""
 
 
-@dataclass(frozen=True)
-class Classification:
+class Classification(NamedTuple):
     """Per-row top class of a classifier's probability output."""
 
     labels: list[str]
     probabilities: npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class InferResult:
-    """The answer to one InferRequest."""
+class InferResult(NamedTuple):
+    """The answer to one InferRequest (a named tuple: one is built for every request)."""
 
     request_id: str
     model_name: str
     model_version: int
     outputs: Arrays
     classification: Classification | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Mapping[str, float] = MappingProxyType({})
     """Seconds spent per stage (queue, compute), for server-timing metadata."""
     batch_size: int = 0
     """Rows in the ONNX Runtime run that computed this request."""

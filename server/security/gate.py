@@ -94,7 +94,7 @@ class CallGate:
     def _unary(self, method: str, authenticate: bool, drains: bool, audited: bool) -> Callable[[Any], Any]:
         def outer(behaviour: Any) -> Any:
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
+                started = time.perf_counter() if audited else 0.0
                 record = self._admit(method, authenticate, drains, context)
                 if isinstance(record, Refused):
                     if audited:

@@ -30,6 +30,7 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
 """Probes and tooling: neither traced nor counted."""
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_STATUS_NAMES = {code: code.name for code in grpc.StatusCode}
 
 
 class TelemetryInterceptor:
@@ -130,7 +131,7 @@ class TelemetryInterceptor:
                 exemplar = (span.trace_id, span.span_id)
             instruments.request_duration.record((end_ns - call.start_ns) / 1e9,
                                                 (record.model, record.version, call.method), exemplar)
-            instruments.requests.add((record.model, record.version, call.method, code.name))
+            instruments.requests.add((record.model, record.version, call.method, _STATUS_NAMES[code]))
             if span is not None and (span.sampled or code is not grpc.StatusCode.OK
                                      or end_ns - call.start_ns >= self._slow_ns):
                 self._write_span(call, span, code, None if gone else context, end_ns)
