@@ -100,6 +100,9 @@ class DynamicBatcher:
         self._gathered = 1.0
         """Requests recent holds gathered (a slowly decaying peak): a hold ends once this many wait."""
         self._cuts = 0
+        self._holds = 0
+        self._wanted = 1.0
+        """Requests the current hold waits for."""
 
     @property
     def is_batching(self) -> bool:
@@ -247,6 +250,8 @@ class DynamicBatcher:
             return
         queued = len(self._queue)
         self._held_from = queued
+        self._holds += 1  # one hold in `_PROBE_EVERY` waits for one more than recent holds gathered, so the
+        self._wanted = self._gathered + (self._holds % _PROBE_EVERY == 0)  # estimate can grow when load does
         waited = time.monotonic() - self._queue[0].enqueued
         if self._enough(queued) or waited >= _HOLD_LIMIT:
             self._end_hold(queued)
@@ -256,8 +261,9 @@ class DynamicBatcher:
         self._hold = loop.call_at(loop.time() + (_HOLD_LIMIT - waited), self._dispatch)
 
     def _enough(self, queued: int) -> bool:
-        """Whether a hold has the company it waits for: a full batch, or as many as recent holds gathered."""
-        return queued >= self.max_batch_size or (queued >= self._gathered and self._company >= 0.5)
+        """Whether a hold has the company it waits for: a full batch, or as many as recent holds gathered (one
+        more, now and then)."""
+        return queued >= self.max_batch_size or (queued >= self._wanted and self._company >= 0.5)
 
     def _end_hold(self, queued: int) -> None:
         """Learn from the hold that ends now: the company it brought, and how many waited at its end."""
