@@ -2,7 +2,8 @@
 streams a canned frame to every subscriber on one shared tick.
 
 The benchmark loads it exactly as it loads Vigil, so its CPU-seconds per 1000 calls are what gRPC, protobuf
-and asyncio cost per call on this machine before any serving work, and its CPU per streamed frame is what gRPC
+and asyncio cost per call on this machine before any serving work (for BatchPredict, which answers with canned
+items, per item), and its CPU per streamed frame is what gRPC
 costs per message before any telemetry work.
 """
 
@@ -29,6 +30,19 @@ RESPONSE = pb.PredictResponse(
     outputs=[from_array("label", np.zeros(1, np.int64)), from_array("probabilities", np.zeros((1, 2), np.float32))],
     predicted_labels=["benign"], predicted_probabilities=[0.9],
 )
+
+_BATCH_RESPONSES: dict[int, pb.BatchPredictResponse] = {}
+
+
+def batch_response(items: int) -> pb.BatchPredictResponse:
+    """A canned BatchPredict answer of `items` results, each the canned Predict answer: what parsing the request
+    and serializing the answer cost gRPC and protobuf per item, before any work."""
+    response = _BATCH_RESPONSES.get(items)
+    if response is None:
+        response = _BATCH_RESPONSES[items] = pb.BatchPredictResponse(results=[
+            pb.BatchPredictResult(status=pb.ItemStatus(code=0), response=RESPONSE) for _ in range(items)])
+    return response
+
 
 _BOUNDS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
 _LATENCY = tpb.LatencySummary(count=100, mean_ms=60.0, p50_ms=55.0, p90_ms=95.0, p99_ms=130.0)
@@ -67,6 +81,10 @@ async def main() -> None:
     async def predict(request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         return RESPONSE
 
+    async def batch_predict(request: pb.BatchPredictRequest,
+                            context: grpc.aio.ServicerContext) -> pb.BatchPredictResponse:
+        return batch_response(len(request.requests))
+
     async def telemetry(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         wake = asyncio.Event()
         ticker.waiting.add(wake)
@@ -81,6 +99,9 @@ async def main() -> None:
     handlers = {
         "Predict": grpc.unary_unary_rpc_method_handler(predict, request_deserializer=pb.PredictRequest.FromString,
                                                        response_serializer=pb.PredictResponse.SerializeToString),
+        "BatchPredict": grpc.unary_unary_rpc_method_handler(
+            batch_predict, request_deserializer=pb.BatchPredictRequest.FromString,
+            response_serializer=pb.BatchPredictResponse.SerializeToString),
         "Telemetry": grpc.unary_stream_rpc_method_handler(telemetry, request_deserializer=_raw,
                                                           response_serializer=_raw),
     }
